@@ -1,0 +1,649 @@
+//! Carries out a plan: writes units, starts the new release, waits until it is really ready,
+//! lets both run for `observe_sec`, then enables it and has systemd stop the old one. When the
+//! new release is not ready in time or turns unhealthy, it is stopped and the old one keeps
+//! serving, untouched (a rollback).
+
+use std::path::PathBuf;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::lock::{self, LockError};
+use crate::migrate::{self, MigrateStatus};
+use crate::plan::{self, Migrate, Plan, PlanError, Step};
+use crate::probe;
+use crate::render::{self, RenderError};
+use crate::result::{Diff, Failure, Outcome};
+use crate::spec::{ServiceSpec, State};
+use crate::state::{self, StateError};
+use crate::systemd::{JobResult, Systemd, SystemdError};
+use crate::unit_dir::{self, DiskError};
+
+/// How many journal lines a failure report carries.
+pub const JOURNAL_LINES: usize = 15;
+
+/// Options of a run that are not part of the spec.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Plan only; touch nothing.
+    pub check: bool,
+    /// Report the unit text before and after.
+    pub diff: bool,
+    /// Where the per-service locks live.
+    pub lock_dir: PathBuf,
+    /// How long to wait for another run of the same service.
+    pub lock_timeout: Duration,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            check: false,
+            diff: false,
+            lock_dir: PathBuf::from(lock::DEFAULT_DIR),
+            lock_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a run reports while it works, for people watching a terminal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// A step begins.
+    Step(String),
+    /// A wait goes on: what for, how long so far, the limit.
+    Waiting {
+        /// e.g. `app-v2.service to listen on :8080`.
+        what: String,
+        /// Time waited so far.
+        elapsed: Duration,
+        /// The limit.
+        limit: Duration,
+    },
+    /// A step ended.
+    Done(String),
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The unit could not be rendered.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// The unit directory.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// systemd.
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
+    /// Another run holds the service's lock.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The plan was refused.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The new release never became ready or turned unhealthy; it was stopped.
+    #[error("{unit} {reason}; {aftermath}")]
+    NotReady {
+        /// The new release's unit.
+        unit: String,
+        /// Why it is not ready.
+        reason: String,
+        /// What baton did about it.
+        aftermath: String,
+    },
+    /// systemd could not stop a release.
+    #[error("stopping {unit} ended with job result '{result}'")]
+    StopFailed {
+        /// The unit.
+        unit: String,
+        /// The job result.
+        result: String,
+    },
+}
+
+impl From<StateError> for ApplyError {
+    fn from(e: StateError) -> Self {
+        match e {
+            StateError::Disk(d) => ApplyError::Disk(d),
+            StateError::Systemd(s) => ApplyError::Systemd(s),
+        }
+    }
+}
+
+/// A failed run with what it had done so far.
+#[derive(Debug)]
+pub struct ApplyFailure {
+    /// The cause.
+    pub error: ApplyError,
+    /// The service.
+    pub name: String,
+    /// The release still active.
+    pub version: Option<String>,
+    /// Whether anything changed.
+    pub changed: bool,
+    /// Whether a new release was stopped after failing.
+    pub rolled_back: bool,
+    /// The actions taken.
+    pub actions: Vec<String>,
+    /// The failed release's last journal lines.
+    pub journal: Vec<String>,
+    /// Wall time.
+    pub elapsed_ms: u64,
+}
+
+impl From<ApplyFailure> for Failure {
+    fn from(f: ApplyFailure) -> Self {
+        let mut msg = f.error.to_string();
+        if !f.journal.is_empty() {
+            msg.push_str(". Last journal lines:\n");
+            msg.push_str(&f.journal.join("\n"));
+        }
+        Failure {
+            failed: true,
+            msg,
+            name: Some(f.name),
+            version: f.version,
+            changed: f.changed,
+            rolled_back: f.rolled_back,
+            actions: f.actions,
+            journal: f.journal,
+            elapsed_ms: f.elapsed_ms,
+        }
+    }
+}
+
+/// The run in progress: what it has done so far.
+struct Run<'a> {
+    spec: &'a ServiceSpec,
+    sd: &'a dyn Systemd,
+    progress: &'a mut dyn FnMut(Progress),
+    started: Instant,
+    actions: Vec<String>,
+    warnings: Vec<String>,
+    changed: bool,
+}
+
+/// Brings the service to the spec: validate (done by the caller), lock, read state, plan, then
+/// carry the plan out (or, in check mode, report it).
+pub fn apply(
+    spec: &ServiceSpec,
+    sd: &dyn Systemd,
+    opts: &ApplyOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Outcome, Box<ApplyFailure>> {
+    let started = Instant::now();
+    let mut run = Run { spec, sd, progress, started, actions: Vec::new(), warnings: Vec::new(), changed: false };
+    let mut version_now = None;
+    let result = run.apply(opts, &mut version_now);
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(mut outcome) => {
+            outcome.elapsed_ms = elapsed_ms;
+            Ok(outcome)
+        }
+        Err((error, rolled_back, journal)) => Err(Box::new(ApplyFailure {
+            error,
+            name: spec.name.to_string(),
+            version: version_now,
+            changed: run.changed,
+            rolled_back,
+            actions: run.actions,
+            journal,
+            elapsed_ms,
+        })),
+    }
+}
+
+type RunError = (ApplyError, bool, Vec<String>);
+
+fn plain(e: impl Into<ApplyError>) -> RunError {
+    (e.into(), false, Vec::new())
+}
+
+impl Run<'_> {
+    fn apply(&mut self, opts: &ApplyOptions, version_now: &mut Option<String>) -> Result<Outcome, RunError> {
+        let spec = self.spec;
+        let _lock = if opts.check {
+            None
+        } else {
+            (self.progress)(Progress::Step(format!("lock service {}", spec.name)));
+            Some(lock::acquire(&opts.lock_dir, spec.name.as_str(), opts.lock_timeout).map_err(plain)?)
+        };
+        let target = spec.unit();
+        let state = state::read(self.sd, &spec.unit_dir, spec.name.as_str(), &target).map_err(plain)?;
+        *version_now = state.active_version();
+        let rendered = match spec.state {
+            State::Absent => None,
+            _ => Some(render::render(spec).map_err(plain)?),
+        };
+        let migrate = match migrate::read() {
+            Some(true) => Migrate::On,
+            Some(false) => Migrate::Off,
+            None => Migrate::Unsupported,
+        };
+        let plan = plan::plan(spec, &state, rendered.as_deref(), migrate).map_err(plain)?;
+        self.warnings.extend(plan.warnings.iter().cloned());
+        if !opts.check {
+            unit_dir::clean_temp_files(&spec.unit_dir, &target);
+        }
+
+        if opts.check {
+            self.actions = plan.steps.iter().map(Step::describe).collect();
+            self.changed = plan.changes();
+            let msg = if self.changed {
+                format!("check mode: {} step(s) would run", plan.steps.len())
+            } else {
+                format!("{} is already as the spec asks; nothing would change", spec.name)
+            };
+            return Ok(self.outcome(&plan, opts, msg, expected_version(spec, &plan)));
+        }
+
+        let mut removed_target = false;
+        for step in &plan.steps {
+            self.execute(step, &state, version_now)?;
+            if let Step::RemoveUnit { unit, .. } = step {
+                removed_target |= *unit == target;
+            }
+        }
+        if self.changed && spec.state == State::Started && !removed_target {
+            // Order releases for `keep`: the active one is the most recent.
+            let _ = unit_dir::touch(&state.target_path);
+        }
+        let active = match spec.state {
+            State::Started => Some(spec.version.to_string()),
+            _ => None,
+        };
+        *version_now = active.clone();
+        let msg = self.summary(&plan);
+        Ok(self.outcome(&plan, opts, msg, active))
+    }
+
+    fn outcome(&self, plan: &Plan, opts: &ApplyOptions, msg: String, version: Option<String>) -> Outcome {
+        Outcome {
+            changed: self.changed,
+            msg,
+            name: self.spec.name.to_string(),
+            version,
+            previous_version: plan.previous_version.clone(),
+            unit: self.spec.unit(),
+            actions: self.actions.clone(),
+            rolled_back: false,
+            elapsed_ms: 0,
+            warnings: self.warnings.clone(),
+            diff: opts.diff.then(|| Diff { before: plan.before.clone(), after: plan.after.clone() }),
+        }
+    }
+
+    fn summary(&self, plan: &Plan) -> String {
+        let spec = self.spec;
+        if !self.changed {
+            return match spec.state {
+                State::Started => {
+                    format!("{} {} is active; nothing changed", spec.name, spec.version)
+                }
+                State::Stopped => format!("{} is stopped; nothing changed", spec.name),
+                State::Absent => format!("{} is absent; nothing changed", spec.name),
+            };
+        }
+        let secs = self.started.elapsed().as_secs_f64();
+        match (spec.state, plan.previous_version.as_deref()) {
+            (State::Started, Some(prev)) if prev != spec.version.as_str() => {
+                format!("{} handed over from {prev} to {} in {secs:.1} s", spec.name, spec.version)
+            }
+            (State::Started, _) => {
+                format!("{} {} is active ({secs:.1} s)", spec.name, spec.version)
+            }
+            (State::Stopped, _) => format!("{} stopped ({secs:.1} s)", spec.name),
+            (State::Absent, _) => format!("{} removed ({secs:.1} s)", spec.name),
+        }
+    }
+
+    fn record(&mut self, action: String) {
+        (self.progress)(Progress::Done(action.clone()));
+        self.actions.push(action);
+        self.changed = true;
+    }
+
+    fn execute(
+        &mut self,
+        step: &Step,
+        state: &state::ServiceState,
+        version_now: &mut Option<String>,
+    ) -> Result<(), RunError> {
+        (self.progress)(Progress::Step(step.describe()));
+        match step {
+            Step::WriteUnit { unit, text, .. } => {
+                unit_dir::write_atomic(&self.spec.unit_dir, unit, text).map_err(plain)?;
+                self.record(step.describe());
+            }
+            Step::Reload => {
+                self.sd.reload().map_err(plain)?;
+                self.record(step.describe());
+            }
+            Step::StartAndWait { unit, start } => {
+                let had_old = state.running().any(|r| r.unit() != unit);
+                if *start {
+                    self.changed = true;
+                }
+                match self.start_and_wait(unit, *start) {
+                    Ok(ready) => {
+                        if *start {
+                            self.record(format!("start {unit}"));
+                        }
+                        self.actions.push(ready);
+                    }
+                    Err(reason) => return Err(self.roll_back(unit, reason, had_old)),
+                }
+            }
+            Step::Restart { unit } => {
+                self.stop_unit(unit, self.spec.timeout_stop_sec)?;
+                self.record(format!("stop {unit}"));
+                *version_now = None;
+                match self.start_and_wait(unit, true) {
+                    Ok(ready) => {
+                        self.record(format!("start {unit}"));
+                        self.actions.push(ready);
+                    }
+                    Err(reason) => return Err(self.roll_back(unit, reason, false)),
+                }
+            }
+            Step::MigrateRequests => match migrate::ensure_on(false) {
+                Ok(MigrateStatus::TurnedOn) => self.record(step.describe()),
+                Ok(MigrateStatus::AlreadyOn) => {}
+                Ok(MigrateStatus::Unsupported) => self.warnings.push(
+                    "this kernel lacks net.ipv4.tcp_migrate_req: queued connections of the old release may be reset"
+                        .to_owned(),
+                ),
+                Err(e) => self.warnings.push(format!("could not set net.ipv4.tcp_migrate_req=1: {e}")),
+            },
+            Step::Enable { units } => {
+                self.sd.enable(units).map_err(plain)?;
+                self.record(step.describe());
+            }
+            Step::Disable { units } => {
+                self.sd.disable(units).map_err(plain)?;
+                self.record(step.describe());
+            }
+            Step::Stop { unit, version, timeout_stop_sec } => {
+                let t0 = Instant::now();
+                self.stop_unit(unit, *timeout_stop_sec)?;
+                let took = t0.elapsed();
+                if took >= Duration::from_secs(*timeout_stop_sec) {
+                    self.warnings.push(format!(
+                        "{unit} ({version}) did not exit within TimeoutStopSec={timeout_stop_sec}s after SIGTERM; \
+                         systemd killed it with SIGKILL after {:.1} s",
+                        took.as_secs_f64()
+                    ));
+                }
+                self.record(format!("stop {unit} ({:.1} s)", took.as_secs_f64()));
+            }
+            Step::RemoveUnit { path, .. } => {
+                unit_dir::remove(path).map_err(plain)?;
+                self.record(step.describe());
+            }
+        }
+        Ok(())
+    }
+
+    fn stop_unit(&mut self, unit: &str, timeout_stop_sec: u64) -> Result<(), RunError> {
+        // systemd escalates to SIGKILL after TimeoutStopSec; allow it that long plus a margin.
+        let limit = Duration::from_secs(timeout_stop_sec) + Duration::from_secs(15);
+        let result = self.sd.stop(unit, limit).map_err(plain)?;
+        let _ = self.sd.reset_failed(unit);
+        match result {
+            JobResult::Done | JobResult::Skipped => Ok(()),
+            other => Err(plain(ApplyError::StopFailed { unit: unit.to_owned(), result: other.as_str().to_owned() })),
+        }
+    }
+
+    /// Stops a release that failed to become ready; the old one keeps serving.
+    fn roll_back(&mut self, unit: &str, reason: String, had_old: bool) -> RunError {
+        (self.progress)(Progress::Step(format!("roll back: stop {unit}")));
+        let journal = self.sd.journal(unit, JOURNAL_LINES);
+        let stopped = self.sd.stop(unit, Duration::from_secs(self.spec.timeout_stop_sec + 15));
+        let _ = self.sd.reset_failed(unit);
+        let aftermath = match (&stopped, had_old) {
+            (Ok(_), true) => format!("baton stopped {unit}; the previous release is still serving"),
+            (Ok(_), false) => format!("baton stopped {unit}"),
+            (Err(e), _) => format!("stopping {unit} failed too: {e}"),
+        };
+        self.actions.push(format!("stop {unit} (rolled back)"));
+        (ApplyError::NotReady { unit: unit.to_owned(), reason, aftermath }, true, journal)
+    }
+
+    /// Starts `unit` (unless `start` is false) and waits until it is ready: job done, active,
+    /// probe passing, listening on the port; then observes it for `observe_sec`.
+    fn start_and_wait(&mut self, unit: &str, start: bool) -> Result<String, String> {
+        let spec = self.spec;
+        let limit = Duration::from_secs(spec.health.timeout_sec);
+        let t0 = Instant::now();
+        if start {
+            match self.sd.start(unit, limit) {
+                Ok(JobResult::Done) => {}
+                Ok(other) => {
+                    let st = self.sd.unit_status(unit).unwrap_or_default();
+                    return Err(format!(
+                        "failed to start: job result '{}' (state {}/{}, exit status {})",
+                        other.as_str(),
+                        st.active_state,
+                        st.sub_state,
+                        st.exec_main_status
+                    ));
+                }
+                Err(SystemdError::JobTimeout { .. }) => {
+                    let why = if spec.service_type == crate::spec::ServiceType::Notify {
+                        " (Type=notify: READY=1 never arrived)"
+                    } else {
+                        ""
+                    };
+                    return Err(format!("was not started within health.timeout_sec={}s{why}", spec.health.timeout_sec));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let interval = Duration::from_millis(spec.health.interval_ms);
+        let first_pid;
+        let mut last_problem;
+        loop {
+            match self.check_ready(unit, interval) {
+                Ok(pid) => {
+                    first_pid = pid;
+                    break;
+                }
+                Err(Fatal(problem)) => return Err(problem),
+                Err(Retry(problem)) => last_problem = problem,
+            }
+            let elapsed = t0.elapsed();
+            if elapsed >= limit {
+                return Err(format!(
+                    "was not ready within health.timeout_sec={}s: {last_problem}",
+                    spec.health.timeout_sec
+                ));
+            }
+            (self.progress)(Progress::Waiting { what: format!("{unit} {last_problem}"), elapsed, limit });
+            sleep(interval.min(limit.saturating_sub(elapsed)));
+        }
+        let ready_after = t0.elapsed();
+
+        if spec.health.observe_sec > 0 {
+            let observe = Duration::from_secs(spec.health.observe_sec);
+            let o0 = Instant::now();
+            while o0.elapsed() < observe {
+                (self.progress)(Progress::Waiting {
+                    what: format!("observing {unit} while both releases serve"),
+                    elapsed: o0.elapsed(),
+                    limit: observe,
+                });
+                sleep(interval.min(observe.saturating_sub(o0.elapsed())));
+                for _ in 0..3 {
+                    match self.check_ready(unit, interval) {
+                        Ok(pid) if pid == first_pid => {}
+                        Ok(pid) => {
+                            return Err(format!(
+                                "restarted during health.observe_sec={}s (main PID {first_pid} became {pid})",
+                                spec.health.observe_sec
+                            ))
+                        }
+                        Err(Fatal(p) | Retry(p)) => {
+                            return Err(format!(
+                                "turned unhealthy during health.observe_sec={}s after {:.1} s: {p}",
+                                spec.health.observe_sec,
+                                o0.elapsed().as_secs_f64()
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+        let port = spec.port.map(|p| format!(", listening on :{p}")).unwrap_or_default();
+        Ok(format!("ready {unit} after {:.1} s{port}", ready_after.as_secs_f64()))
+    }
+
+    /// One readiness check; Ok(main PID) when ready.
+    fn check_ready(&self, unit: &str, interval: Duration) -> Result<u32, Check> {
+        let spec = self.spec;
+        let st = self.sd.unit_status(unit).map_err(|e| Retry(e.to_string()))?;
+        match st.active_state.as_str() {
+            "active" | "reloading" => {}
+            "activating" if st.sub_state == "auto-restart" => {
+                return Err(Fatal(format!("exited with status {} and systemd is restarting it", st.exec_main_status)))
+            }
+            "activating" => return Err(Retry("is still activating".to_owned())),
+            "failed" | "inactive" | "deactivating" => {
+                return Err(Fatal(format!(
+                    "exited (state {}/{}, exit status {})",
+                    st.active_state, st.sub_state, st.exec_main_status
+                )))
+            }
+            other => return Err(Retry(format!("is {other}"))),
+        }
+        let probe_timeout = interval.max(Duration::from_millis(500)).min(Duration::from_secs(5));
+        if let Some(port) = spec.port {
+            if let Some(path) = &spec.health.http {
+                probe::http(port, path, probe_timeout)
+                    .map_err(|e| Retry(format!("fails its HTTP probe GET {path}: {e}")))?;
+            } else if spec.health.tcp {
+                probe::tcp(port, probe_timeout).map_err(|e| Retry(format!("fails its TCP probe on :{port}: {e}")))?;
+            }
+            let pids = self.sd.unit_pids(unit).map_err(|e| Retry(e.to_string()))?;
+            let listening = probe::listening_pids(&pids, port).map_err(|e| Retry(e.to_string()))?;
+            if listening.is_empty() {
+                return Err(Retry(format!("does not listen on :{port} yet")));
+            }
+        }
+        Ok(st.main_pid)
+    }
+}
+
+/// A readiness check that failed: worth retrying, or final (the release exited).
+enum Check {
+    Retry(String),
+    Fatal(String),
+}
+use Check::{Fatal, Retry};
+
+fn expected_version(spec: &ServiceSpec, plan: &Plan) -> Option<String> {
+    match spec.state {
+        State::Started => Some(spec.version.to_string()),
+        _ if plan.steps.is_empty() => None,
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::parse;
+    use crate::systemd::fake::FakeSystemd;
+
+    fn spec(dir: &std::path::Path, version: &str, extra: &str) -> ServiceSpec {
+        let json = format!(
+            r#"{{"name":"app","version":"{version}","exec_start":["/bin/app"],"unit_dir":"{}"{extra}}}"#,
+            dir.display()
+        );
+        parse(json.as_bytes()).expect("valid")
+    }
+
+    fn opts(dir: &std::path::Path) -> ApplyOptions {
+        ApplyOptions { lock_dir: dir.join("locks"), ..ApplyOptions::default() }
+    }
+
+    #[test]
+    fn deploy_then_noop_then_handover() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sd = FakeSystemd::new();
+        let mut events = Vec::new();
+        let s1 = spec(dir.path(), "v1", "");
+        let out = apply(&s1, &sd, &opts(dir.path()), &mut |e| events.push(e)).expect("deploy");
+        assert!(out.changed);
+        assert_eq!(out.version.as_deref(), Some("v1"));
+        assert!(sd.is_active("app-v1.service") && sd.is_enabled("app-v1.service"));
+        assert!(!events.is_empty());
+
+        sd.clear_calls();
+        let out = apply(&s1, &sd, &opts(dir.path()), &mut |_| {}).expect("noop");
+        assert!(!out.changed, "{out:?}");
+        assert!(sd.calls().is_empty(), "{:?}", sd.calls());
+
+        let s2 = spec(dir.path(), "v2", "");
+        let out = apply(&s2, &sd, &opts(dir.path()), &mut |_| {}).expect("handover");
+        assert_eq!(out.previous_version.as_deref(), Some("v1"));
+        assert_eq!(
+            sd.calls(),
+            [
+                "reload",
+                "start app-v2.service",
+                "enable app-v2.service",
+                "disable app-v1.service",
+                "stop app-v1.service"
+            ]
+        );
+        assert!(sd.is_active("app-v2.service") && !sd.is_active("app-v1.service"));
+        assert!(out.msg.contains("handed over from v1 to v2"), "{}", out.msg);
+    }
+
+    #[test]
+    fn failed_start_rolls_back_and_keeps_old() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sd = FakeSystemd::new();
+        apply(&spec(dir.path(), "v1", ""), &sd, &opts(dir.path()), &mut |_| {}).expect("deploy");
+        sd.fail_next_start("app-v2.service", JobResult::Failed);
+        let err = apply(&spec(dir.path(), "v2", ""), &sd, &opts(dir.path()), &mut |_| {}).expect_err("fails");
+        assert!(err.rolled_back);
+        assert_eq!(err.version.as_deref(), Some("v1"));
+        assert!(sd.is_active("app-v1.service") && sd.is_enabled("app-v1.service"));
+        assert!(!sd.is_active("app-v2.service"));
+        let failure = Failure::from(*err);
+        assert!(
+            failure.msg.contains("job result 'failed'") && failure.msg.contains("previous release is still serving")
+        );
+        assert!(failure.msg.contains("fake journal line"));
+    }
+
+    #[test]
+    fn check_mode_touches_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sd = FakeSystemd::new();
+        let o = ApplyOptions { check: true, diff: true, ..opts(dir.path()) };
+        let out = apply(&spec(dir.path(), "v1", ""), &sd, &o, &mut |_| {}).expect("check");
+        assert!(out.changed);
+        assert_eq!(out.actions[0], format!("write {}/app-v1.service", dir.path().display()));
+        assert!(sd.calls().is_empty());
+        assert!(std::fs::read_dir(dir.path()).expect("ls").next().is_none());
+        let diff = out.diff.expect("diff");
+        assert!(diff.before.is_empty() && diff.after.contains("X-Baton-Version=v1"));
+    }
+
+    #[test]
+    fn absent_removes_everything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sd = FakeSystemd::new();
+        apply(&spec(dir.path(), "v1", ""), &sd, &opts(dir.path()), &mut |_| {}).expect("v1");
+        apply(&spec(dir.path(), "v2", ""), &sd, &opts(dir.path()), &mut |_| {}).expect("v2");
+        let out = apply(&spec(dir.path(), "v2", r#","state":"absent""#), &sd, &opts(dir.path()), &mut |_| {})
+            .expect("absent");
+        assert!(out.changed && out.version.is_none());
+        assert!(unit_dir::releases(dir.path(), "app").expect("scan").is_empty());
+        assert!(!sd.is_active("app-v2.service") && !sd.is_enabled("app-v2.service"));
+    }
+}

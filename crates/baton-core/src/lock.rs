@@ -1,0 +1,341 @@
+//! One run per service at a time: an exclusive `flock(2)` on `<dir>/<service>.lock`.
+//!
+//! The kernel releases a flock when the last descriptor of its open file goes away, so a run
+//! that is killed (even with `SIGKILL`) never leaves a stale lock behind. The file itself stays
+//! on disk (removing a lock file races with the next locker); while held it names its holder
+//! (`pid=… since=… cmd=…`) so that a waiting run can say who it is waiting for.
+
+use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where the lock files live unless told otherwise.
+pub const DEFAULT_DIR: &str = "/run/lock/baton";
+
+/// How often a busy lock is tried again.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How often the `on_wait` callback of [`acquire_with_progress`] is called while waiting.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another run held the lock for the whole timeout.
+    #[error("service {service} is locked by another baton run ({holder}); waited {}", Secs(*.waited))]
+    Busy {
+        /// The service.
+        service: String,
+        /// What the lock file says about its holder.
+        holder: String,
+        /// How long this run waited (its timeout).
+        waited: Duration,
+    },
+    /// The service name cannot be a lock file name.
+    #[error("cannot lock service {service:?}: the name is not usable as a file name")]
+    InvalidName {
+        /// The service.
+        service: String,
+    },
+    /// The lock directory could not be created.
+    #[error("cannot create the lock directory {dir}: {source}")]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The lock file could not be opened or created.
+    #[error("cannot open the lock file {path}: {source}")]
+    Open {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// `flock` failed for another reason than the lock being held.
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The lock was taken but the holder could not be written into the file.
+    #[error("cannot write the holder into the lock file {path}: {source}")]
+    WriteHolder {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// An exclusive lock on one service, held until dropped.
+#[derive(Debug)]
+pub struct ServiceLock {
+    file: File,
+    path: PathBuf,
+    service: String,
+}
+
+impl ServiceLock {
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The locked service.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+}
+
+impl Drop for ServiceLock {
+    fn drop(&mut self) {
+        // Still holding the lock here: clear the holder so the file never names a finished run,
+        // then closing the file releases the flock.
+        let _ = self.file.set_len(0);
+    }
+}
+
+/// Takes the exclusive lock of `service` in `dir` (normally [`DEFAULT_DIR`], created `0755`
+/// when missing), trying again until `timeout` has passed.
+pub fn acquire(dir: &Path, service: &str, timeout: Duration) -> Result<ServiceLock, LockError> {
+    acquire_with_progress(dir, service, timeout, |_| {})
+}
+
+/// [`acquire`], calling `on_wait(waited so far)` when the lock is found busy and then about
+/// once a second while waiting, so that a front-end can say what it is waiting for.
+pub fn acquire_with_progress(
+    dir: &Path,
+    service: &str,
+    timeout: Duration,
+    mut on_wait: impl FnMut(Duration),
+) -> Result<ServiceLock, LockError> {
+    if service.is_empty() || service.starts_with('.') || service.contains(['/', '\0']) || service.len() > 200 {
+        return Err(LockError::InvalidName { service: service.to_string() });
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|source| LockError::CreateDir { dir: dir.to_path_buf(), source })?;
+    let path = dir.join(format!("{service}.lock"));
+    // No truncation on open: the file names the current holder until we hold the lock.
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|source| LockError::Open { path: path.clone(), source })?;
+
+    let start = Instant::now();
+    let mut next_progress = Duration::ZERO;
+    loop {
+        let attempt = file.try_lock();
+        match attempt {
+            Ok(()) => break,
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(source)) => return Err(LockError::Lock { path, source }),
+        }
+        let waited = start.elapsed();
+        if waited >= timeout {
+            return Err(LockError::Busy { service: service.to_string(), holder: holder_of(&path), waited: timeout });
+        }
+        if waited >= next_progress {
+            on_wait(waited);
+            next_progress = waited + PROGRESS_INTERVAL;
+        }
+        std::thread::sleep(POLL_INTERVAL.min(timeout - waited));
+    }
+
+    let lock = ServiceLock { file, path, service: service.to_string() };
+    let holder = holder_line();
+    lock.file
+        .set_len(0)
+        .and_then(|()| lock.file.write_all_at(holder.as_bytes(), 0))
+        .map_err(|source| LockError::WriteHolder { path: lock.path.clone(), source })?;
+    Ok(lock)
+}
+
+/// This run, as written into the lock file: `pid=<pid> since=<unix secs> cmd=<argv>`.
+fn holder_line() -> String {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let cmd: Vec<String> = std::env::args_os().map(|arg| arg.to_string_lossy().into_owned()).collect();
+    let cmd = cmd.join(" ").replace(|c: char| c.is_control(), " ");
+    format!("pid={} since={since} cmd={cmd}\n", std::process::id())
+}
+
+/// What the lock file says about its holder, on one line.
+fn holder_of(path: &Path) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => text.trim().replace(['\n', '\r'], " "),
+        Ok(_) => "holder unknown: the lock file is empty".to_string(),
+        Err(e) => format!("holder unknown: {e}"),
+    }
+}
+
+/// A duration for people: `200ms`, `10s`, `1.5s`.
+struct Secs(Duration);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms < 1000 {
+            write!(f, "{ms}ms")
+        } else if ms % 1000 < 100 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{}.{}s", ms / 1000, (ms % 1000) / 100)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acquire_writes_the_holder_and_drop_clears_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock_dir = dir.path().join("nested/baton");
+        let lock = acquire(&lock_dir, "app", Duration::from_secs(1)).expect("acquire");
+        assert_eq!(lock.path(), lock_dir.join("app.lock"));
+        assert_eq!(lock.service(), "app");
+        let text = std::fs::read_to_string(lock.path()).expect("read");
+        assert!(text.starts_with(&format!("pid={} since=", std::process::id())), "{text}");
+        assert!(text.contains(" cmd="), "{text}");
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&lock_dir).expect("meta").permissions());
+        assert_eq!(mode & 0o700, 0o700);
+        let path = lock.path().to_path_buf();
+        drop(lock);
+        assert_eq!(std::fs::read_to_string(path).expect("read"), "");
+    }
+
+    #[test]
+    fn second_acquire_is_busy_naming_the_holder_then_succeeds_after_drop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = acquire(dir.path(), "app", Duration::from_secs(1)).expect("acquire");
+
+        let lock_dir = dir.path().to_path_buf();
+        let start = Instant::now();
+        let second = std::thread::spawn(move || acquire(&lock_dir, "app", Duration::from_millis(200)).map(|_| ()))
+            .join()
+            .expect("thread");
+        let elapsed = start.elapsed();
+        let err = second.expect_err("the lock is held");
+        match &err {
+            LockError::Busy { service, holder, waited } => {
+                assert_eq!(service, "app");
+                assert!(holder.starts_with(&format!("pid={} ", std::process::id())), "{holder}");
+                assert_eq!(*waited, Duration::from_millis(200));
+            }
+            other => panic!("expected Busy, got {other:?}"),
+        }
+        assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("service app is locked by another baton run (pid={} since=", std::process::id())),
+            "{msg}"
+        );
+        assert!(msg.ends_with("); waited 200ms"), "{msg}");
+
+        // Another service is independent.
+        let other = acquire(dir.path(), "other", Duration::ZERO).expect("other service");
+        drop(other);
+
+        drop(lock);
+        let again = acquire(dir.path(), "app", Duration::ZERO).expect("free after drop");
+        drop(again);
+    }
+
+    #[test]
+    fn waiting_reports_progress_and_gets_the_lock_when_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = acquire(dir.path(), "app", Duration::from_secs(1)).expect("acquire");
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(lock);
+        });
+        let mut waits = Vec::new();
+        let got = acquire_with_progress(dir.path(), "app", Duration::from_secs(5), |w| waits.push(w));
+        releaser.join().expect("thread");
+        got.expect("acquired once released");
+        assert_eq!(waits.len(), 1, "{waits:?}");
+        assert!(waits[0] < Duration::from_millis(100), "{waits:?}");
+    }
+
+    #[test]
+    fn a_killed_holder_releases_the_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.lock");
+        // The shell opens the file on fd 9, flock(1) locks that open file, and the shell becomes
+        // `sleep`: the sleeping process is the one and only holder.
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec 9>>"$1" && flock -x 9 && exec sleep 30"#)
+            .arg("sh")
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                eprintln!("skipped: cannot run sh: {e}");
+                return;
+            }
+        };
+
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut held = false;
+        while Instant::now() < deadline {
+            match acquire(dir.path(), "app", Duration::ZERO) {
+                Err(LockError::Busy { holder, .. }) => {
+                    assert!(holder.starts_with("holder unknown"), "{holder}");
+                    held = true;
+                    break;
+                }
+                Ok(lock) => drop(lock),
+                Err(e) => panic!("{e}"),
+            }
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                eprintln!("skipped: the flock helper exited with {status} (no flock(1)?)");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !held {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child never took the lock");
+        }
+
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        let lock = acquire(dir.path(), "app", Duration::from_secs(2)).expect("released by kill");
+        drop(lock);
+    }
+
+    #[test]
+    fn unusable_names_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["", "../etc/x", "a/b", ".hidden"] {
+            let err = acquire(dir.path(), name, Duration::ZERO).expect_err(name);
+            assert!(matches!(err, LockError::InvalidName { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(Secs(Duration::from_millis(200)).to_string(), "200ms");
+        assert_eq!(Secs(Duration::from_millis(10_004)).to_string(), "10s");
+        assert_eq!(Secs(Duration::from_millis(1_530)).to_string(), "1.5s");
+    }
+}

@@ -1,0 +1,188 @@
+//! `net.ipv4.tcp_migrate_req`: with it on, the kernel moves the accept queue of a closing
+//! `SO_REUSEPORT` listener to another listener of the group instead of resetting the queued
+//! connections, which is what makes stopping the old release lossless.
+//!
+//! The sysctl exists since Linux 5.14 and is per network namespace. A missing file means the
+//! kernel lacks it ([`MigrateStatus::Unsupported`]); the handover still works there, only
+//! connections queued at the very moment the old listener closes may be reset.
+
+use std::fs::OpenOptions;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+/// Where the sysctl lives in procfs.
+pub const SYSCTL_PATH: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+
+/// The sysctl's name, as operators know it.
+pub const SYSCTL_NAME: &str = "net.ipv4.tcp_migrate_req";
+
+/// What [`ensure_on`] found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrateStatus {
+    /// The sysctl was already 1; nothing was written.
+    AlreadyOn,
+    /// The sysctl was 0 and has been set to 1 (in check mode: would be).
+    TurnedOn,
+    /// The kernel has no such sysctl (older than 5.14); nothing was written.
+    Unsupported,
+}
+
+/// Why the sysctl could not be read or turned on.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The sysctl file exists but could not be read.
+    #[error("cannot read {SYSCTL_NAME} from {path}: {source}")]
+    Read {
+        /// The sysctl file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The sysctl holds something other than 0 or 1.
+    #[error("{SYSCTL_NAME} in {path} holds {value:?}, expected 0 or 1")]
+    Unexpected {
+        /// The sysctl file.
+        path: PathBuf,
+        /// What it holds.
+        value: String,
+    },
+    /// Writing 1 failed (typically: not root, or a read-only /proc/sys in a container).
+    #[error("cannot turn on {SYSCTL_NAME} (writing 1 to {path}): {source}")]
+    Write {
+        /// The sysctl file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// 1 was written but the sysctl still reads 0.
+    #[error("cannot turn on {SYSCTL_NAME}: wrote 1 to {path} but it still reads 0")]
+    NotApplied {
+        /// The sysctl file.
+        path: PathBuf,
+    },
+}
+
+/// Makes sure `net.ipv4.tcp_migrate_req` is 1, writing it when it is 0 (unless `check_only`, in
+/// which case it reports [`MigrateStatus::TurnedOn`] without writing).
+pub fn ensure_on(check_only: bool) -> Result<MigrateStatus, MigrateError> {
+    ensure_on_at(Path::new(SYSCTL_PATH), check_only)
+}
+
+/// The sysctl's current value: `None` when the kernel lacks it or it cannot be read.
+pub fn read() -> Option<bool> {
+    read_at(Path::new(SYSCTL_PATH)).ok().flatten()
+}
+
+/// Reads the sysctl at `path`: `Ok(None)` when the file does not exist.
+fn read_at(path: &Path) -> Result<Option<bool>, MigrateError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(MigrateError::Read { path: path.to_path_buf(), source }),
+    };
+    match text.trim() {
+        "0" => Ok(Some(false)),
+        "1" => Ok(Some(true)),
+        other => Err(MigrateError::Unexpected { path: path.to_path_buf(), value: other.to_string() }),
+    }
+}
+
+/// [`ensure_on`] against the sysctl file at `path` (a temp file in tests).
+fn ensure_on_at(path: &Path, check_only: bool) -> Result<MigrateStatus, MigrateError> {
+    match read_at(path)? {
+        None => Ok(MigrateStatus::Unsupported),
+        Some(true) => Ok(MigrateStatus::AlreadyOn),
+        Some(false) if check_only => Ok(MigrateStatus::TurnedOn),
+        Some(false) => {
+            // No `create`: a file that vanished must not be created, and no `truncate`: procfs
+            // takes the write as a whole, and a regular file of "0\n" is overwritten in place.
+            let write = OpenOptions::new().write(true).open(path).and_then(|mut file| file.write_all(b"1\n"));
+            if let Err(source) = write {
+                return Err(MigrateError::Write { path: path.to_path_buf(), source });
+            }
+            match read_at(path)? {
+                Some(true) => Ok(MigrateStatus::TurnedOn),
+                _ => Err(MigrateError::NotApplied { path: path.to_path_buf() }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Only temp files: these tests never touch the host's real sysctl.
+
+    use super::*;
+
+    fn sysctl_file(content: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tcp_migrate_req");
+        std::fs::write(&path, content).expect("write fixture");
+        (dir, path)
+    }
+
+    #[test]
+    fn already_on_is_left_alone() {
+        let (_dir, path) = sysctl_file("1\n");
+        assert_eq!(ensure_on_at(&path, false).expect("ensure"), MigrateStatus::AlreadyOn);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "1\n");
+    }
+
+    #[test]
+    fn off_is_turned_on() {
+        let (_dir, path) = sysctl_file("0\n");
+        assert_eq!(ensure_on_at(&path, false).expect("ensure"), MigrateStatus::TurnedOn);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "1\n");
+        assert_eq!(read_at(&path).expect("read"), Some(true));
+        assert_eq!(ensure_on_at(&path, false).expect("ensure again"), MigrateStatus::AlreadyOn);
+    }
+
+    #[test]
+    fn check_mode_reports_without_writing() {
+        let (_dir, path) = sysctl_file("0\n");
+        assert_eq!(ensure_on_at(&path, true).expect("check"), MigrateStatus::TurnedOn);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "0\n");
+    }
+
+    #[test]
+    fn missing_file_is_unsupported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tcp_migrate_req");
+        assert_eq!(ensure_on_at(&path, false).expect("ensure"), MigrateStatus::Unsupported);
+        assert_eq!(ensure_on_at(&path, true).expect("check"), MigrateStatus::Unsupported);
+        assert!(!path.exists(), "a missing sysctl must not be created");
+        assert_eq!(read_at(&path).expect("read"), None);
+    }
+
+    #[test]
+    fn garbage_is_an_error_naming_the_sysctl() {
+        let (_dir, path) = sysctl_file("yes\n");
+        let err = ensure_on_at(&path, false).expect_err("garbage");
+        assert!(matches!(err, MigrateError::Unexpected { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(SYSCTL_NAME), "{msg}");
+        assert!(msg.contains("\"yes\""), "{msg}");
+    }
+
+    #[test]
+    fn unwritable_file_is_a_write_error() {
+        let (_dir, path) = sysctl_file("0\n");
+        let mut perms = std::fs::metadata(&path).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o444);
+        std::fs::set_permissions(&path, perms).expect("chmod");
+        match ensure_on_at(&path, false) {
+            // root ignores file modes: the write goes through.
+            Ok(status) => assert_eq!(status, MigrateStatus::TurnedOn),
+            Err(err) => {
+                assert!(matches!(err, MigrateError::Write { .. }), "{err:?}");
+                assert!(err.to_string().starts_with("cannot turn on"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn read_of_the_real_sysctl_never_fails() {
+        // Reading only; whatever the host has is fine.
+        let _ = read();
+    }
+}

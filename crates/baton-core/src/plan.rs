@@ -1,0 +1,440 @@
+//! The plan: the ordered steps that take a service from what is there ([`ServiceState`]) to
+//! what the spec asks for. Pure: no I/O, so every case is unit-tested; check mode prints it,
+//! [`crate::handover`] carries it out.
+
+use std::path::PathBuf;
+
+use crate::render::read_service_key;
+use crate::spec::{ServiceSpec, State};
+use crate::state::ServiceState;
+use crate::unit_dir::{self, DiskError};
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Write the target release's unit file (its bytes differ or it is missing).
+    WriteUnit {
+        /// The unit.
+        unit: String,
+        /// The file.
+        path: PathBuf,
+        /// The new text.
+        text: String,
+    },
+    /// One `daemon-reload`.
+    Reload,
+    /// Start the release (unless it is already running) and wait until it is ready.
+    StartAndWait {
+        /// The unit.
+        unit: String,
+        /// Whether it must be started (false: already running, only verify readiness).
+        start: bool,
+    },
+    /// Stop and start the release in place (its unit changed but its version did not).
+    Restart {
+        /// The unit.
+        unit: String,
+    },
+    /// Make sure `net.ipv4.tcp_migrate_req=1` before a listener closes.
+    MigrateRequests,
+    /// Enable units for boot.
+    Enable {
+        /// The units.
+        units: Vec<String>,
+    },
+    /// Disable units.
+    Disable {
+        /// The units.
+        units: Vec<String>,
+    },
+    /// Stop a release; systemd applies its `TimeoutStopSec`.
+    Stop {
+        /// The unit.
+        unit: String,
+        /// Its version.
+        version: String,
+        /// Its `TimeoutStopSec`, to know how long systemd may take.
+        timeout_stop_sec: u64,
+    },
+    /// Remove a release's unit file.
+    RemoveUnit {
+        /// The unit.
+        unit: String,
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl Step {
+    /// The step as an action line of the result.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::WriteUnit { path, .. } => format!("write {}", path.display()),
+            Step::Reload => "daemon-reload".to_owned(),
+            Step::StartAndWait { unit, start: true } => format!("start {unit}"),
+            Step::StartAndWait { unit, start: false } => format!("verify {unit} is ready"),
+            Step::Restart { unit } => format!("restart {unit}"),
+            Step::MigrateRequests => "set net.ipv4.tcp_migrate_req=1".to_owned(),
+            Step::Enable { units } => format!("enable {}", units.join(" ")),
+            Step::Disable { units } => format!("disable {}", units.join(" ")),
+            Step::Stop { unit, .. } => format!("stop {unit}"),
+            Step::RemoveUnit { path, .. } => format!("remove {}", path.display()),
+        }
+    }
+
+    /// Whether carrying the step out changes something (verifying readiness does not).
+    pub fn changes(&self) -> bool {
+        !matches!(self, Step::StartAndWait { start: false, .. })
+    }
+}
+
+/// What the plan found and will do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The steps, in order.
+    pub steps: Vec<Step>,
+    /// The release active before the run.
+    pub previous_version: Option<String>,
+    /// The target unit's text before (empty when none).
+    pub before: String,
+    /// The target unit's text after (empty when it will be removed).
+    pub after: String,
+    /// Things the operator should know.
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// Whether the plan changes anything.
+    pub fn changes(&self) -> bool {
+        self.steps.iter().any(Step::changes)
+    }
+}
+
+/// A handover that cannot work, refused before anything is touched.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A unit file in the way is not baton's.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// The old and new releases cannot share the port.
+    #[error("preflight: {0}")]
+    Preflight(String),
+}
+
+/// Whether the kernel will migrate requests of a closing listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrate {
+    /// `net.ipv4.tcp_migrate_req` is 1.
+    On,
+    /// It is 0.
+    Off,
+    /// The kernel lacks it.
+    Unsupported,
+}
+
+/// Plans the run. `rendered` is the target unit's text (None for `absent`).
+pub fn plan(
+    spec: &ServiceSpec,
+    state: &ServiceState,
+    rendered: Option<&str>,
+    migrate: Migrate,
+) -> Result<Plan, PlanError> {
+    let target_unit = spec.unit();
+    let previous_version = state.active_version();
+    let before = state.target_text.clone().unwrap_or_default();
+    let mut steps = Vec::new();
+    let mut warnings = Vec::new();
+
+    if spec.state == State::Absent {
+        for r in state.running() {
+            steps.push(stop_step(r.unit(), r.version(), &r.file.text));
+        }
+        let enabled: Vec<String> =
+            state.releases.iter().filter(|r| r.status.is_enabled()).map(|r| r.unit().to_owned()).collect();
+        if !enabled.is_empty() {
+            steps.push(Step::Disable { units: enabled });
+        }
+        for r in &state.releases {
+            steps.push(Step::RemoveUnit { unit: r.unit().to_owned(), path: r.file.path.clone() });
+        }
+        return Ok(Plan { steps, previous_version, before, after: String::new(), warnings });
+    }
+
+    let text = rendered.unwrap_or_default().to_owned();
+    // Never overwrite a unit baton did not write.
+    if let Some(existing) = &state.target_text {
+        unit_dir::check_owned(&state.target_path, existing, spec.name.as_str(), spec.version.as_str())?;
+    }
+    let write = state.target_text.as_deref() != Some(text.as_str());
+    let target_running = state.target_status.is_running();
+    let others_running: Vec<_> = state.running().filter(|r| r.unit() != target_unit).collect();
+
+    if spec.state == State::Started && spec.port.is_some() {
+        preflight_same_user(spec, &others_running)?;
+    }
+
+    if write {
+        steps.push(Step::WriteUnit { unit: target_unit.clone(), path: state.target_path.clone(), text: text.clone() });
+    }
+    if write || state.target_status.need_daemon_reload {
+        steps.push(Step::Reload);
+    }
+
+    match spec.state {
+        State::Started => {
+            if target_running && write {
+                warnings.push(format!(
+                    "{target_unit} is restarted in place to apply its changed unit: a restart drops connections; \
+                     give a changed release a new version for a zero-downtime handover"
+                ));
+                steps.push(Step::Restart { unit: target_unit.clone() });
+            } else if !target_running {
+                steps.push(Step::StartAndWait { unit: target_unit.clone(), start: true });
+            } else if !others_running.is_empty() {
+                // A run was interrupted after starting the new release: verify it before the old one goes.
+                steps.push(Step::StartAndWait { unit: target_unit.clone(), start: false });
+            }
+            if !others_running.is_empty() && spec.port.is_some() && spec.migrate_requests {
+                match migrate {
+                    Migrate::On => {}
+                    Migrate::Off => steps.push(Step::MigrateRequests),
+                    Migrate::Unsupported => warnings.push(
+                        "this kernel lacks net.ipv4.tcp_migrate_req (Linux >= 5.14): connections still queued \
+                         on the old release's listener when it closes may be reset"
+                            .to_owned(),
+                    ),
+                }
+            }
+        }
+        State::Stopped => {
+            if target_running {
+                steps.push(stop_step(&target_unit, spec.version.as_str(), &text));
+            }
+        }
+        State::Absent => unreachable!("handled above"),
+    }
+
+    // Enablement: only the target may be enabled, and only when asked.
+    let target_enabled = state.target_status.is_enabled();
+    if spec.enabled && !target_enabled {
+        steps.push(Step::Enable { units: vec![target_unit.clone()] });
+    }
+    let mut disable: Vec<String> = state
+        .releases
+        .iter()
+        .filter(|r| r.unit() != target_unit && r.status.is_enabled())
+        .map(|r| r.unit().to_owned())
+        .collect();
+    if !spec.enabled && target_enabled {
+        disable.insert(0, target_unit.clone());
+    }
+    if !disable.is_empty() {
+        steps.push(Step::Disable { units: disable });
+    }
+
+    for r in &others_running {
+        steps.push(stop_step(r.unit(), r.version(), &r.file.text));
+    }
+
+    if spec.state == State::Started {
+        // Keep the `keep` most recently active inactive releases; remove the rest.
+        let mut inactive: Vec<_> = state.releases.iter().filter(|r| r.unit() != target_unit).collect();
+        inactive.sort_by(|a, b| b.file.modified.cmp(&a.file.modified).then_with(|| b.unit().cmp(a.unit())));
+        for r in inactive.into_iter().skip(spec.keep as usize) {
+            steps.push(Step::RemoveUnit { unit: r.unit().to_owned(), path: r.file.path.clone() });
+        }
+    }
+
+    Ok(Plan { steps, previous_version, before, after: text, warnings })
+}
+
+fn stop_step(unit: &str, version: &str, text: &str) -> Step {
+    let timeout_stop_sec = read_service_key(text, "TimeoutStopSec").and_then(|v| v.parse().ok()).unwrap_or(90);
+    Step::Stop { unit: unit.to_owned(), version: version.to_owned(), timeout_stop_sec }
+}
+
+/// SO_REUSEPORT only lets sockets of the same effective UID share a port.
+fn preflight_same_user(spec: &ServiceSpec, others: &[&crate::state::Release]) -> Result<(), PlanError> {
+    let new_user = spec.user.clone().unwrap_or_else(|| "root".to_owned());
+    for r in others {
+        let old_user = read_service_key(&r.file.text, "User").unwrap_or_else(|| "root".to_owned());
+        if old_user != new_user {
+            return Err(PlanError::Preflight(format!(
+                "{} runs as User={old_user} but {} would run as User={new_user}; SO_REUSEPORT only lets \
+                 processes of the same user share port {}, so the new release could not bind beside the old one. \
+                 Nothing was changed",
+                r.unit(),
+                spec.unit(),
+                spec.port.unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::render;
+    use crate::spec::parse;
+    use crate::state::Release;
+    use crate::systemd::UnitStatus;
+    use crate::unit_dir::UnitFile;
+    use std::time::{Duration, SystemTime};
+
+    fn spec(version: &str, extra: &str) -> ServiceSpec {
+        let json = format!(
+            r#"{{"name":"app","version":"{version}","exec_start":["/bin/app"],"port":8080,"unit_dir":"/u"{extra}}}"#
+        );
+        parse(json.as_bytes()).expect("valid")
+    }
+
+    fn release(version: &str, running: bool, enabled: bool, age_s: u64) -> Release {
+        let s = spec(version, "");
+        Release {
+            file: UnitFile {
+                unit: s.unit(),
+                version: version.to_owned(),
+                path: PathBuf::from(format!("/u/{}", s.unit())),
+                text: render(&s).expect("renders"),
+                modified: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 - age_s),
+            },
+            status: UnitStatus {
+                active_state: if running { "active" } else { "inactive" }.to_owned(),
+                unit_file_state: if enabled { "enabled" } else { "disabled" }.to_owned(),
+                ..UnitStatus::default()
+            },
+        }
+    }
+
+    fn state(spec: &ServiceSpec, releases: Vec<Release>) -> ServiceState {
+        let target = releases.iter().find(|r| r.unit() == spec.unit()).cloned();
+        ServiceState {
+            target_path: PathBuf::from(format!("/u/{}", spec.unit())),
+            target_text: target.as_ref().map(|r| r.file.text.clone()),
+            target_status: target.map(|r| r.status).unwrap_or_default(),
+            releases,
+        }
+    }
+
+    fn actions(spec: &ServiceSpec, st: &ServiceState) -> Vec<String> {
+        let text = render(spec).expect("renders");
+        let rendered = (spec.state != State::Absent).then_some(text.as_str());
+        plan(spec, st, rendered, Migrate::Off).expect("plan").steps.iter().map(Step::describe).collect()
+    }
+
+    #[test]
+    fn first_deploy() {
+        let s = spec("v1", "");
+        assert_eq!(
+            actions(&s, &state(&s, vec![])),
+            ["write /u/app-v1.service", "daemon-reload", "start app-v1.service", "enable app-v1.service"]
+        );
+    }
+
+    #[test]
+    fn converged_is_empty() {
+        let s = spec("v1", "");
+        let st = state(&s, vec![release("v1", true, true, 0)]);
+        assert!(actions(&s, &st).is_empty());
+    }
+
+    #[test]
+    fn handover_order_and_prune() {
+        let s = spec("v4", r#","keep":1"#);
+        let st = state(
+            &s,
+            vec![release("v1", false, false, 300), release("v2", false, false, 200), release("v3", true, true, 100)],
+        );
+        assert_eq!(
+            actions(&s, &st),
+            [
+                "write /u/app-v4.service",
+                "daemon-reload",
+                "start app-v4.service",
+                "set net.ipv4.tcp_migrate_req=1",
+                "enable app-v4.service",
+                "disable app-v3.service",
+                "stop app-v3.service",
+                "remove /u/app-v2.service",
+                "remove /u/app-v1.service",
+            ]
+        );
+    }
+
+    #[test]
+    fn interrupted_handover_verifies_then_stops_old() {
+        let s = spec("v2", "");
+        let st = state(&s, vec![release("v1", true, true, 100), release("v2", true, false, 0)]);
+        assert_eq!(
+            actions(&s, &st),
+            [
+                "verify app-v2.service is ready",
+                "set net.ipv4.tcp_migrate_req=1",
+                "enable app-v2.service",
+                "disable app-v1.service",
+                "stop app-v1.service"
+            ]
+        );
+    }
+
+    #[test]
+    fn changed_unit_of_running_release_restarts_with_warning() {
+        let s = spec("v1", r#","environment":{"A":"b"}"#);
+        let st = state(&s, vec![release("v1", true, true, 0)]);
+        let p = plan(&s, &st, Some(&render(&s).expect("r")), Migrate::On).expect("plan");
+        let acts: Vec<_> = p.steps.iter().map(Step::describe).collect();
+        assert_eq!(acts, ["write /u/app-v1.service", "daemon-reload", "restart app-v1.service"]);
+        assert!(p.warnings[0].contains("restarted in place"));
+    }
+
+    #[test]
+    fn stopped_and_absent() {
+        let s = spec("v1", r#","state":"stopped""#);
+        let st = state(&s, vec![release("v1", true, true, 0)]);
+        assert_eq!(actions(&s, &st), ["stop app-v1.service"]);
+        let s = spec("v1", r#","state":"absent""#);
+        let st = state(&s, vec![release("v0", false, false, 9), release("v1", true, true, 0)]);
+        assert_eq!(
+            actions(&s, &st),
+            ["stop app-v1.service", "disable app-v1.service", "remove /u/app-v0.service", "remove /u/app-v1.service"]
+        );
+        assert!(actions(&s, &state(&s, vec![])).is_empty());
+    }
+
+    #[test]
+    fn preflight_refuses_a_different_user() {
+        let s = spec("v2", r#","user":"web""#);
+        let st = state(&s, vec![release("v1", true, true, 0)]);
+        let e = plan(&s, &st, Some("x"), Migrate::On).expect_err("refused").to_string();
+        assert!(e.contains("User=root") && e.contains("User=web") && e.contains("8080"), "{e}");
+    }
+
+    #[test]
+    fn foreign_file_is_never_overwritten() {
+        let s = spec("v1", "");
+        let mut st = state(&s, vec![]);
+        st.target_text = Some("[Service]\nExecStart=/bin/other\n".to_owned());
+        let e = plan(&s, &st, Some("x"), Migrate::On).expect_err("refused").to_string();
+        assert!(e.contains("refusing to overwrite"), "{e}");
+    }
+
+    #[test]
+    fn disabled_and_unsupported_migrate_warns() {
+        let s = spec("v2", r#","enabled":false"#);
+        let st = state(&s, vec![release("v1", true, true, 0)]);
+        let p = plan(&s, &st, Some(&render(&s).expect("r")), Migrate::Unsupported).expect("plan");
+        let acts: Vec<_> = p.steps.iter().map(Step::describe).collect();
+        assert_eq!(
+            acts,
+            [
+                "write /u/app-v2.service",
+                "daemon-reload",
+                "start app-v2.service",
+                "disable app-v1.service",
+                "stop app-v1.service"
+            ]
+        );
+        assert!(p.warnings[0].contains("tcp_migrate_req"));
+    }
+}

@@ -1,0 +1,36 @@
+//! The one entry point every front-end calls: raw spec in, contract result out. Validation
+//! comes first, so bad input touches nothing; every error becomes `{"failed": true, "msg"}`.
+
+use crate::handover::{self, ApplyOptions, Progress};
+use crate::result::{Failure, RunResult};
+use crate::spec::{RawSpec, ServiceSpec};
+use crate::systemd::dbus::DbusSystemd;
+use crate::systemd::Systemd;
+
+/// Validates `raw`, connects to systemd on the system bus and applies it.
+pub fn apply(raw: RawSpec, opts: &ApplyOptions, progress: &mut dyn FnMut(Progress)) -> RunResult {
+    let spec = match raw.validate() {
+        Ok(s) => s,
+        Err(e) => return RunResult::Failed(Failure::msg(e.to_string())),
+    };
+    let sd = match DbusSystemd::connect() {
+        Ok(sd) => sd,
+        Err(e) => {
+            return RunResult::Failed(Failure { name: Some(spec.name.to_string()), ..Failure::msg(e.to_string()) })
+        }
+    };
+    apply_with(&spec, &sd, opts, progress)
+}
+
+/// Applies a validated spec through any [`Systemd`] (the fake in tests).
+pub fn apply_with(
+    spec: &ServiceSpec,
+    sd: &dyn Systemd,
+    opts: &ApplyOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> RunResult {
+    match handover::apply(spec, sd, opts, progress) {
+        Ok(outcome) => RunResult::Ok(outcome),
+        Err(failure) => RunResult::Failed(Failure::from(*failure)),
+    }
+}

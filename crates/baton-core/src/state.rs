@@ -1,0 +1,94 @@
+//! What is there now: a service's release unit files on disk (found by their X-Baton marks)
+//! and what systemd reports about each. Nothing is stored anywhere else, so a run that was
+//! killed at any step is picked up from here by the next one.
+
+use std::path::PathBuf;
+
+use crate::systemd::{Systemd, SystemdError, UnitStatus};
+use crate::unit_dir::{self, DiskError, UnitFile};
+
+/// One release on disk, with its systemd status.
+#[derive(Debug, Clone)]
+pub struct Release {
+    /// The unit file.
+    pub file: UnitFile,
+    /// What systemd says about the unit.
+    pub status: UnitStatus,
+}
+
+impl Release {
+    /// The release's version.
+    pub fn version(&self) -> &str {
+        &self.file.version
+    }
+
+    /// The unit name.
+    pub fn unit(&self) -> &str {
+        &self.file.unit
+    }
+}
+
+/// Everything baton knows about one service before acting.
+#[derive(Debug, Clone)]
+pub struct ServiceState {
+    /// The service's releases on disk, sorted by unit name.
+    pub releases: Vec<Release>,
+    /// The path of the target release's unit file.
+    pub target_path: PathBuf,
+    /// The bytes at the target path, whoever wrote them (None when there is no file).
+    pub target_text: Option<String>,
+    /// The target unit's status (also when its file is not a baton release).
+    pub target_status: UnitStatus,
+}
+
+/// Reading the state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The unit directory.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// systemd.
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
+}
+
+impl ServiceState {
+    /// Releases systemd counts as running (active, activating or reloading).
+    pub fn running(&self) -> impl Iterator<Item = &Release> {
+        self.releases.iter().filter(|r| r.status.is_running())
+    }
+
+    /// The release of `version`, if on disk.
+    pub fn release(&self, version: &str) -> Option<&Release> {
+        self.releases.iter().find(|r| r.version() == version)
+    }
+
+    /// The release that counts as active: the running one entered most recently.
+    pub fn active_version(&self) -> Option<String> {
+        self.running()
+            .max_by_key(|r| (r.status.active_enter_timestamp_us, r.file.modified))
+            .map(|r| r.version().to_owned())
+    }
+}
+
+/// Reads a service's releases from `unit_dir` and their status from systemd.
+pub fn read(
+    sd: &dyn Systemd,
+    unit_dir: &std::path::Path,
+    service: &str,
+    target_unit: &str,
+) -> Result<ServiceState, StateError> {
+    let files = unit_dir::releases(unit_dir, service)?;
+    let mut releases = Vec::with_capacity(files.len());
+    for file in files {
+        let status = sd.unit_status(&file.unit)?;
+        releases.push(Release { file, status });
+    }
+    let target_path = unit_dir.join(target_unit);
+    let target_text = unit_dir::read_existing(&target_path)?;
+    let target_status = match releases.iter().find(|r| r.unit() == target_unit) {
+        Some(r) => r.status.clone(),
+        None => sd.unit_status(target_unit)?,
+    };
+    Ok(ServiceState { releases, target_path, target_text, target_status })
+}

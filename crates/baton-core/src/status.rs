@@ -1,0 +1,128 @@
+//! `baton status`: a service's releases on disk, which one is active and enabled, its main PID
+//! and since when — as a table for people or JSON for tools.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::state::{self, StateError};
+use crate::systemd::Systemd;
+
+/// One release of a service.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Eq)]
+pub struct ReleaseStatus {
+    /// The release.
+    pub version: String,
+    /// Its unit.
+    pub unit: String,
+    /// systemd's `ActiveState`.
+    pub active_state: String,
+    /// systemd's `SubState`.
+    pub sub_state: String,
+    /// Whether it is enabled for boot.
+    pub enabled: bool,
+    /// Its main PID (0 when not running).
+    pub main_pid: u32,
+    /// When it became active, in seconds since the epoch (null when not running).
+    pub active_since_unix: Option<u64>,
+}
+
+/// A service's releases.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Eq)]
+pub struct ServiceStatus {
+    /// The service.
+    pub name: String,
+    /// The active release, if any.
+    pub active_version: Option<String>,
+    /// Every release on disk, by unit name.
+    pub releases: Vec<ReleaseStatus>,
+}
+
+/// Reads a service's releases.
+pub fn read(sd: &dyn Systemd, unit_dir: &Path, name: &str) -> Result<ServiceStatus, StateError> {
+    let st = state::read(sd, unit_dir, name, &format!("{name}-.service"))?;
+    let releases = st
+        .releases
+        .iter()
+        .map(|r| ReleaseStatus {
+            version: r.version().to_owned(),
+            unit: r.unit().to_owned(),
+            active_state: r.status.active_state.clone(),
+            sub_state: r.status.sub_state.clone(),
+            enabled: r.status.is_enabled(),
+            main_pid: r.status.main_pid,
+            active_since_unix: (r.status.is_running() && r.status.active_enter_timestamp_us > 0)
+                .then_some(r.status.active_enter_timestamp_us / 1_000_000),
+        })
+        .collect();
+    Ok(ServiceStatus { name: name.to_owned(), active_version: st.active_version(), releases })
+}
+
+/// Renders the status as a table for a terminal.
+pub fn table(s: &ServiceStatus) -> String {
+    let mut out = String::new();
+    if s.releases.is_empty() {
+        let _ = writeln!(out, "{}: no releases on disk", s.name);
+        return out;
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let _ =
+        writeln!(out, "{:<2}{:<16} {:<28} {:<20} {:<8} {:>8}  SINCE", "", "VERSION", "UNIT", "STATE", "ENABLED", "PID");
+    for r in &s.releases {
+        let mark = if s.active_version.as_deref() == Some(r.version.as_str()) { "*" } else { "" };
+        let since = r.active_since_unix.map(|t| ago(now.saturating_sub(t))).unwrap_or_else(|| "-".to_owned());
+        let pid = if r.main_pid > 0 { r.main_pid.to_string() } else { "-".to_owned() };
+        let _ = writeln!(
+            out,
+            "{:<2}{:<16} {:<28} {:<20} {:<8} {:>8}  {since}",
+            mark,
+            r.version,
+            r.unit,
+            format!("{}/{}", r.active_state, r.sub_state),
+            if r.enabled { "yes" } else { "no" },
+            pid
+        );
+    }
+    out
+}
+
+fn ago(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s ago"),
+        s if s < 3600 => format!("{}m{:02}s ago", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m ago", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{:02}h ago", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handover::{apply, ApplyOptions};
+    use crate::spec::parse;
+    use crate::systemd::fake::FakeSystemd;
+
+    #[test]
+    fn shows_active_release() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sd = FakeSystemd::new();
+        for v in ["v1", "v2"] {
+            let json = format!(
+                r#"{{"name":"app","version":"{v}","exec_start":["/x"],"unit_dir":"{}"}}"#,
+                dir.path().display()
+            );
+            let spec = parse(json.as_bytes()).expect("valid");
+            let opts = ApplyOptions { lock_dir: dir.path().join("l"), ..ApplyOptions::default() };
+            apply(&spec, &sd, &opts, &mut |_| {}).expect("apply");
+        }
+        let s = read(&sd, dir.path(), "app").expect("status");
+        assert_eq!(s.active_version.as_deref(), Some("v2"));
+        assert_eq!(s.releases.len(), 2);
+        assert!(s.releases[1].enabled && !s.releases[0].enabled);
+        let t = table(&s);
+        assert!(t.contains("* v2") && t.contains("app-v1.service"), "{t}");
+    }
+}

@@ -1,0 +1,389 @@
+//! The real [`Systemd`]: systemd's manager driven over the system bus with zbus (blocking API).
+//!
+//! One [`DbusSystemd`] holds one bus connection and serves a whole run. It calls
+//! `Manager.Subscribe()` once at connect so systemd emits job signals, and waits for jobs by
+//! subscribing to `JobRemoved` *before* enqueueing them, so a job that finishes before the
+//! `StartUnit` reply arrives is never missed.
+//!
+//! `Manager.Reload()` needs no waiting of its own: systemd keeps the call's message and sends the
+//! reply only once the reload is complete (`bus_send_pending_reload_message`), so when
+//! [`Systemd::reload`] returns every unit file has been re-read.
+
+use std::future::Future;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use zbus::blocking::Connection;
+use zbus::proxy::CacheProperties;
+use zbus::zvariant::OwnedObjectPath;
+use zbus::{export::futures_core::Stream, proxy};
+
+use super::{JobResult, Systemd, SystemdError, UnitStatus};
+
+/// systemd's error name for a unit that is not loaded.
+const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
+
+/// The address zbus uses for the system bus when `DBUS_SYSTEM_BUS_ADDRESS` is unset.
+const DEFAULT_SYSTEM_BUS: &str = "unix:path=/var/run/dbus/system_bus_socket";
+
+/// How long one method call may wait for systemd's reply before failing, so a wedged systemd
+/// cannot hang a run forever. Generous: a daemon-reload of a large system takes seconds.
+const METHOD_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One change `EnableUnitFiles`/`DisableUnitFiles` made: (type: `symlink` or `unlink`, file,
+/// destination).
+pub type UnitFileChange = (String, String, String);
+
+/// `org.freedesktop.systemd1.Manager`, the methods and signal baton uses.
+#[proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+pub trait Manager {
+    /// Asks systemd to emit job and unit signals to this client.
+    fn subscribe(&self) -> zbus::Result<()>;
+
+    /// daemon-reload; replies once the reload is complete.
+    fn reload(&self) -> zbus::Result<()>;
+
+    /// Loads a unit (or finds it loaded) and returns its object path.
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+
+    /// Enqueues a start job and returns its object path.
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
+    /// Enqueues a stop job and returns its object path.
+    fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
+    /// Creates the `[Install]` symlinks: (carries install info, changes as (type, file, dest)).
+    fn enable_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+        force: bool,
+    ) -> zbus::Result<(bool, Vec<UnitFileChange>)>;
+
+    /// Removes the `[Install]` symlinks: changes as (type, file, dest).
+    fn disable_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<UnitFileChange>>;
+
+    /// Forgets a unit's failed state.
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
+
+    /// The processes of a unit's cgroup as (cgroup path, PID, command line).
+    fn get_unit_processes(&self, name: &str) -> zbus::Result<Vec<(String, u32, String)>>;
+
+    /// A job finished: its id, object path, unit and result (`done`, `failed`, …).
+    #[zbus(signal)]
+    fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
+}
+
+/// `org.freedesktop.systemd1.Unit`, the properties baton reads.
+#[proxy(interface = "org.freedesktop.systemd1.Unit", default_service = "org.freedesktop.systemd1")]
+pub trait Unit {
+    /// loaded, not-found, bad-setting, error, masked.
+    #[zbus(property)]
+    fn load_state(&self) -> zbus::Result<String>;
+
+    /// active, reloading, inactive, failed, activating, deactivating.
+    #[zbus(property)]
+    fn active_state(&self) -> zbus::Result<String>;
+
+    /// The unit type's own state: running, exited, dead, …
+    #[zbus(property)]
+    fn sub_state(&self) -> zbus::Result<String>;
+
+    /// enabled, disabled, static, … (empty when unknown).
+    #[zbus(property)]
+    fn unit_file_state(&self) -> zbus::Result<String>;
+
+    /// The unit file changed on disk since systemd loaded it.
+    #[zbus(property)]
+    fn need_daemon_reload(&self) -> zbus::Result<bool>;
+
+    /// When the unit last entered the active state, µs since the epoch (0 when never).
+    #[zbus(property)]
+    fn active_enter_timestamp(&self) -> zbus::Result<u64>;
+}
+
+/// `org.freedesktop.systemd1.Service`, the properties baton reads.
+#[proxy(interface = "org.freedesktop.systemd1.Service", default_service = "org.freedesktop.systemd1")]
+pub trait Service {
+    /// The main process (0 when none).
+    #[zbus(property, name = "MainPID")]
+    fn main_pid(&self) -> zbus::Result<u32>;
+
+    /// How often systemd restarted the service.
+    #[zbus(property, name = "NRestarts")]
+    fn n_restarts(&self) -> zbus::Result<u32>;
+
+    /// Exit status (or signal) of the main process.
+    #[zbus(property)]
+    fn exec_main_status(&self) -> zbus::Result<i32>;
+}
+
+/// systemd over D-Bus: one system-bus connection, reused for every call of a run.
+#[derive(Debug)]
+pub struct DbusSystemd {
+    manager: ManagerProxyBlocking<'static>,
+    /// The same proxy, async: its signal streams can be polled with a deadline.
+    manager_async: ManagerProxy<'static>,
+    address: String,
+}
+
+impl DbusSystemd {
+    /// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS`, else
+    /// `unix:path=/var/run/dbus/system_bus_socket`) and subscribes to systemd's signals.
+    pub fn connect() -> Result<Self, SystemdError> {
+        let address = std::env::var("DBUS_SYSTEM_BUS_ADDRESS").unwrap_or_else(|_| DEFAULT_SYSTEM_BUS.to_owned());
+        let builder = zbus::blocking::connection::Builder::system()
+            .map_err(|e| SystemdError::Connect { address: address.clone(), detail: e.to_string() })?;
+        Self::finish(builder, address)
+    }
+
+    /// Connects to the bus at `addr` (e.g. `unix:path=/proc/1234/root/run/dbus/system_bus_socket`
+    /// for a sandboxed systemd) and subscribes to systemd's signals.
+    pub fn connect_address(addr: &str) -> Result<Self, SystemdError> {
+        let builder = zbus::blocking::connection::Builder::address(addr)
+            .map_err(|e| SystemdError::Connect { address: addr.to_owned(), detail: e.to_string() })?;
+        Self::finish(builder, addr.to_owned())
+    }
+
+    fn finish(builder: zbus::blocking::connection::Builder<'_>, address: String) -> Result<Self, SystemdError> {
+        let connect_err = |e: zbus::Error| SystemdError::Connect { address: address.clone(), detail: e.to_string() };
+        let conn: Connection = builder.method_timeout(METHOD_TIMEOUT).build().map_err(connect_err)?;
+        let manager =
+            ManagerProxyBlocking::builder(&conn).cache_properties(CacheProperties::No).build().map_err(connect_err)?;
+        manager.subscribe().map_err(connect_err)?;
+        let manager_async = ManagerProxy::from(manager.inner().inner().clone());
+        Ok(DbusSystemd { manager, manager_async, address })
+    }
+
+    /// The bus address this instance is connected to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Enqueues a job with `enqueue` and waits for its `JobRemoved`, at most `timeout`.
+    fn run_job(
+        &self,
+        method: &'static str,
+        unit: &str,
+        timeout: Duration,
+        enqueue: impl FnOnce(&ManagerProxyBlocking<'static>) -> zbus::Result<OwnedObjectPath>,
+    ) -> Result<Option<JobResult>, SystemdError> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        // Subscribe first (the match rule is in place when this returns), filtered on the unit
+        // so other units' jobs do not wake us.
+        let mut removed = block_on(self.manager_async.receive_job_removed_with_args(&[(2, unit)]))
+            .map_err(|e| call_err("AddMatch", unit, e))?;
+        let job = match enqueue(&self.manager) {
+            Ok(job) => job,
+            Err(e) if is_no_such_unit(&e) => return Ok(None),
+            Err(e) => return Err(call_err(method, unit, e)),
+        };
+        let wait = std::future::poll_fn(|cx| loop {
+            match std::pin::Pin::new(&mut removed).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(Some(signal)) => {
+                    if let Ok(args) = signal.args() {
+                        if args.job == job {
+                            return Poll::Ready(Some(JobResult::from_str_result(&args.result)));
+                        }
+                    }
+                }
+            }
+        });
+        match block_on_until(wait, deadline) {
+            Some(Some(result)) => Ok(Some(result)),
+            Some(None) => Err(SystemdError::Call {
+                method,
+                arg: unit.to_owned(),
+                detail: "the bus connection closed while waiting for the job".to_owned(),
+            }),
+            None => Err(SystemdError::JobTimeout { method, unit: unit.to_owned(), waited: started.elapsed() }),
+        }
+    }
+}
+
+impl Systemd for DbusSystemd {
+    fn reload(&self) -> Result<(), SystemdError> {
+        self.manager.reload().map_err(|e| call_err("Reload", "", e))
+    }
+
+    fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
+        let conn = self.manager.inner().connection();
+        let path = self.manager.load_unit(unit).map_err(|e| call_err("LoadUnit", unit, e))?;
+        let props_err = |e| call_err("GetAll", unit, e);
+        // CacheProperties::Yes: building the proxy fetches every property of the interface with
+        // one `Properties.GetAll`; the getters below then read that cache.
+        let u = UnitProxyBlocking::builder(conn)
+            .path(path.clone())
+            .map_err(props_err)?
+            .cache_properties(CacheProperties::Yes)
+            .build()
+            .map_err(props_err)?;
+        let mut status = UnitStatus {
+            load_state: u.load_state().map_err(props_err)?,
+            active_state: u.active_state().map_err(props_err)?,
+            sub_state: u.sub_state().map_err(props_err)?,
+            unit_file_state: u.unit_file_state().map_err(props_err)?,
+            need_daemon_reload: u.need_daemon_reload().map_err(props_err)?,
+            active_enter_timestamp_us: u.active_enter_timestamp().map_err(props_err)?,
+            ..UnitStatus::default()
+        };
+        if unit.ends_with(".service") {
+            let service = ServiceProxyBlocking::builder(conn)
+                .path(path)
+                .map_err(props_err)?
+                .cache_properties(CacheProperties::Yes)
+                .build();
+            // A unit that is not a service (or has no Service interface) keeps the zeros.
+            if let Ok(s) = service {
+                status.main_pid = s.main_pid().map_err(props_err)?;
+                status.n_restarts = s.n_restarts().map_err(props_err)?;
+                status.exec_main_status = s.exec_main_status().map_err(props_err)?;
+            }
+        }
+        Ok(status)
+    }
+
+    fn start(&self, unit: &str, timeout: Duration) -> Result<JobResult, SystemdError> {
+        match self.run_job("StartUnit", unit, timeout, |m| m.start_unit(unit, "replace"))? {
+            Some(result) => Ok(result),
+            // StartUnit loads the unit itself; NoSuchUnit only comes for names it cannot load.
+            None => Err(SystemdError::Call {
+                method: "StartUnit",
+                arg: unit.to_owned(),
+                detail: format!("Unit {unit} not loaded."),
+            }),
+        }
+    }
+
+    fn stop(&self, unit: &str, timeout: Duration) -> Result<JobResult, SystemdError> {
+        // A unit systemd does not know is as stopped as it gets: Done, like a stop job of an
+        // inactive unit.
+        Ok(self.run_job("StopUnit", unit, timeout, |m| m.stop_unit(unit, "replace"))?.unwrap_or(JobResult::Done))
+    }
+
+    fn enable(&self, units: &[String]) -> Result<bool, SystemdError> {
+        let files: Vec<&str> = units.iter().map(String::as_str).collect();
+        let (_, changes) = self
+            .manager
+            .enable_unit_files(&files, false, true)
+            .map_err(|e| call_err("EnableUnitFiles", &units.join(" "), e))?;
+        Ok(!changes.is_empty())
+    }
+
+    fn disable(&self, units: &[String]) -> Result<bool, SystemdError> {
+        let files: Vec<&str> = units.iter().map(String::as_str).collect();
+        let changes = self
+            .manager
+            .disable_unit_files(&files, false)
+            .map_err(|e| call_err("DisableUnitFiles", &units.join(" "), e))?;
+        Ok(!changes.is_empty())
+    }
+
+    fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
+        match self.manager.reset_failed_unit(unit) {
+            Ok(()) => Ok(()),
+            Err(e) if is_no_such_unit(&e) => Ok(()),
+            Err(e) => Err(call_err("ResetFailedUnit", unit, e)),
+        }
+    }
+
+    fn unit_pids(&self, unit: &str) -> Result<Vec<u32>, SystemdError> {
+        match self.manager.get_unit_processes(unit) {
+            Ok(procs) => {
+                let mut pids: Vec<u32> = procs.into_iter().map(|(_, pid, _)| pid).collect();
+                pids.sort_unstable();
+                pids.dedup();
+                Ok(pids)
+            }
+            Err(e) if is_no_such_unit(&e) => Ok(Vec::new()),
+            Err(e) => Err(call_err("GetUnitProcesses", unit, e)),
+        }
+    }
+
+    fn journal(&self, unit: &str, lines: usize) -> Vec<String> {
+        if lines == 0 {
+            return Vec::new();
+        }
+        let output = Command::new("journalctl")
+            .args(["--quiet", "--no-pager", "-o", "cat", "-n", &lines.to_string(), "-u", unit])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        match output {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Whether systemd answered `NoSuchUnit` (the unit is not loaded).
+fn is_no_such_unit(e: &zbus::Error) -> bool {
+    matches!(e, zbus::Error::MethodError(name, _, _) if name.as_str() == NO_SUCH_UNIT)
+}
+
+/// A failed call, carrying systemd's own message when systemd sent one.
+fn call_err(method: &'static str, arg: &str, e: zbus::Error) -> SystemdError {
+    let detail = match e {
+        zbus::Error::MethodError(_, Some(msg), _) if !msg.is_empty() => msg,
+        zbus::Error::MethodError(name, _, _) => name.to_string(),
+        other => other.to_string(),
+    };
+    SystemdError::Call { method, arg: arg.to_owned(), detail }
+}
+
+/// Wakes the thread blocked in [`block_on_until`].
+struct ThreadWaker(Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs `fut` on this thread until it completes.
+///
+/// The connection's own executor thread reads the socket and wakes us; this only polls and
+/// parks.
+fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        thread::park();
+    }
+}
+
+/// Runs `fut` on this thread until it completes (`Some`) or `deadline` passes (`None`): what
+/// gives signal waits a deadline without a timer runtime.
+fn block_on_until<F: Future>(fut: F, deadline: Instant) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return Some(out);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        thread::park_timeout(deadline - now);
+    }
+}

@@ -1,0 +1,184 @@
+//! A hand-written, in-memory fake of [`Systemd`] for fast unit tests of the planning logic.
+//! It keeps unit states in a map and records every call; it never replaces the real-systemd
+//! integration tests.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::{JobResult, Systemd, SystemdError, UnitStatus};
+
+/// One unit as the fake sees it.
+#[derive(Debug, Clone, Default)]
+struct FakeUnit {
+    active: bool,
+    failed: bool,
+    enabled: bool,
+    main_pid: u32,
+    /// What the next start returns (Done by default).
+    start_result: Option<JobResult>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    units: BTreeMap<String, FakeUnit>,
+    calls: Vec<String>,
+    next_pid: u32,
+}
+
+/// An in-memory systemd: units start, stop, enable and disable; every call is recorded.
+#[derive(Debug, Default)]
+pub struct FakeSystemd {
+    inner: Mutex<Inner>,
+}
+
+impl FakeSystemd {
+    /// An empty fake.
+    pub fn new() -> Self {
+        FakeSystemd { inner: Mutex::new(Inner { next_pid: 1000, ..Inner::default() }) }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+
+    /// Makes the next start of `unit` end with `result` (e.g. [`JobResult::Failed`]).
+    pub fn fail_next_start(&self, unit: &str, result: JobResult) {
+        self.with(|i| i.units.entry(unit.to_owned()).or_default().start_result = Some(result));
+    }
+
+    /// Marks `unit` running (as if started before the test).
+    pub fn set_running(&self, unit: &str, enabled: bool) {
+        self.with(|i| {
+            i.next_pid += 1;
+            let pid = i.next_pid;
+            let u = i.units.entry(unit.to_owned()).or_default();
+            u.active = true;
+            u.enabled = enabled;
+            u.main_pid = pid;
+        });
+    }
+
+    /// Every call so far, e.g. `start app-v2.service`.
+    pub fn calls(&self) -> Vec<String> {
+        self.with(|i| i.calls.clone())
+    }
+
+    /// Forgets the recorded calls.
+    pub fn clear_calls(&self) {
+        self.with(|i| i.calls.clear());
+    }
+
+    /// Whether `unit` is active.
+    pub fn is_active(&self, unit: &str) -> bool {
+        self.with(|i| i.units.get(unit).is_some_and(|u| u.active))
+    }
+
+    /// Whether `unit` is enabled.
+    pub fn is_enabled(&self, unit: &str) -> bool {
+        self.with(|i| i.units.get(unit).is_some_and(|u| u.enabled))
+    }
+}
+
+impl Systemd for FakeSystemd {
+    fn reload(&self) -> Result<(), SystemdError> {
+        self.with(|i| i.calls.push("reload".to_owned()));
+        Ok(())
+    }
+
+    fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
+        Ok(self.with(|i| {
+            let u = i.units.get(unit).cloned().unwrap_or_default();
+            UnitStatus {
+                load_state: "loaded".to_owned(),
+                active_state: if u.active {
+                    "active"
+                } else if u.failed {
+                    "failed"
+                } else {
+                    "inactive"
+                }
+                .to_owned(),
+                sub_state: if u.active { "running" } else { "dead" }.to_owned(),
+                unit_file_state: if u.enabled { "enabled" } else { "disabled" }.to_owned(),
+                main_pid: if u.active { u.main_pid } else { 0 },
+                ..UnitStatus::default()
+            }
+        }))
+    }
+
+    fn start(&self, unit: &str, _timeout: Duration) -> Result<JobResult, SystemdError> {
+        Ok(self.with(|i| {
+            i.calls.push(format!("start {unit}"));
+            i.next_pid += 1;
+            let pid = i.next_pid;
+            let u = i.units.entry(unit.to_owned()).or_default();
+            if u.active {
+                return JobResult::Done;
+            }
+            let result = u.start_result.take().unwrap_or(JobResult::Done);
+            if result == JobResult::Done {
+                u.active = true;
+                u.failed = false;
+                u.main_pid = pid;
+            } else {
+                u.failed = true;
+            }
+            result
+        }))
+    }
+
+    fn stop(&self, unit: &str, _timeout: Duration) -> Result<JobResult, SystemdError> {
+        Ok(self.with(|i| {
+            i.calls.push(format!("stop {unit}"));
+            let u = i.units.entry(unit.to_owned()).or_default();
+            u.active = false;
+            u.main_pid = 0;
+            JobResult::Done
+        }))
+    }
+
+    fn enable(&self, units: &[String]) -> Result<bool, SystemdError> {
+        Ok(self.with(|i| {
+            i.calls.push(format!("enable {}", units.join(" ")));
+            let mut changed = false;
+            for unit in units {
+                let u = i.units.entry(unit.clone()).or_default();
+                changed |= !u.enabled;
+                u.enabled = true;
+            }
+            changed
+        }))
+    }
+
+    fn disable(&self, units: &[String]) -> Result<bool, SystemdError> {
+        Ok(self.with(|i| {
+            i.calls.push(format!("disable {}", units.join(" ")));
+            let mut changed = false;
+            for unit in units {
+                let u = i.units.entry(unit.clone()).or_default();
+                changed |= u.enabled;
+                u.enabled = false;
+            }
+            changed
+        }))
+    }
+
+    fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
+        self.with(|i| {
+            if let Some(u) = i.units.get_mut(unit) {
+                u.failed = false;
+            }
+        });
+        Ok(())
+    }
+
+    fn unit_pids(&self, unit: &str) -> Result<Vec<u32>, SystemdError> {
+        Ok(self.with(|i| i.units.get(unit).filter(|u| u.active).map(|u| vec![u.main_pid]).unwrap_or_default()))
+    }
+
+    fn journal(&self, unit: &str, _lines: usize) -> Vec<String> {
+        vec![format!("{unit}: fake journal line")]
+    }
+}
