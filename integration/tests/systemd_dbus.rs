@@ -22,23 +22,15 @@ struct Env {
 
 impl Env {
     fn boot(label: &str) -> Env {
-        let sandbox = Sandbox::boot(label)
-            .unwrap_or_else(|e| panic!("booting the sandbox (root needed): {e:#}"));
-        let address = format!(
-            "unix:path=/proc/{}/root/run/dbus/system_bus_socket",
-            sandbox.pid()
-        );
-        let systemd = DbusSystemd::connect_address(&address)
-            .unwrap_or_else(|e| panic!("connecting to {address}: {e}"));
+        let sandbox = Sandbox::boot(label).unwrap_or_else(|e| panic!("booting the sandbox (root needed): {e:#}"));
+        let address = format!("unix:path=/proc/{}/root/run/dbus/system_bus_socket", sandbox.pid());
+        let systemd = DbusSystemd::connect_address(&address).unwrap_or_else(|e| panic!("connecting to {address}: {e}"));
         Env { sandbox, systemd }
     }
 
     /// The host path of the sandbox's `/etc/systemd/system/<name>`.
     fn unit_path(&self, name: &str) -> PathBuf {
-        PathBuf::from(format!(
-            "/proc/{}/root/etc/systemd/system/{name}",
-            self.sandbox.pid()
-        ))
+        PathBuf::from(format!("/proc/{}/root/etc/systemd/system/{name}", self.sandbox.pid()))
     }
 
     fn write_unit(&self, name: &str, text: &str) {
@@ -53,11 +45,7 @@ impl Env {
 
     /// `systemctl show -P PROP UNIT` inside, as a cross-check independent of baton.
     fn show(&self, unit: &str, prop: &str) -> String {
-        self.sandbox
-            .sh(&format!("systemctl show -P {prop} {unit}"))
-            .expect("systemctl show")
-            .trim()
-            .to_owned()
+        self.sandbox.sh(&format!("systemctl show -P {prop} {unit}")).expect("systemctl show").trim().to_owned()
     }
 }
 
@@ -76,8 +64,7 @@ fn dbus_systemd_is_send_and_sync() {
 
 #[test]
 fn connect_error_names_the_address() {
-    let err =
-        DbusSystemd::connect_address("unix:path=/nonexistent/baton/bus").expect_err("no bus there");
+    let err = DbusSystemd::connect_address("unix:path=/nonexistent/baton/bus").expect_err("no bus there");
     match &err {
         SystemdError::Connect { address, .. } => {
             assert_eq!(address, "unix:path=/nonexistent/baton/bus")
@@ -103,101 +90,50 @@ fn reload_start_status_pids_stop() {
     assert_eq!(loaded.sub_state, "dead", "{loaded:?}");
     assert_eq!(loaded.unit_file_state, "disabled", "{loaded:?}");
     assert!(!loaded.need_daemon_reload, "{loaded:?}");
-    assert_eq!(
-        (
-            loaded.main_pid,
-            loaded.n_restarts,
-            loaded.active_enter_timestamp_us
-        ),
-        (0, 0, 0),
-        "{loaded:?}"
-    );
+    assert_eq!((loaded.main_pid, loaded.n_restarts, loaded.active_enter_timestamp_us), (0, 0, 0), "{loaded:?}");
 
     let started = Instant::now();
     assert_eq!(sd.start(unit, JOB_TIMEOUT).expect("start"), JobResult::Done);
     eprintln!("start took {:?}", started.elapsed());
     let running = sd.unit_status(unit).expect("status running");
-    assert_eq!(
-        (running.active_state.as_str(), running.sub_state.as_str()),
-        ("active", "running"),
-        "{running:?}"
-    );
+    assert_eq!((running.active_state.as_str(), running.sub_state.as_str()), ("active", "running"), "{running:?}");
     assert!(running.is_running());
     assert!(running.main_pid > 0, "{running:?}");
     assert_eq!(running.main_pid.to_string(), env.show(unit, "MainPID"));
     assert!(running.active_enter_timestamp_us > 0, "{running:?}");
-    let unix = env
-        .sandbox
-        .sh(&format!(
-            "systemctl show --timestamp=unix -P ActiveEnterTimestamp {unit}"
-        ))
-        .expect("show");
-    assert_eq!(
-        format!("@{}", running.active_enter_timestamp_us / 1_000_000),
-        unix.trim()
-    );
+    let unix =
+        env.sandbox.sh(&format!("systemctl show --timestamp=unix -P ActiveEnterTimestamp {unit}")).expect("show");
+    assert_eq!(format!("@{}", running.active_enter_timestamp_us / 1_000_000), unix.trim());
 
     let pids = sd.unit_pids(unit).expect("unit_pids");
-    assert!(
-        pids.contains(&running.main_pid),
-        "{pids:?} lacks MainPID {}",
-        running.main_pid
-    );
+    assert!(pids.contains(&running.main_pid), "{pids:?} lacks MainPID {}", running.main_pid);
 
     // Starting an active unit is a no-op job that is done at once.
-    assert_eq!(
-        sd.start(unit, JOB_TIMEOUT).expect("start again"),
-        JobResult::Done
-    );
+    assert_eq!(sd.start(unit, JOB_TIMEOUT).expect("start again"), JobResult::Done);
 
     assert_eq!(sd.stop(unit, JOB_TIMEOUT).expect("stop"), JobResult::Done);
     let stopped = sd.unit_status(unit).expect("status stopped");
-    assert_eq!(
-        (stopped.active_state.as_str(), stopped.sub_state.as_str()),
-        ("inactive", "dead"),
-        "{stopped:?}"
-    );
+    assert_eq!((stopped.active_state.as_str(), stopped.sub_state.as_str()), ("inactive", "dead"), "{stopped:?}");
     assert_eq!(stopped.main_pid, 0, "{stopped:?}");
     assert!(sd.unit_pids(unit).expect("unit_pids stopped").is_empty());
 
     // Stopping an inactive unit is fine too.
-    assert_eq!(
-        sd.stop(unit, JOB_TIMEOUT).expect("stop again"),
-        JobResult::Done
-    );
+    assert_eq!(sd.stop(unit, JOB_TIMEOUT).expect("stop again"), JobResult::Done);
 }
 
 #[test]
 fn failing_units_give_failed() {
     let env = Env::boot("dbus-failing");
     let sd = &env.systemd;
-    env.write_unit(
-        "pre-fails.service",
-        "[Service]\nType=exec\nExecStartPre=/bin/false\nExecStart=/bin/sleep 300\n",
-    );
-    env.write_unit(
-        "oneshot-fails.service",
-        "[Service]\nType=oneshot\nExecStart=/bin/false\n",
-    );
+    env.write_unit("pre-fails.service", "[Service]\nType=exec\nExecStartPre=/bin/false\nExecStart=/bin/sleep 300\n");
+    env.write_unit("oneshot-fails.service", "[Service]\nType=oneshot\nExecStart=/bin/false\n");
     sd.reload().expect("reload");
 
     for unit in ["pre-fails.service", "oneshot-fails.service"] {
-        assert_eq!(
-            sd.start(unit, JOB_TIMEOUT).expect("start"),
-            JobResult::Failed,
-            "{unit}"
-        );
+        assert_eq!(sd.start(unit, JOB_TIMEOUT).expect("start"), JobResult::Failed, "{unit}");
         let st = sd.unit_status(unit).expect("status");
         assert_eq!(st.active_state, "failed", "{unit}: {st:?}");
-        assert_eq!(
-            st.exec_main_status,
-            if unit == "oneshot-fails.service" {
-                1
-            } else {
-                0
-            },
-            "{unit}: {st:?}"
-        );
+        assert_eq!(st.exec_main_status, if unit == "oneshot-fails.service" { 1 } else { 0 }, "{unit}: {st:?}");
 
         sd.reset_failed(unit).expect("reset_failed");
         let st = sd.unit_status(unit).expect("status after reset");
@@ -212,31 +148,19 @@ fn start_times_out_on_a_notify_unit_that_never_notifies() {
     let env = Env::boot("dbus-timeout");
     let sd = &env.systemd;
     let unit = "silent.service";
-    env.write_and_reload(
-        unit,
-        "[Service]\nType=notify\nExecStart=/bin/sleep 300\nTimeoutStartSec=120\n",
-    );
+    env.write_and_reload(unit, "[Service]\nType=notify\nExecStart=/bin/sleep 300\nTimeoutStartSec=120\n");
 
     let t = Instant::now();
-    let err = sd
-        .start(unit, Duration::from_millis(500))
-        .expect_err("must time out");
+    let err = sd.start(unit, Duration::from_millis(500)).expect_err("must time out");
     let waited = t.elapsed();
     match &err {
-        SystemdError::JobTimeout {
-            method,
-            unit: u,
-            waited,
-        } => {
+        SystemdError::JobTimeout { method, unit: u, waited } => {
             assert_eq!((*method, u.as_str()), ("StartUnit", unit));
             assert!(*waited >= Duration::from_millis(500), "{waited:?}");
         }
         other => panic!("expected JobTimeout, got {other:?}"),
     }
-    assert!(
-        waited < Duration::from_secs(5),
-        "timed out only after {waited:?}"
-    );
+    assert!(waited < Duration::from_secs(5), "timed out only after {waited:?}");
     let st = sd.unit_status(unit).expect("status");
     assert_eq!(st.active_state, "activating", "{st:?}");
     assert!(st.is_running());
@@ -255,38 +179,21 @@ fn enable_disable_are_idempotent() {
     env.write_and_reload(unit, &sleeper("exec"));
     let units = vec![unit.to_owned()];
 
-    assert!(
-        sd.enable(&units).expect("enable"),
-        "first enable changes a symlink"
-    );
-    assert!(
-        !sd.enable(&units).expect("enable again"),
-        "second enable changes nothing"
-    );
-    let link = format!(
-        "/proc/{}/root/etc/systemd/system/multi-user.target.wants/{unit}",
-        env.sandbox.pid()
-    );
+    assert!(sd.enable(&units).expect("enable"), "first enable changes a symlink");
+    assert!(!sd.enable(&units).expect("enable again"), "second enable changes nothing");
+    let link = format!("/proc/{}/root/etc/systemd/system/multi-user.target.wants/{unit}", env.sandbox.pid());
     assert!(fs::symlink_metadata(&link).is_ok(), "{link} missing");
     let st = sd.unit_status(unit).expect("status");
     assert_eq!(st.unit_file_state, "enabled", "{st:?}");
     assert!(st.is_enabled());
 
-    assert!(
-        sd.disable(&units).expect("disable"),
-        "first disable removes a symlink"
-    );
-    assert!(
-        !sd.disable(&units).expect("disable again"),
-        "second disable changes nothing"
-    );
+    assert!(sd.disable(&units).expect("disable"), "first disable removes a symlink");
+    assert!(!sd.disable(&units).expect("disable again"), "second disable changes nothing");
     assert!(fs::symlink_metadata(&link).is_err(), "{link} still there");
     let st = sd.unit_status(unit).expect("status");
     assert_eq!(st.unit_file_state, "disabled", "{st:?}");
 
-    let err = sd
-        .enable(&["no-such-file.service".to_owned()])
-        .expect_err("enable of a missing file");
+    let err = sd.enable(&["no-such-file.service".to_owned()]).expect_err("enable of a missing file");
     match &err {
         SystemdError::Call { method, detail, .. } => {
             assert_eq!(*method, "EnableUnitFiles");
@@ -303,23 +210,20 @@ fn need_daemon_reload_after_an_edit() {
     let sd = &env.systemd;
     let unit = "edited.service";
     env.write_and_reload(unit, &sleeper("exec"));
+    // Running, so systemd keeps it loaded (an unreferenced inactive unit is garbage-collected
+    // and re-read from disk by the next LoadUnit, so it never "needs" a reload).
+    assert_eq!(sd.start(unit, JOB_TIMEOUT).expect("start"), JobResult::Done);
     assert!(!sd.unit_status(unit).expect("status").need_daemon_reload);
 
-    // A different mtime and content.
-    std::thread::sleep(Duration::from_millis(20));
+    std::thread::sleep(Duration::from_millis(20)); // a later mtime
     env.write_unit(unit, &sleeper("simple"));
-    assert!(
-        sd.unit_status(unit)
-            .expect("status after edit")
-            .need_daemon_reload
-    );
+    let st = sd.unit_status(unit).expect("status after edit");
+    assert!(st.need_daemon_reload, "{st:?}");
+    assert_eq!(env.show(unit, "NeedDaemonReload"), "yes");
 
     sd.reload().expect("reload");
-    assert!(
-        !sd.unit_status(unit)
-            .expect("status after reload")
-            .need_daemon_reload
-    );
+    // Reload's reply comes after the reload: the new file is in effect at once.
+    assert!(!sd.unit_status(unit).expect("status after reload").need_daemon_reload);
     assert_eq!(env.show(unit, "Type"), "simple");
 }
 
@@ -337,31 +241,14 @@ fn unknown_units_are_not_errors_where_they_need_not_be() {
 
     let t = Instant::now();
     let stop = sd.stop(unit, JOB_TIMEOUT).expect("stop of an unknown unit");
-    assert!(
-        matches!(stop, JobResult::Done | JobResult::Skipped),
-        "{stop:?}"
-    );
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "stop took {:?}",
-        t.elapsed()
-    );
-    sd.reset_failed(unit)
-        .expect("reset_failed of an unknown unit");
-    assert!(sd
-        .unit_pids(unit)
-        .expect("unit_pids of an unknown unit")
-        .is_empty());
+    assert!(matches!(stop, JobResult::Done | JobResult::Skipped), "{stop:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "stop took {:?}", t.elapsed());
+    sd.reset_failed(unit).expect("reset_failed of an unknown unit");
+    assert!(sd.unit_pids(unit).expect("unit_pids of an unknown unit").is_empty());
 
-    let err = sd
-        .start(unit, JOB_TIMEOUT)
-        .expect_err("start of an unknown unit");
+    let err = sd.start(unit, JOB_TIMEOUT).expect_err("start of an unknown unit");
     match &err {
-        SystemdError::Call {
-            method,
-            arg,
-            detail,
-        } => {
+        SystemdError::Call { method, arg, detail } => {
             assert_eq!((*method, arg.as_str()), ("StartUnit", unit));
             assert!(detail.contains(unit), "{err}");
         }
@@ -370,14 +257,9 @@ fn unknown_units_are_not_errors_where_they_need_not_be() {
     eprintln!("start of an unknown unit: {err}");
 
     // Not a service: the Service properties stay zero.
-    let target = sd
-        .unit_status("multi-user.target")
-        .expect("status of a target");
+    let target = sd.unit_status("multi-user.target").expect("status of a target");
     assert_eq!(target.load_state, "loaded", "{target:?}");
-    assert_eq!(
-        (target.main_pid, target.n_restarts, target.exec_main_status),
-        (0, 0, 0)
-    );
+    assert_eq!((target.main_pid, target.n_restarts, target.exec_main_status), (0, 0, 0));
 }
 
 #[test]
@@ -410,12 +292,7 @@ fn unit_status_is_faster_than_systemctl_show() {
     // ... and through nsenter from the host, one at a time.
     let t = Instant::now();
     for _ in 0..10 {
-        let st = env
-            .sandbox
-            .command("systemctl")
-            .args(["show", unit])
-            .output()
-            .expect("nsenter systemctl show");
+        let st = env.sandbox.command("systemctl").args(["show", unit]).output().expect("nsenter systemctl show");
         assert!(st.status.success());
     }
     let via_nsenter = t.elapsed() / 10;
@@ -424,8 +301,5 @@ fn unit_status_is_faster_than_systemctl_show() {
         "unit_status in-process: {in_process:?}/call; systemctl show inside: {systemctl:?}/call; \
          via nsenter: {via_nsenter:?}/call"
     );
-    assert!(
-        in_process < systemctl,
-        "unit_status ({in_process:?}) slower than systemctl show ({systemctl:?})"
-    );
+    assert!(in_process < systemctl, "unit_status ({in_process:?}) slower than systemctl show ({systemctl:?})");
 }

@@ -21,6 +21,9 @@ use crate::unit_dir::{self, DiskError};
 /// How many journal lines a failure report carries.
 pub const JOURNAL_LINES: usize = 15;
 
+/// Without a port to probe, how long a new release must stay up to count as ready.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
 /// Options of a run that are not part of the spec.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -462,6 +465,17 @@ impl Run<'_> {
             }
             (self.progress)(Progress::Waiting { what: format!("{unit} {last_problem}"), elapsed, limit });
             sleep(interval.min(limit.saturating_sub(elapsed)));
+        }
+        if spec.port.is_none() {
+            // No probe to ask: the release must at least stay up, with the same main process,
+            // for a moment (a binary that exits at once is not ready).
+            let settle = SETTLE.min(limit.saturating_sub(t0.elapsed()));
+            sleep(settle);
+            match self.check_ready(unit, interval) {
+                Ok(pid) if pid == first_pid => {}
+                Ok(pid) => return Err(format!("restarted right after starting (main PID {first_pid} became {pid})")),
+                Err(Fatal(p) | Retry(p)) => return Err(p),
+            }
         }
         let ready_after = t0.elapsed();
 

@@ -23,6 +23,12 @@ use zbus::{export::futures_core::Stream, proxy};
 
 use super::{JobResult, Systemd, SystemdError, UnitStatus};
 
+/// The D-Bus interface of every unit object.
+const UNIT_INTERFACE: &str = "org.freedesktop.systemd1.Unit";
+
+/// The D-Bus interface of service unit objects.
+const SERVICE_INTERFACE: &str = "org.freedesktop.systemd1.Service";
+
 /// systemd's error name for a unit that is not loaded.
 const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
 
@@ -81,48 +87,53 @@ pub trait Manager {
     fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
 }
 
-/// `org.freedesktop.systemd1.Unit`, the properties baton reads.
-#[proxy(interface = "org.freedesktop.systemd1.Unit", default_service = "org.freedesktop.systemd1")]
-pub trait Unit {
+/// The `org.freedesktop.systemd1.Unit` properties baton reads: one `a{sv}` from
+/// `Properties.GetAll`, every other property ignored.
+#[derive(Debug, Default, zbus::zvariant::DeserializeDict, zbus::zvariant::Type)]
+#[zvariant(signature = "a{sv}", rename_all = "PascalCase")]
+pub struct UnitProperties {
     /// loaded, not-found, bad-setting, error, masked.
-    #[zbus(property)]
-    fn load_state(&self) -> zbus::Result<String>;
-
+    pub load_state: Option<String>,
     /// active, reloading, inactive, failed, activating, deactivating.
-    #[zbus(property)]
-    fn active_state(&self) -> zbus::Result<String>;
-
+    pub active_state: Option<String>,
     /// The unit type's own state: running, exited, dead, …
-    #[zbus(property)]
-    fn sub_state(&self) -> zbus::Result<String>;
-
+    pub sub_state: Option<String>,
     /// enabled, disabled, static, … (empty when unknown).
-    #[zbus(property)]
-    fn unit_file_state(&self) -> zbus::Result<String>;
-
+    pub unit_file_state: Option<String>,
     /// The unit file changed on disk since systemd loaded it.
-    #[zbus(property)]
-    fn need_daemon_reload(&self) -> zbus::Result<bool>;
-
+    pub need_daemon_reload: Option<bool>,
     /// When the unit last entered the active state, µs since the epoch (0 when never).
-    #[zbus(property)]
-    fn active_enter_timestamp(&self) -> zbus::Result<u64>;
+    pub active_enter_timestamp: Option<u64>,
 }
 
-/// `org.freedesktop.systemd1.Service`, the properties baton reads.
-#[proxy(interface = "org.freedesktop.systemd1.Service", default_service = "org.freedesktop.systemd1")]
-pub trait Service {
+/// The `org.freedesktop.systemd1.Service` properties baton reads: one `a{sv}` from
+/// `Properties.GetAll`, every other property ignored.
+#[derive(Debug, Default, zbus::zvariant::DeserializeDict, zbus::zvariant::Type)]
+#[zvariant(signature = "a{sv}", rename_all = "PascalCase")]
+pub struct ServiceProperties {
     /// The main process (0 when none).
-    #[zbus(property, name = "MainPID")]
-    fn main_pid(&self) -> zbus::Result<u32>;
-
+    #[zvariant(rename = "MainPID")]
+    pub main_pid: Option<u32>,
     /// How often systemd restarted the service.
-    #[zbus(property, name = "NRestarts")]
-    fn n_restarts(&self) -> zbus::Result<u32>;
-
+    pub n_restarts: Option<u32>,
     /// Exit status (or signal) of the main process.
-    #[zbus(property)]
-    fn exec_main_status(&self) -> zbus::Result<i32>;
+    pub exec_main_status: Option<i32>,
+}
+
+/// `org.freedesktop.DBus.Properties` of a unit object: `GetAll` per interface, typed.
+///
+/// One `GetAll` per interface is the fewest round trips; zbus's property-caching proxies
+/// (`#[zbus(property)]` getters with `CacheProperties::Yes`) also subscribe to
+/// `PropertiesChanged` per proxy, which measured about 4× slower per status read.
+#[proxy(interface = "org.freedesktop.DBus.Properties", default_service = "org.freedesktop.systemd1")]
+pub trait UnitObject {
+    /// All properties of `org.freedesktop.systemd1.Unit` (pass that interface name).
+    #[zbus(name = "GetAll")]
+    fn unit_properties(&self, interface: &str) -> zbus::Result<UnitProperties>;
+
+    /// All properties of `org.freedesktop.systemd1.Service` (pass that interface name).
+    #[zbus(name = "GetAll")]
+    fn service_properties(&self, interface: &str) -> zbus::Result<ServiceProperties>;
 }
 
 /// systemd over D-Bus: one system-bus connection, reused for every call of a run.
@@ -217,38 +228,32 @@ impl Systemd for DbusSystemd {
     }
 
     fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
-        let conn = self.manager.inner().connection();
         let path = self.manager.load_unit(unit).map_err(|e| call_err("LoadUnit", unit, e))?;
         let props_err = |e| call_err("GetAll", unit, e);
-        // CacheProperties::Yes: building the proxy fetches every property of the interface with
-        // one `Properties.GetAll`; the getters below then read that cache.
-        let u = UnitProxyBlocking::builder(conn)
-            .path(path.clone())
+        let object = UnitObjectProxyBlocking::builder(self.manager.inner().connection())
+            .path(path)
             .map_err(props_err)?
-            .cache_properties(CacheProperties::Yes)
+            .cache_properties(CacheProperties::No)
             .build()
             .map_err(props_err)?;
+        let u = object.unit_properties(UNIT_INTERFACE).map_err(props_err)?;
         let mut status = UnitStatus {
-            load_state: u.load_state().map_err(props_err)?,
-            active_state: u.active_state().map_err(props_err)?,
-            sub_state: u.sub_state().map_err(props_err)?,
-            unit_file_state: u.unit_file_state().map_err(props_err)?,
-            need_daemon_reload: u.need_daemon_reload().map_err(props_err)?,
-            active_enter_timestamp_us: u.active_enter_timestamp().map_err(props_err)?,
+            load_state: u.load_state.unwrap_or_default(),
+            active_state: u.active_state.unwrap_or_default(),
+            sub_state: u.sub_state.unwrap_or_default(),
+            unit_file_state: u.unit_file_state.unwrap_or_default(),
+            need_daemon_reload: u.need_daemon_reload.unwrap_or_default(),
+            active_enter_timestamp_us: u.active_enter_timestamp.unwrap_or_default(),
             ..UnitStatus::default()
         };
+        // Other unit types have no Service interface: their service fields stay zero. A
+        // not-found service still has one (all zeros), and a running service whose file was
+        // removed still reports its MainPID.
         if unit.ends_with(".service") {
-            let service = ServiceProxyBlocking::builder(conn)
-                .path(path)
-                .map_err(props_err)?
-                .cache_properties(CacheProperties::Yes)
-                .build();
-            // A unit that is not a service (or has no Service interface) keeps the zeros.
-            if let Ok(s) = service {
-                status.main_pid = s.main_pid().map_err(props_err)?;
-                status.n_restarts = s.n_restarts().map_err(props_err)?;
-                status.exec_main_status = s.exec_main_status().map_err(props_err)?;
-            }
+            let s = object.service_properties(SERVICE_INTERFACE).map_err(props_err)?;
+            status.main_pid = s.main_pid.unwrap_or_default();
+            status.n_restarts = s.n_restarts.unwrap_or_default();
+            status.exec_main_status = s.exec_main_status.unwrap_or_default();
         }
         Ok(status)
     }
