@@ -241,16 +241,8 @@ impl Run<'_> {
             return Ok(self.outcome(&plan, opts, msg, expected_version(spec, &plan)));
         }
 
-        let mut removed_target = false;
         for step in &plan.steps {
             self.execute(step, &state, version_now)?;
-            if let Step::RemoveUnit { unit, .. } = step {
-                removed_target |= *unit == target;
-            }
-        }
-        if self.changed && spec.state == State::Started && !removed_target {
-            // Order releases for `keep`: the active one is the most recent.
-            let _ = unit_dir::touch(&state.target_path);
         }
         let active = match spec.state {
             State::Started => Some(spec.version.to_string()),

@@ -3,7 +3,8 @@
 
 use crate::handover::{self, ApplyOptions, Progress};
 use crate::result::{Failure, RunResult};
-use crate::spec::{RawSpec, ServiceSpec};
+use crate::render;
+use crate::spec::{RawSpec, ServiceSpec, State};
 use crate::systemd::dbus::DbusSystemd;
 use crate::systemd::Systemd;
 
@@ -13,6 +14,12 @@ pub fn apply(raw: RawSpec, opts: &ApplyOptions, progress: &mut dyn FnMut(Progres
         Ok(s) => s,
         Err(e) => return RunResult::Failed(Failure::msg(e.to_string())),
     };
+    // A template that cannot render is bad input too: refuse it before anything is touched.
+    if spec.state != State::Absent {
+        if let Err(e) = render::render(&spec) {
+            return RunResult::Failed(Failure { name: Some(spec.name.to_string()), ..Failure::msg(e.to_string()) });
+        }
+    }
     let sd = match DbusSystemd::connect() {
         Ok(sd) => sd,
         Err(e) => {

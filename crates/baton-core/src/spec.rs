@@ -390,30 +390,51 @@ pub fn parse_raw(input: &[u8]) -> Result<RawSpec, SpecError> {
     if input.len() > MAX_SPEC_BYTES {
         return Err(SpecError::new("spec", format!("is {} bytes; the limit is {} bytes", input.len(), MAX_SPEC_BYTES)));
     }
-    let mut de = serde_json::Deserializer::from_slice(input);
-    let raw: RawSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(input).map_err(|e| {
+        if e.is_eof() {
+            SpecError::new("spec", format!("the JSON ends early ({e})"))
+        } else if e.to_string().starts_with("trailing characters") {
+            SpecError::new("spec", format!("has trailing data after the JSON object ({e})"))
+        } else {
+            SpecError::new("spec", format!("is not valid JSON ({e})"))
+        }
+    })?;
+    from_value(value)
+}
+
+/// Converts a JSON value (as the Ansible and Terraform front-ends hold it) into the raw spec:
+/// field types only, every error naming the field's path.
+pub fn from_value(value: serde_json::Value) -> Result<RawSpec, SpecError> {
+    use serde_json::Value;
+    let kind = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    // serde would accept an array for a struct; only objects are specs.
+    let Value::Object(obj) = &value else {
+        return Err(SpecError::new("spec", format!("must be a JSON object, got {}", kind(&value))));
+    };
+    if let Some(h) = obj.get("health").filter(|h| !h.is_object() && !h.is_null()) {
+        return Err(SpecError::new("health", format!("must be an object, got {}", kind(h))));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        let mut field = if path.is_empty() || path == "." { "spec".to_owned() } else { path };
-        let message = inner.to_string();
+        let message = e.into_inner().to_string();
+        let path = path.trim_end_matches(".?").trim_end_matches('?').trim_end_matches('.').to_owned();
+        let field = if path.is_empty() { "spec".to_owned() } else { path };
         // serde reports a missing field at its parent; name the field itself.
         if let Some(rest) = message.strip_prefix("missing field `") {
             if let Some((name, _)) = rest.split_once('`') {
-                field = if field == "spec" { name.to_owned() } else { format!("{field}.{name}") };
+                let field = if field == "spec" { name.to_owned() } else { format!("{field}.{name}") };
                 return SpecError::new(field, "is required");
             }
         }
-        let rule = if inner.is_eof() {
-            format!("the JSON ends early ({inner})")
-        } else if inner.is_syntax() {
-            format!("is not valid JSON ({inner})")
-        } else {
-            message
-        };
-        SpecError::new(field, rule)
-    })?;
-    de.end().map_err(|e| SpecError::new("spec", format!("has trailing data after the JSON object ({e})")))?;
-    Ok(raw)
+        SpecError::new(field, message)
+    })
 }
 
 impl RawSpec {

@@ -59,7 +59,8 @@ pub struct UnitFile {
     pub path: PathBuf,
     /// The file's text.
     pub text: String,
-    /// The file's modification time (baton sets it when a release becomes active).
+    /// The file's modification time: when baton wrote the release, which orders releases for
+    /// `keep` (touching it would make systemd report NeedDaemonReload).
     pub modified: SystemTime,
 }
 
@@ -187,14 +188,6 @@ pub fn clean_temp_files(dir: &Path, unit: &str) {
             }
         }
     }
-}
-
-/// Marks a release as the most recently active one (its file's mtime; the bytes stay as
-/// they are), which orders releases for `keep`.
-pub fn touch(path: &Path) -> Result<(), DiskError> {
-    let f =
-        File::options().append(true).open(path).map_err(|source| DiskError::Write { path: path.to_owned(), source })?;
-    f.set_modified(SystemTime::now()).map_err(|source| DiskError::Write { path: path.to_owned(), source })
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {

@@ -10,6 +10,7 @@
 //! [`Systemd::reload`] returns every unit file has been re-read.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -22,6 +23,10 @@ use zbus::zvariant::OwnedObjectPath;
 use zbus::{export::futures_core::Stream, proxy};
 
 use super::{JobResult, Systemd, SystemdError, UnitStatus};
+
+/// How long [`Systemd::journal`] waits between reads for journald to catch up, and how often.
+const JOURNAL_SETTLE: Duration = Duration::from_millis(100);
+const JOURNAL_SETTLE_TRIES: usize = 5;
 
 /// The D-Bus interface of every unit object.
 const UNIT_INTERFACE: &str = "org.freedesktop.systemd1.Unit";
@@ -142,6 +147,8 @@ pub struct DbusSystemd {
     manager: ManagerProxyBlocking<'static>,
     /// The same proxy, async: its signal streams can be polled with a deadline.
     manager_async: ManagerProxy<'static>,
+    /// `journalctl --root`: where the journal of this systemd lives, when not at `/`.
+    journal_root: Option<PathBuf>,
     address: String,
 }
 
@@ -170,7 +177,31 @@ impl DbusSystemd {
             ManagerProxyBlocking::builder(&conn).cache_properties(CacheProperties::No).build().map_err(connect_err)?;
         manager.subscribe().map_err(connect_err)?;
         let manager_async = ManagerProxy::from(manager.inner().inner().clone());
-        Ok(DbusSystemd { manager, manager_async, address })
+        Ok(DbusSystemd { manager, manager_async, journal_root: None, address })
+    }
+
+    /// Reads the journal below `root` (`journalctl --root`) instead of the host's: for a systemd
+    /// whose filesystem is seen from outside, e.g. `/proc/<pid>/root` of a container.
+    pub fn with_journal_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.journal_root = Some(root.into());
+        self
+    }
+
+    /// `journalctl -u UNIT -n LINES -o cat`; empty when journalctl cannot be run.
+    fn read_journal(&self, unit: &str, lines: usize) -> Vec<String> {
+        let mut journalctl = Command::new("journalctl");
+        if let Some(root) = &self.journal_root {
+            journalctl.arg("--root").arg(root);
+        }
+        let output = journalctl
+            .args(["--quiet", "--no-pager", "-o", "cat", "-n", &lines.to_string(), "-u", unit])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        match output {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// The bus address this instance is connected to.
@@ -188,9 +219,12 @@ impl DbusSystemd {
     ) -> Result<Option<JobResult>, SystemdError> {
         let started = Instant::now();
         let deadline = started + timeout;
-        // Subscribe first (the match rule is in place when this returns), filtered on the unit
-        // so other units' jobs do not wake us.
-        let mut removed = block_on(self.manager_async.receive_job_removed_with_args(&[(2, unit)]))
+        let timed_out = || SystemdError::JobTimeout { method, unit: unit.to_owned(), waited: started.elapsed() };
+        // Subscribe first: the match rule is in place when this returns. Not filtered on the unit
+        // name, since systemd names the unit by its id (`foo` → `foo.service`, aliases resolved);
+        // the job path identifies the job.
+        let mut removed = block_on_until(self.manager_async.receive_job_removed(), deadline)
+            .ok_or_else(timed_out)?
             .map_err(|e| call_err("AddMatch", unit, e))?;
         let job = match enqueue(&self.manager) {
             Ok(job) => job,
@@ -217,7 +251,7 @@ impl DbusSystemd {
                 arg: unit.to_owned(),
                 detail: "the bus connection closed while waiting for the job".to_owned(),
             }),
-            None => Err(SystemdError::JobTimeout { method, unit: unit.to_owned(), waited: started.elapsed() }),
+            None => Err(timed_out()),
         }
     }
 }
@@ -319,15 +353,19 @@ impl Systemd for DbusSystemd {
         if lines == 0 {
             return Vec::new();
         }
-        let output = Command::new("journalctl")
-            .args(["--quiet", "--no-pager", "-o", "cat", "-n", &lines.to_string(), "-u", unit])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output();
-        match output {
-            Ok(out) => String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect(),
-            Err(_) => Vec::new(),
+        // journald reads a service's output asynchronously, so what a unit printed just before
+        // it failed can land a moment after systemd reported the failure: re-read until two
+        // reads agree (this only runs on failure paths).
+        let mut last = self.read_journal(unit, lines);
+        for _ in 0..JOURNAL_SETTLE_TRIES {
+            thread::sleep(JOURNAL_SETTLE);
+            let next = self.read_journal(unit, lines);
+            if next == last {
+                break;
+            }
+            last = next;
         }
+        last
     }
 }
 
@@ -356,22 +394,6 @@ impl Wake for ThreadWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.0.unpark();
-    }
-}
-
-/// Runs `fut` on this thread until it completes.
-///
-/// The connection's own executor thread reads the socket and wakes us; this only polls and
-/// parks.
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        thread::park();
     }
 }
 

@@ -1,0 +1,118 @@
+//! The hostile-spec corpus (`tests/hostile/`, listed in `cases.tsv` with the start of the
+//! message each must produce): every spec is refused with exit status 1, `{"failed": true}` and
+//! a message naming the field, before baton connects to systemd or takes a lock.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+struct Refusal {
+    code: i32,
+    json: Value,
+}
+
+/// Runs `baton apply` with `input` on stdin; systemd and the lock directory point nowhere
+/// usable, so getting past validation would show up as a different message.
+fn apply(input: &[u8], lock_dir: &Path) -> Refusal {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["apply", "--progress", "never", "--lock-dir"])
+        .arg(lock_dir)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/baton-test-bus")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn baton");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // baton stops reading past its size limit; a broken pipe then is expected.
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout));
+    });
+    Refusal { code: out.status.code().unwrap_or(-1), json }
+}
+
+fn assert_refused(case: &str, input: &[u8], expected: &str) {
+    let lock_dir = tempfile::tempdir().expect("tempdir");
+    let locks = lock_dir.path().join("locks");
+    let r = apply(input, &locks);
+    let msg = r.json["msg"].as_str().unwrap_or_default();
+    assert_eq!(r.code, 1, "{case}: exit status");
+    assert_eq!(r.json["failed"], true, "{case}: {}", r.json);
+    assert!(msg.contains(expected), "{case}: expected {expected:?} in {msg:?}");
+    assert!(!msg.contains("cannot connect to systemd"), "{case}: got past validation: {msg}");
+    assert!(!locks.exists(), "{case}: a refused spec must not take a lock");
+}
+
+fn corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/hostile")
+}
+
+#[test]
+fn every_corpus_spec_is_refused_naming_its_field() {
+    let cases = std::fs::read_to_string(corpus_dir().join("cases.tsv")).expect("cases.tsv");
+    let mut n = 0;
+    for line in cases.lines().filter(|l| !l.trim().is_empty()) {
+        let (file, expected) = line.split_once('\t').expect("file<TAB>expected");
+        let input = std::fs::read(corpus_dir().join(file)).expect("case file");
+        assert_refused(file, &input, expected);
+        n += 1;
+    }
+    assert!(n >= 40, "the corpus shrank to {n} cases");
+}
+
+#[test]
+fn five_megabyte_values_are_refused() {
+    let big = "a".repeat(5 * 1024 * 1024);
+    for (case, json) in [
+        ("argument", format!(r#"{{"name":"app","version":"v1","exec_start":["/bin/true","{big}"]}}"#)),
+        ("env value", format!(r#"{{"name":"app","version":"v1","exec_start":["/bin/true"],"environment":{{"A":"{big}"}}}}"#)),
+        ("name", format!(r#"{{"name":"{big}","version":"v1","exec_start":["/bin/true"]}}"#)),
+    ] {
+        assert_refused(case, json.as_bytes(), "spec: is 1048577 bytes; the limit is 1048576 bytes");
+    }
+    // Under the document limit, the value limit names the field.
+    let big = "a".repeat(100 * 1024);
+    let json = format!(r#"{{"name":"app","version":"v1","exec_start":["/bin/true"],"environment":{{"A":"{big}"}}}}"#);
+    assert_refused("100 KiB env value", json.as_bytes(), "environment.A: is 102400 bytes long; the limit is 65536");
+}
+
+#[test]
+fn templates_that_cannot_render_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    };
+    let undefined = write("undefined.j2", "[Unit]\n{{ no_such_variable }}\n");
+    let syntax = write("syntax.j2", "[Unit]\n{% if %}\n");
+    let unmarked = write("unmarked.j2", "[Service]\nExecStart={{ exec_start }}\n");
+    let directory = dir.path().display().to_string();
+    for (path, expected) in [
+        (undefined.as_str(), "does not render"),
+        (syntax.as_str(), "does not render"),
+        (unmarked.as_str(), "without the `X-Baton-Service=app`"),
+        (directory.as_str(), "template: cannot read"),
+    ] {
+        let json = format!(r#"{{"name":"app","version":"v1","exec_start":["/bin/true"],"template":"{path}"}}"#);
+        assert_refused(path, json.as_bytes(), expected);
+    }
+}
+
+#[test]
+fn bad_command_lines_are_failures_too() {
+    let out = Command::new(env!("CARGO_BIN_EXE_baton")).args(["apply", "--no-such-flag"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let json: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["failed"], true);
+    assert!(json["msg"].as_str().unwrap_or_default().contains("--no-such-flag"));
+    let out = Command::new(env!("CARGO_BIN_EXE_baton")).args(["apply", "/nonexistent/spec.json"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let json: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(json["msg"].as_str().unwrap_or_default().contains("cannot read the spec file /nonexistent/spec.json"));
+}

@@ -1,0 +1,145 @@
+//! `make bench`: figures measured side by side in one run against a sandboxed real systemd,
+//! written to `bench-report.md` and printed:
+//! - wall time of a no-op `baton apply` against one bare `systemctl show`, and their ratio;
+//! - baton's own overhead per handover: total minus the app's time to become ready minus its drain.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use baton_integration::{bin, demo_spec, Host};
+use serde_json::{json, Value};
+
+const RUNS: usize = 30;
+const HANDOVERS: usize = 15;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("bench failed: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Times one command run inside the sandbox (nsenter included, as for both sides).
+fn time_inside(h: &Host, program: &str, args: &[&str], stdin: Option<&str>) -> Result<Duration> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let t0 = Instant::now();
+    let mut child = h
+        .sb
+        .command(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("spawn {program}"))?;
+    let mut input = child.stdin.take().context("stdin")?;
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes())?;
+    }
+    drop(input);
+    let status = child.wait()?;
+    anyhow::ensure!(status.success(), "{program} {args:?} failed");
+    Ok(t0.elapsed())
+}
+
+/// Seconds in an action like `ready demo-v2.service after 0.3 s, listening on :8080` or
+/// `stop demo-v1.service (0.2 s)`.
+fn action_secs(actions: &[Value], prefix: &str) -> Option<f64> {
+    let a = actions.iter().filter_map(Value::as_str).find(|a| a.starts_with(prefix))?;
+    let rest = a.split(" after ").nth(1).or_else(|| a.split(" (").nth(1))?;
+    rest.split(' ').next()?.parse().ok()
+}
+
+fn run() -> Result<()> {
+    let h = Host::boot("bench");
+    let mut report = String::new();
+    writeln!(report, "# baton benchmarks\n")?;
+    writeln!(
+        report,
+        "Measured {} against a sandboxed real systemd {} ({} build); each figure is the median of its runs.\n",
+        chrono_free_now(),
+        h.sh("systemctl show -p Version --value").trim(),
+        if cfg!(debug_assertions) { "debug" } else { "release" }
+    )?;
+
+    // A service with a few releases on disk, so the no-op reads a realistic state.
+    let spec = |v: &str| demo_spec("bench", v, 8090, &["--linger-ms", "0"], json!({"keep": 2}));
+    for v in ["v1", "v2", "v3"] {
+        h.apply(&spec(v), &[]).ok();
+    }
+    let noop_spec = spec("v3").to_string();
+    let baton = bin("baton").display().to_string();
+    let mut noop = Vec::new();
+    let mut show = Vec::new();
+    for _ in 0..RUNS {
+        // Interleaved, so both sides see the same machine.
+        noop.push(time_inside(&h, &baton, &["apply", "--progress", "never"], Some(&noop_spec))?);
+        show.push(time_inside(&h, "systemctl", &["show", "bench-v3.service"], None)?);
+    }
+    let check = h.apply(&spec("v3"), &[]).ok();
+    anyhow::ensure!(!check.changed(), "the no-op apply changed something: {:#}", check.json);
+    let (noop, show) = (median(noop), median(show));
+    writeln!(report, "## No-op `baton apply` vs one `systemctl show` ({RUNS} runs each, interleaved)\n")?;
+    writeln!(report, "| command | median wall time |")?;
+    writeln!(report, "|---|---|")?;
+    writeln!(report, "| `baton apply` (no-op, 3 releases on disk) | {:.1} ms |", ms(noop))?;
+    writeln!(report, "| `systemctl show bench-v3.service` | {:.1} ms |", ms(show))?;
+    writeln!(report, "| **ratio** | **{:.2}×** (target ≤ 2×) |\n", noop.as_secs_f64() / show.as_secs_f64())?;
+
+    // Handovers: total minus readiness minus drain is baton's own overhead.
+    let load = h.load(8090, 2, 600);
+    let mut rows = Vec::new();
+    for i in 0..HANDOVERS {
+        let v = format!("h{i}");
+        let out = h.apply(&spec(&v), &[]).ok();
+        let actions = out.json["actions"].as_array().cloned().unwrap_or_default();
+        let ready = action_secs(&actions, &format!("ready bench-{v}.service")).context("ready action")?;
+        let prev = out.json["previous_version"].as_str().unwrap_or("").to_owned();
+        let drain = action_secs(&actions, &format!("stop bench-{prev}.service")).context("stop action")?;
+        let total = out.took.as_secs_f64();
+        rows.push((total, ready, drain, total - ready - drain));
+    }
+    let lr = load.finish()?;
+    let med = |f: fn(&(f64, f64, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = rows.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    writeln!(report, "## Handover overhead ({HANDOVERS} handovers under load)\n")?;
+    writeln!(report, "| part | median |")?;
+    writeln!(report, "|---|---|")?;
+    writeln!(report, "| total wall time of `baton apply` (process start to exit) | {:.0} ms |", med(|r| r.0) * 1000.0)?;
+    writeln!(report, "| new release ready (start job → probe + listener seen) | {:.0} ms |", med(|r| r.1) * 1000.0)?;
+    writeln!(report, "| old release drained and stopped by systemd | {:.0} ms |", med(|r| r.2) * 1000.0)?;
+    writeln!(report, "| **baton's own overhead** | **{:.0} ms** |\n", med(|r| r.3) * 1000.0)?;
+    writeln!(
+        report,
+        "Load during the handovers: {} requests, {} failed, {:.0} requests/s.\n",
+        lr.requests, lr.failed, lr.rps
+    )?;
+
+    std::fs::write("bench-report.md", &report).context("write bench-report.md")?;
+    print!("{report}");
+    eprintln!("written to bench-report.md");
+    Ok(())
+}
+
+/// The date without a date crate: `date -u`.
+fn chrono_free_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
