@@ -70,7 +70,13 @@ impl Applied {
     /// Asserts success and returns self.
     #[track_caller]
     pub fn ok(self) -> Self {
-        assert!(self.code == 0 && !self.failed(), "baton failed (exit {}):\n{:#}\n{}", self.code, self.json, self.stderr);
+        assert!(
+            self.code == 0 && !self.failed(),
+            "baton failed (exit {}):\n{:#}\n{}",
+            self.code,
+            self.json,
+            self.stderr
+        );
         self
     }
 }
@@ -138,6 +144,13 @@ impl Host {
         self.sh(&format!("systemctl show -p {prop} --value {unit}")).trim().to_owned()
     }
 
+    /// `systemctl is-enabled` inside (computed from disk; the `UnitFileState` property that
+    /// `systemctl show` prints is cached by systemd for loaded units).
+    pub fn enabled(&self, unit: &str) -> String {
+        let out = self.sb.sh_output(&format!("systemctl is-enabled {unit}")).expect("systemctl is-enabled");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// The unit file's text in /etc/systemd/system, if any.
     pub fn unit_file(&self, unit: &str) -> Option<String> {
         std::fs::read_to_string(self.path(&format!("/etc/systemd/system/{unit}"))).ok()
@@ -148,7 +161,11 @@ impl Host {
         let mut names: Vec<String> = std::fs::read_dir(self.path("/etc/systemd/system"))
             .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
             .unwrap_or_default();
-        names.retain(|n| n.ends_with(".service"));
+        // Only regular files: the sandbox masks some units with symlinks to /dev/null.
+        names.retain(|n| {
+            n.ends_with(".service")
+                && std::fs::symlink_metadata(self.path(&format!("/etc/systemd/system/{n}"))).is_ok_and(|m| m.is_file())
+        });
         names.sort();
         names
     }
@@ -203,7 +220,11 @@ impl Load {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let line = stdout.lines().last().unwrap_or("");
         serde_json::from_str(line).with_context(|| {
-            format!("baton-load printed no report (exit {:?}): {stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr))
+            format!(
+                "baton-load printed no report (exit {:?}): {stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
         })
     }
 }

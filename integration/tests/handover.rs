@@ -23,7 +23,13 @@ fn faults(name: &str, port: u16) -> Vec<(&'static str, Value, &'static str)> {
         ("crash-on-start", demo_spec(name, "bad-crash", port, &["--crash-on-start"], json!({})), "bad-crash.service"),
         (
             "never-ready",
-            demo_spec(name, "bad-never", port, &["--never-ready"], json!({"health": {"http": "/health", "timeout_sec": 2, "interval_ms": 50}})),
+            demo_spec(
+                name,
+                "bad-never",
+                port,
+                &["--never-ready"],
+                json!({"health": {"http": "/health", "timeout_sec": 2, "interval_ms": 50}}),
+            ),
             "was not ready within health.timeout_sec=2s",
         ),
         (
@@ -139,8 +145,12 @@ fn rollback_to_the_previous_release_under_load_fails_no_request() {
     std::thread::sleep(Duration::from_millis(300));
     h.apply(&good("rb", "v2", 8082, true), &[]).ok();
     let back = h.apply(&good("rb", "v1", 8082, true), &[]).ok();
-    let actions: Vec<&str> = back.json["actions"].as_array().expect("actions").iter().filter_map(Value::as_str).collect();
-    assert!(!actions.iter().any(|a| a.starts_with("write") || *a == "daemon-reload"), "v1 is still on disk: {actions:?}");
+    let actions: Vec<&str> =
+        back.json["actions"].as_array().expect("actions").iter().filter_map(Value::as_str).collect();
+    assert!(
+        !actions.iter().any(|a| a.starts_with("write") || *a == "daemon-reload"),
+        "v1 is still on disk: {actions:?}"
+    );
     assert_eq!(back.json["previous_version"], "v2");
     std::thread::sleep(Duration::from_millis(300));
     let r = load.finish().expect("report");

@@ -70,7 +70,10 @@ fn five_megabyte_values_are_refused() {
     let big = "a".repeat(5 * 1024 * 1024);
     for (case, json) in [
         ("argument", format!(r#"{{"name":"app","version":"v1","exec_start":["/bin/true","{big}"]}}"#)),
-        ("env value", format!(r#"{{"name":"app","version":"v1","exec_start":["/bin/true"],"environment":{{"A":"{big}"}}}}"#)),
+        (
+            "env value",
+            format!(r#"{{"name":"app","version":"v1","exec_start":["/bin/true"],"environment":{{"A":"{big}"}}}}"#),
+        ),
         ("name", format!(r#"{{"name":"{big}","version":"v1","exec_start":["/bin/true"]}}"#)),
     ] {
         assert_refused(case, json.as_bytes(), "spec: is 1048577 bytes; the limit is 1048576 bytes");
@@ -111,7 +114,8 @@ fn bad_command_lines_are_failures_too() {
     let json: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["failed"], true);
     assert!(json["msg"].as_str().unwrap_or_default().contains("--no-such-flag"));
-    let out = Command::new(env!("CARGO_BIN_EXE_baton")).args(["apply", "/nonexistent/spec.json"]).output().expect("run");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_baton")).args(["apply", "/nonexistent/spec.json"]).output().expect("run");
     assert_eq!(out.status.code(), Some(1));
     let json: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(json["msg"].as_str().unwrap_or_default().contains("cannot read the spec file /nonexistent/spec.json"));

@@ -2,8 +2,8 @@
 //! comes first, so bad input touches nothing; every error becomes `{"failed": true, "msg"}`.
 
 use crate::handover::{self, ApplyOptions, Progress};
-use crate::result::{Failure, RunResult};
 use crate::render;
+use crate::result::{Failure, RunResult};
 use crate::spec::{RawSpec, ServiceSpec, State};
 use crate::systemd::dbus::DbusSystemd;
 use crate::systemd::Systemd;

@@ -196,11 +196,14 @@ proptest! {
     }
 }
 
+/// One corpus entry: argv and environment.
+type HostileCase<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+
 /// Every hostile-but-accepted spec renders a unit that systemd itself loads without a warning.
 #[test]
 fn hostile_units_pass_systemd_analyze_verify() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let corpus: &[(&[&str], &[(&str, &str)])] = &[
+    let corpus: &[HostileCase] = &[
         (&["/bin/echo", "a b", "\"q\"", "back\\slash", "$HOME", "${PATH}", "100%", "%n"], &[("A", "x\" Foo=\"bar")]),
         (&["/bin/echo", ";", "'single'", "tab\there", "ünïcødé", "x\u{1}y", "\u{7f}"], &[("PCT", "%h $HOME \\")]),
         (&["/bin/echo", "[Service]", "ExecStartPre=/bin/false", "\\", "\\\"", "-"], &[("B", "[Install]")]),

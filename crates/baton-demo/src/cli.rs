@@ -43,8 +43,7 @@ pub struct Args {
 
 /// A version fits in a header value: printable ASCII, no spaces.
 fn parse_version(version: &str) -> Result<String, String> {
-    if !version.is_empty() && version.len() <= 128 && version.bytes().all(|b| b.is_ascii_graphic())
-    {
+    if !version.is_empty() && version.len() <= 128 && version.bytes().all(|b| b.is_ascii_graphic()) {
         Ok(version.to_owned())
     } else {
         Err("must be 1 to 128 printable ASCII characters without spaces".to_owned())
@@ -89,15 +88,7 @@ mod tests {
     fn rejects_bad_values() {
         for bad in [
             &["baton-demo", "--port", "1", "--version", "v 1"][..],
-            &[
-                "baton-demo",
-                "--port",
-                "1",
-                "--version",
-                "v1",
-                "--unhealthy-after",
-                "-1",
-            ],
+            &["baton-demo", "--port", "1", "--version", "v1", "--unhealthy-after", "-1"],
             &["baton-demo", "--version", "v1"],
         ] {
             assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");

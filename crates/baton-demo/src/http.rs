@@ -58,10 +58,7 @@ fn parse_request_line(head: &[u8]) -> Option<Request> {
         return None;
     }
     let path = target.split_once('?').map_or(target, |(path, _)| path);
-    Some(Request {
-        method: method.to_owned(),
-        path: path.to_owned(),
-    })
+    Some(Request { method: method.to_owned(), path: path.to_owned() })
 }
 
 /// A complete response.
@@ -73,10 +70,7 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16, body: impl Into<String>) -> Self {
-        Self {
-            status,
-            body: body.into(),
-        }
+        Self { status, body: body.into() }
     }
 
     /// The bytes on the wire; `head_only` answers a HEAD request.
@@ -114,18 +108,13 @@ mod tests {
     #[test]
     fn reads_a_request_line() {
         let req = read(b"GET /health?full=1 HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert!(
-            matches!(req, Ok(Request { ref method, ref path }) if method == "GET" && path == "/health")
-        );
+        assert!(matches!(req, Ok(Request { ref method, ref path }) if method == "GET" && path == "/health"));
     }
 
     #[test]
     fn rejects_garbage_and_short_heads() {
         assert!(matches!(read(b"hello\r\n\r\n"), Err(ReadError::Malformed)));
-        assert!(matches!(
-            read(b"GET / HTTP/1.1\r\n"),
-            Err(ReadError::Closed)
-        ));
+        assert!(matches!(read(b"GET / HTTP/1.1\r\n"), Err(ReadError::Closed)));
         let long = [b'a'; MAX_HEAD + 10];
         assert!(matches!(read(&long), Err(ReadError::Malformed)));
     }
@@ -139,8 +128,6 @@ mod tests {
         assert!(text.contains("\r\nContent-Length: 3\r\n"));
         assert!(text.contains("\r\nConnection: close\r\n"));
         assert!(text.ends_with("\r\n\r\nv1\n"));
-        assert!(Response::new(200, "v1\n")
-            .to_bytes("v1", true)
-            .ends_with(b"\r\n\r\n"));
+        assert!(Response::new(200, "v1\n").to_bytes("v1", true).ends_with(b"\r\n\r\n"));
     }
 }

@@ -40,10 +40,7 @@ fn main() -> ExitCode {
     let args = cli::Args::parse();
     let version = args.version.as_str();
     if args.crash_on_start {
-        log!(
-            version,
-            "error: crashing on start as asked (--crash-on-start)"
-        );
+        log!(version, "error: crashing on start as asked (--crash-on-start)");
         return ExitCode::FAILURE;
     }
     let flags = match signals::install(args.ignore_sigterm) {
@@ -54,10 +51,7 @@ fn main() -> ExitCode {
         }
     };
     if args.never_ready {
-        log!(
-            version,
-            "never ready as asked (--never-ready): not binding, not notifying"
-        );
+        log!(version, "never ready as asked (--never-ready): not binding, not notifying");
         while !flags.shutdown.load(Ordering::Relaxed) {
             flags.log_ignored(version);
             std::thread::sleep(Duration::from_millis(20));
@@ -74,19 +68,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    log!(
-        version,
-        "listening on {addr} (SO_REUSEPORT, pid {})",
-        std::process::id()
-    );
+    log!(version, "listening on {addr} (SO_REUSEPORT, pid {})", std::process::id());
     if args.notify {
         let status = format!("READY=1\nSTATUS=serving {version} on {addr}\n");
         match notify::send(&status) {
             Ok(true) => log!(version, "sent READY=1 to $NOTIFY_SOCKET"),
-            Ok(false) => log!(
-                version,
-                "--notify given but NOTIFY_SOCKET is not set; not notifying"
-            ),
+            Ok(false) => log!(version, "--notify given but NOTIFY_SOCKET is not set; not notifying"),
             Err(err) => log!(version, "warning: notifying systemd: {err}"),
         }
     }

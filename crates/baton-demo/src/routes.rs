@@ -25,18 +25,12 @@ mod tests {
     use super::*;
 
     fn req(method: &str, path: &str) -> Request {
-        Request {
-            method: method.to_owned(),
-            path: path.to_owned(),
-        }
+        Request { method: method.to_owned(), path: path.to_owned() }
     }
 
     #[test]
     fn routes() {
-        assert_eq!(
-            respond(&req("GET", "/"), "v3", true),
-            Response::new(200, "v3\n")
-        );
+        assert_eq!(respond(&req("GET", "/"), "v3", true), Response::new(200, "v3\n"));
         assert_eq!(respond(&req("GET", "/health"), "v3", true).status, 200);
         assert_eq!(respond(&req("GET", "/health"), "v3", false).status, 503);
         assert_eq!(respond(&req("GET", "/"), "v3", false).status, 200);

@@ -41,9 +41,7 @@ struct State {
 
 impl State {
     fn healthy(&self) -> bool {
-        self.config
-            .unhealthy_after
-            .is_none_or(|after| self.started.elapsed() < after)
+        self.config.unhealthy_after.is_none_or(|after| self.started.elapsed() < after)
     }
 }
 
@@ -71,10 +69,7 @@ impl InFlight {
     fn wait_idle(&self) {
         let mut count = self.lock();
         while *count > 0 {
-            count = self
-                .idle
-                .wait(count)
-                .unwrap_or_else(PoisonError::into_inner);
+            count = self.idle.wait(count).unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
@@ -96,11 +91,7 @@ impl Drop for InFlightGuard {
 
 /// Serves `listener` until a shutdown signal, then drains; returns once nothing is in flight.
 pub fn serve(listener: TcpListener, config: &Config, flags: &Flags) {
-    let state = Arc::new(State {
-        config: config.clone(),
-        started: Instant::now(),
-        in_flight: InFlight::default(),
-    });
+    let state = Arc::new(State { config: config.clone(), started: Instant::now(), in_flight: InFlight::default() });
     let version = config.version.as_str();
     let mut unhealthy_logged = false;
     let mut last_error_log: Option<Instant> = None;
@@ -109,10 +100,7 @@ pub fn serve(listener: TcpListener, config: &Config, flags: &Flags) {
         flags.log_ignored(version);
         if !unhealthy_logged && !state.healthy() {
             unhealthy_logged = true;
-            log!(
-                version,
-                "now unhealthy as asked (--unhealthy-after): /health answers 503"
-            );
+            log!(version, "now unhealthy as asked (--unhealthy-after): /health answers 503");
         }
         match listener.accept() {
             Ok((stream, _peer)) => spawn_handler(stream, &state, &mut last_error_log),
@@ -141,21 +129,14 @@ pub fn serve(listener: TcpListener, config: &Config, flags: &Flags) {
     }
     thread::sleep(config.linger);
     drop(listener);
-    log!(
-        version,
-        "listener closed; waiting for {} requests in flight",
-        state.in_flight.current()
-    );
+    log!(version, "listener closed; waiting for {} requests in flight", state.in_flight.current());
     state.in_flight.wait_idle();
     log!(version, "drained; exiting");
 }
 
 /// Whether an accept error only means that no connection came within the poll interval.
 fn is_poll_timeout(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
+    matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted)
 }
 
 fn log_rate_limited(last: &mut Option<Instant>, version: &str, message: &str) {
@@ -167,21 +148,14 @@ fn log_rate_limited(last: &mut Option<Instant>, version: &str, message: &str) {
 
 fn spawn_handler(stream: TcpStream, state: &Arc<State>, last_error_log: &mut Option<Instant>) {
     let guard = InFlight::enter(state);
-    let spawned = thread::Builder::new()
-        .name("conn".to_owned())
-        .stack_size(HANDLER_STACK)
-        .spawn(move || {
-            handle(stream, &guard.0);
-            drop(guard);
-        });
+    let spawned = thread::Builder::new().name("conn".to_owned()).stack_size(HANDLER_STACK).spawn(move || {
+        handle(stream, &guard.0);
+        drop(guard);
+    });
     if let Err(err) = spawned {
         // The closure (stream and guard) is dropped: the connection closes, the count drops.
         let version = state.config.version.as_str();
-        log_rate_limited(
-            last_error_log,
-            version,
-            &format!("starting a thread: {err}"),
-        );
+        log_rate_limited(last_error_log, version, &format!("starting a thread: {err}"));
     }
 }
 
@@ -189,9 +163,7 @@ fn spawn_handler(stream: TcpStream, state: &Arc<State>, last_error_log: &mut Opt
 fn handle(mut stream: TcpStream, state: &State) {
     let version = state.config.version.as_str();
     // Accepted sockets inherit the listener's short accept timeout; give clients longer.
-    if stream.set_read_timeout(Some(IO_TIMEOUT)).is_err()
-        || stream.set_write_timeout(Some(IO_TIMEOUT)).is_err()
-    {
+    if stream.set_read_timeout(Some(IO_TIMEOUT)).is_err() || stream.set_write_timeout(Some(IO_TIMEOUT)).is_err() {
         return;
     }
     let response = match http::read_request(&mut stream) {

@@ -21,25 +21,15 @@ impl Flags {
     /// Logs a SIGTERM that arrived (and was ignored) since the last call.
     pub fn log_ignored(&self, version: &str) {
         if self.ignored.swap(false, Ordering::Relaxed) {
-            log!(
-                version,
-                "SIGTERM received and ignored (--ignore-sigterm); still serving"
-            );
+            log!(version, "SIGTERM received and ignored (--ignore-sigterm); still serving");
         }
     }
 }
 
 /// Installs the handlers. With `ignore_sigterm`, SIGTERM only sets [`Flags::ignored`].
 pub fn install(ignore_sigterm: bool) -> io::Result<Flags> {
-    let flags = Flags {
-        shutdown: Arc::new(AtomicBool::new(false)),
-        ignored: Arc::new(AtomicBool::new(false)),
-    };
-    let on_term = if ignore_sigterm {
-        &flags.ignored
-    } else {
-        &flags.shutdown
-    };
+    let flags = Flags { shutdown: Arc::new(AtomicBool::new(false)), ignored: Arc::new(AtomicBool::new(false)) };
+    let on_term = if ignore_sigterm { &flags.ignored } else { &flags.shutdown };
     signal_hook::flag::register(SIGTERM, Arc::clone(on_term))?;
     signal_hook::flag::register(SIGINT, Arc::clone(&flags.shutdown))?;
     Ok(flags)

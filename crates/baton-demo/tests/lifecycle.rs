@@ -26,27 +26,14 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
     demo.wait_for_line("stopped accepting");
     let status = demo.wait_exit(PATIENCE);
     assert_eq!(status.code(), Some(0), "{status:?}");
-    assert!(
-        signalled.elapsed() >= Duration::from_millis(300),
-        "exited before the work was done"
-    );
+    assert!(signalled.elapsed() >= Duration::from_millis(300), "exited before the work was done");
     for client in clients {
-        let reply = client
-            .join()
-            .expect("client thread")
-            .expect("a full response");
-        assert_eq!(
-            (reply.status, reply.body.as_str()),
-            (200, "v1\n"),
-            "{reply:?}"
-        );
+        let reply = client.join().expect("client thread").expect("a full response");
+        assert_eq!((reply.status, reply.body.as_str()), (200, "v1\n"), "{reply:?}");
     }
     assert!(demo.log_contains("waiting for 3 requests in flight"));
     assert!(demo.log_contains("drained"));
-    assert!(
-        TcpStream::connect(common::addr(port)).is_err(),
-        "port closed after exit"
-    );
+    assert!(TcpStream::connect(common::addr(port)).is_err(), "port closed after exit");
 }
 
 #[test]
@@ -61,11 +48,7 @@ fn linger_keeps_the_stopped_listener_open_then_closes_it() {
     let queued = send_get(port, "/");
     let status = demo.wait_exit(PATIENCE);
     assert_eq!(status.code(), Some(0), "{status:?}");
-    assert!(
-        signalled.elapsed() >= Duration::from_millis(900),
-        "{:?}",
-        signalled.elapsed()
-    );
+    assert!(signalled.elapsed() >= Duration::from_millis(900), "{:?}", signalled.elapsed());
     // No other listener to migrate to: closing the listener resets the queued connection.
     let reply = read_reply(queued);
     assert!(reply.is_err(), "queued connection got no answer: {reply:?}");
@@ -102,10 +85,7 @@ fn never_ready_stays_up_without_listening() {
     demo.wait_for_line("never ready");
     thread::sleep(Duration::from_millis(300));
     assert!(demo.exited().is_none());
-    assert!(
-        TcpStream::connect(common::addr(port)).is_err(),
-        "never binds"
-    );
+    assert!(TcpStream::connect(common::addr(port)).is_err(), "never binds");
     demo.signal("TERM");
     assert_eq!(demo.wait_exit(PATIENCE).code(), Some(0));
 }

@@ -53,16 +53,11 @@ fn never_ready_sends_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&path).expect("bind notify socket");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(700)))
-        .expect("timeout");
+    socket.set_read_timeout(Some(Duration::from_millis(700))).expect("timeout");
     let mut demo = Demo::start_with(free_port(), "v1", &["--notify", "--never-ready"], |cmd| {
         cmd.env("NOTIFY_SOCKET", &path);
     });
     demo.wait_for_line("never ready");
     let mut buf = [0u8; 256];
-    assert!(
-        socket.recv(&mut buf).is_err(),
-        "no notification from a never-ready instance"
-    );
+    assert!(socket.recv(&mut buf).is_err(), "no notification from a never-ready instance");
 }

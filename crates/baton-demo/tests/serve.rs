@@ -17,11 +17,7 @@ fn answers_its_version_health_and_404() {
     assert_eq!(root.header("X-Version"), Some("v1"));
     assert_eq!(root.header("Connection"), Some("close"));
     let health = get(port, "/health");
-    assert_eq!(
-        (health.status, health.body.as_str()),
-        (200, "ok\n"),
-        "{health:?}"
-    );
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"), "{health:?}");
     assert_eq!(get(port, "/nope").status, 404);
 }
 

@@ -37,9 +37,7 @@ impl Outcome {
         let message = format!("{phase}: {err}");
         match err.kind() {
             K::ConnectionRefused => Self::Refused(message),
-            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
-                Self::Reset(message)
-            }
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => Self::Reset(message),
             K::TimedOut | K::WouldBlock => Self::Timeout(message),
             _ => Self::Other(message),
         }
@@ -62,20 +60,12 @@ pub fn request_bytes(addr: SocketAddr, path: &str) -> Vec<u8> {
             target.push_str(&format!("%{byte:02X}"));
         }
     }
-    format!(
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: baton-load\r\nConnection: close\r\n\r\n"
-    )
-    .into_bytes()
+    format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: baton-load\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
 /// Sends `request` to `target` over a new connection (from `source`, when given) and reads the
 /// response, all within `timeout`.
-pub fn get(
-    target: SocketAddr,
-    source: Option<SocketAddr>,
-    request: &[u8],
-    timeout: Duration,
-) -> Outcome {
+pub fn get(target: SocketAddr, source: Option<SocketAddr>, request: &[u8], timeout: Duration) -> Outcome {
     let deadline = Instant::now() + timeout;
     let stream = match connect(target, source, timeout) {
         Ok(stream) => stream,
@@ -89,25 +79,13 @@ pub fn get(
     outcome
 }
 
-fn connect(
-    target: SocketAddr,
-    source: Option<SocketAddr>,
-    timeout: Duration,
-) -> Result<TcpStream, Outcome> {
-    let socket = Socket::new(
-        Domain::for_address(target),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )
-    .map_err(|err| Outcome::from_io("socket", &err))?;
+fn connect(target: SocketAddr, source: Option<SocketAddr>, timeout: Duration) -> Result<TcpStream, Outcome> {
+    let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|err| Outcome::from_io("socket", &err))?;
     if let Some(source) = source {
-        socket
-            .bind(&SockAddr::from(source))
-            .map_err(|err| Outcome::Other(format!("bind {source}: {err}")))?;
+        socket.bind(&SockAddr::from(source)).map_err(|err| Outcome::Other(format!("bind {source}: {err}")))?;
     }
-    socket
-        .connect_timeout(&SockAddr::from(target), timeout)
-        .map_err(|err| Outcome::from_io("connect", &err))?;
+    socket.connect_timeout(&SockAddr::from(target), timeout).map_err(|err| Outcome::from_io("connect", &err))?;
     Ok(socket.into())
 }
 
@@ -115,20 +93,14 @@ fn exchange(mut stream: &TcpStream, request: &[u8], deadline: Instant) -> Outcom
     let Some(left) = remaining(deadline) else {
         return Outcome::Timeout("connect used up the timeout".to_owned());
     };
-    if let Err(err) = stream
-        .set_write_timeout(Some(left))
-        .and_then(|()| stream.write_all(request))
-    {
+    if let Err(err) = stream.set_write_timeout(Some(left)).and_then(|()| stream.write_all(request)) {
         return Outcome::from_io("send", &err);
     }
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
     loop {
         let Some(left) = remaining(deadline) else {
-            return Outcome::Timeout(format!(
-                "read: no full response in time ({} bytes)",
-                buf.len()
-            ));
+            return Outcome::Timeout(format!("read: no full response in time ({} bytes)", buf.len()));
         };
         if let Err(err) = stream.set_read_timeout(Some(left)) {
             return Outcome::from_io("read", &err);
@@ -169,10 +141,7 @@ pub fn parse(buf: &[u8], eof: bool) -> Outcome {
     }
     let Some(head) = Head::parse(buf) else {
         return if eof {
-            Outcome::Reset(format!(
-                "connection closed inside the response head ({} bytes)",
-                buf.len()
-            ))
+            Outcome::Reset(format!("connection closed inside the response head ({} bytes)", buf.len()))
         } else {
             Outcome::Other("incomplete response head".to_owned())
         };
@@ -181,19 +150,16 @@ pub fn parse(buf: &[u8], eof: bool) -> Outcome {
     match head.content_length {
         Err(()) => return Outcome::Other("malformed Content-Length".to_owned()),
         Ok(Some(length)) if body < length => {
-            return Outcome::Reset(format!(
-                "connection closed after {body} of {length} body bytes"
-            ));
+            return Outcome::Reset(format!("connection closed after {body} of {length} body bytes"));
         }
         Ok(_) => {}
     }
     match head.status {
         Some(200) => Outcome::Ok(head.version),
         Some(status) => Outcome::WrongStatus(status),
-        None => Outcome::Other(format!(
-            "malformed status line {:?}",
-            String::from_utf8_lossy(&buf[..buf.len().min(64)])
-        )),
+        None => {
+            Outcome::Other(format!("malformed status line {:?}", String::from_utf8_lossy(&buf[..buf.len().min(64)])))
+        }
     }
 }
 
@@ -217,16 +183,9 @@ impl Head {
             let mut parts = line.splitn(3, ' ');
             let proto = parts.next()?;
             let code = parts.next()?;
-            (proto.starts_with("HTTP/1.") && code.len() == 3)
-                .then(|| code.parse().ok())
-                .flatten()
+            (proto.starts_with("HTTP/1.") && code.len() == 3).then(|| code.parse().ok()).flatten()
         });
-        let mut head = Self {
-            len: end + 4,
-            status,
-            version: None,
-            content_length: Ok(None),
-        };
+        let mut head = Self { len: end + 4, status, version: None, content_length: Ok(None) };
         for line in lines {
             let Some((name, value)) = line.split_once(':') else {
                 continue;

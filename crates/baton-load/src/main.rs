@@ -64,8 +64,7 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing signal handlers")?;
     }
     if args.stop_on_stdin_eof {
         let stop = Arc::clone(&stop);
@@ -94,9 +93,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let report = baton_load::run(&cfg, &stop);
     let json = serde_json::to_string(&report).context("encoding the report")?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{json}")
-        .and_then(|()| out.flush())
-        .context("writing the report")?;
+    writeln!(out, "{json}").and_then(|()| out.flush()).context("writing the report")?;
     eprintln!("baton-load: {}", report.summary());
     Ok(())
 }

@@ -91,20 +91,13 @@ impl LoadReport {
     pub fn finish(&mut self, elapsed: Duration) {
         self.elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let secs = elapsed.as_secs_f64();
-        self.rps = if secs > 0.0 {
-            (self.requests as f64 / secs * 10.0).round() / 10.0
-        } else {
-            0.0
-        };
+        self.rps = if secs > 0.0 { (self.requests as f64 / secs * 10.0).round() / 10.0 } else { 0.0 };
     }
 
     /// One line for people: rate, counts by kind and versions seen.
     pub fn summary(&self) -> String {
-        let versions: Vec<String> = self
-            .by_version
-            .iter()
-            .map(|(version, count)| format!("{version}={count}"))
-            .collect();
+        let versions: Vec<String> =
+            self.by_version.iter().map(|(version, count)| format!("{version}={count}")).collect();
         format!(
             "{} requests in {:.1} s ({} req/s): ok {} failed {} (refused {} reset {} timeout {} \
              wrong_status {} other {}); versions: {}",
@@ -118,11 +111,7 @@ impl LoadReport {
             self.timeout,
             self.wrong_status,
             self.other,
-            if versions.is_empty() {
-                "none".to_owned()
-            } else {
-                versions.join(" ")
-            },
+            if versions.is_empty() { "none".to_owned() } else { versions.join(" ") },
         )
     }
 }

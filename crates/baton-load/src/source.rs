@@ -24,18 +24,9 @@ mod tests {
     #[test]
     fn loopback_workers_get_their_own_address() {
         let target = SocketAddr::from(([127, 0, 0, 1], 80));
-        assert_eq!(
-            for_worker(target, 0),
-            Some(SocketAddr::from(([127, 0, 0, 1], 0)))
-        );
-        assert_eq!(
-            for_worker(target, 3),
-            Some(SocketAddr::from(([127, 0, 0, 4], 0)))
-        );
-        assert_eq!(
-            for_worker(target, 254),
-            Some(SocketAddr::from(([127, 0, 0, 1], 0)))
-        );
+        assert_eq!(for_worker(target, 0), Some(SocketAddr::from(([127, 0, 0, 1], 0))));
+        assert_eq!(for_worker(target, 3), Some(SocketAddr::from(([127, 0, 0, 4], 0))));
+        assert_eq!(for_worker(target, 254), Some(SocketAddr::from(([127, 0, 0, 1], 0))));
         assert_eq!(for_worker(SocketAddr::from(([10, 0, 0, 1], 80)), 0), None);
         assert_eq!(for_worker("[::1]:80".parse().unwrap_or(target), 0), None);
     }

@@ -35,12 +35,7 @@ impl Shared<'_> {
 pub fn run(shared: &Shared<'_>, source: Option<SocketAddr>) -> LoadReport {
     let mut report = LoadReport::default();
     while shared.claim() {
-        report.record(client::get(
-            shared.target,
-            source,
-            shared.request,
-            shared.timeout,
-        ));
+        report.record(client::get(shared.target, source, shared.request, shared.timeout));
     }
     report
 }

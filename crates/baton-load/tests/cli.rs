@@ -30,8 +30,7 @@ fn answer(mut stream: TcpStream) {
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
-    let _ =
-        stream.write_all(b"HTTP/1.1 200 OK\r\nX-Version: bin\r\nContent-Length: 4\r\n\r\nbin\n");
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nX-Version: bin\r\nContent-Length: 4\r\n\r\nbin\n");
 }
 
 fn spawn(args: &[&str], stdin: Stdio) -> Child {
@@ -67,10 +66,7 @@ fn finish(mut child: Child, limit: Duration) -> (LoadReport, String) {
 #[test]
 fn prints_the_report_as_one_json_line() {
     let addr = server().to_string();
-    let child = spawn(
-        &["--addr", &addr, "--max-requests", "50", "--workers", "2"],
-        Stdio::null(),
-    );
+    let child = spawn(&["--addr", &addr, "--max-requests", "50", "--workers", "2"], Stdio::null());
     let (report, stderr) = finish(child, Duration::from_secs(20));
     assert_eq!((report.requests, report.ok), (50, 50), "{report:?}");
     assert_eq!(report.by_version.get("bin"), Some(&50));
@@ -80,16 +76,7 @@ fn prints_the_report_as_one_json_line() {
 #[test]
 fn stops_when_stdin_closes() {
     let addr = server().to_string();
-    let mut child = spawn(
-        &[
-            "--addr",
-            &addr,
-            "--duration-secs",
-            "60",
-            "--stop-on-stdin-eof",
-        ],
-        Stdio::piped(),
-    );
+    let mut child = spawn(&["--addr", &addr, "--duration-secs", "60", "--stop-on-stdin-eof"], Stdio::piped());
     thread::sleep(Duration::from_millis(300));
     drop(child.stdin.take());
     let (report, _) = finish(child, Duration::from_secs(10));
@@ -101,10 +88,7 @@ fn stops_on_sigterm_and_still_reports() {
     let addr = server().to_string();
     let child = spawn(&["--addr", &addr, "--duration-secs", "60"], Stdio::null());
     thread::sleep(Duration::from_millis(300));
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
     let (report, _) = finish(child, Duration::from_secs(10));
     assert!(report.ok > 0 && report.elapsed_ms < 30_000, "{report:?}");

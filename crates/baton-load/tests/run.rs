@@ -69,11 +69,7 @@ fn run(cfg: &LoadConfig) -> LoadReport {
 fn every_ok_response_is_counted_with_its_version() {
     let addr = server(|s| respond(s, "200 OK", "t1"));
     let report = run(&cfg(addr, 300));
-    assert_eq!(
-        (report.requests, report.ok, report.failed),
-        (300, 300, 0),
-        "{report:?}"
-    );
+    assert_eq!((report.requests, report.ok, report.failed), (300, 300, 0), "{report:?}");
     assert_eq!(report.by_version.get("t1"), Some(&300));
     assert!(report.first_errors.is_empty());
     assert!(report.rps > 0.0);
@@ -83,11 +79,7 @@ fn every_ok_response_is_counted_with_its_version() {
 fn status_500_is_a_wrong_status() {
     let addr = server(|s| respond(s, "500 Internal Server Error", "t1"));
     let report = run(&cfg(addr, 40));
-    assert_eq!(
-        (report.requests, report.wrong_status),
-        (40, 40),
-        "{report:?}"
-    );
+    assert_eq!((report.requests, report.wrong_status), (40, 40), "{report:?}");
     assert_eq!(report.ok, 0);
     assert!(report.by_version.is_empty());
     assert_eq!(report.first_errors, ["wrong_status: 500"]);
@@ -115,11 +107,7 @@ fn a_server_that_never_answers_is_a_timeout() {
     let started = Instant::now();
     let report = run(&cfg);
     assert_eq!((report.requests, report.timeout), (4, 4), "{report:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }
 
 #[test]
@@ -145,10 +133,7 @@ fn duration_bounds_an_unlimited_run() {
     let report = run(&cfg);
     let took = started.elapsed();
     assert!(report.ok > 0, "{report:?}");
-    assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "{took:?}");
     assert!(report.elapsed_ms >= 300, "{report:?}");
 }
 
@@ -163,11 +148,7 @@ fn the_stop_flag_ends_a_run() {
         stop.store(true, Ordering::Relaxed);
         run.join().expect("run")
     });
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     assert!(report.ok > 0, "{report:?}");
 
     let stopped = AtomicBool::new(true);

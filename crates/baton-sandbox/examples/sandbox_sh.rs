@@ -11,9 +11,7 @@ use baton_sandbox::Sandbox;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let script = args
-        .next()
-        .unwrap_or_else(|| "systemctl is-system-running".to_owned());
+    let script = args.next().unwrap_or_else(|| "systemctl is-system-running".to_owned());
     let boots: usize = match args.next() {
         Some(n) => n.parse().context("BOOTS must be a number")?,
         None => 1,
@@ -35,12 +33,7 @@ fn main() -> Result<()> {
                     .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
             })
             .sum();
-        eprintln!(
-            "sandbox {} ({}), {} processes, PSS {pss_kib} KiB",
-            sandbox.id(),
-            sandbox.boot_state(),
-            pids.len()
-        );
+        eprintln!("sandbox {} ({}), {} processes, PSS {pss_kib} KiB", sandbox.id(), sandbox.boot_state(), pids.len());
         let out = sandbox.sh_output(&script)?;
         print!("{}", String::from_utf8_lossy(&out.stdout));
         eprint!("{}", String::from_utf8_lossy(&out.stderr));

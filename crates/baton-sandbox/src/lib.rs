@@ -208,8 +208,7 @@ impl Sandbox {
             .truncate(true)
             .open(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
-        File::create(&console_path)
-            .with_context(|| format!("creating {}", console_path.display()))?;
+        File::create(&console_path).with_context(|| format!("creating {}", console_path.display()))?;
 
         let mut sandbox = Sandbox {
             id: id.clone(),
@@ -226,8 +225,7 @@ impl Sandbox {
         // From here on, failures tear down what exists (through Drop) but keep the logs.
         for parent in layout.parents() {
             let dir = parent.join(&id);
-            fs::create_dir(&dir)
-                .with_context(|| format!("creating the cgroup directory {}", dir.display()))?;
+            fs::create_dir(&dir).with_context(|| format!("creating the cgroup directory {}", dir.display()))?;
             sandbox.cgroup_dirs.push(dir);
         }
 
@@ -244,9 +242,7 @@ impl Sandbox {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        let launcher = launcher
-            .spawn()
-            .context("spawning the sandbox launcher (sh -c ... unshare ...)")?;
+        let launcher = launcher.spawn().context("spawning the sandbox launcher (sh -c ... unshare ...)")?;
         let launcher_pid = launcher.id();
         sandbox.launcher = Some(launcher);
 
@@ -302,10 +298,7 @@ impl Sandbox {
     /// stays in the caller's cgroup (it is not a unit). Use `systemd-run` for units.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.arg("-t")
-            .arg(self.pid.to_string())
-            .args(["-m", "-p", "-n", "--"])
-            .arg(program);
+        cmd.arg("-t").arg(self.pid.to_string()).args(["-m", "-p", "-n", "--"]).arg(program);
         cmd
     }
 
@@ -322,8 +315,7 @@ impl Sandbox {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        String::from_utf8(out.stdout)
-            .with_context(|| format!("sandbox {}: output of {script:?} is not UTF-8", self.id))
+        String::from_utf8(out.stdout).with_context(|| format!("sandbox {}: output of {script:?} is not UTF-8", self.id))
     }
 
     /// Runs `sh -c script` inside and returns its full output, whatever its exit status.
@@ -339,11 +331,7 @@ impl Sandbox {
     /// Names of the units systemd inside considers failed.
     pub fn failed_units(&self) -> Result<Vec<String>> {
         let out = self.sh("systemctl list-units --failed --plain --no-legend --no-pager")?;
-        Ok(out
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .map(str::to_owned)
-            .collect())
+        Ok(out.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect())
     }
 
     /// Host PIDs of all processes in the sandbox's cgroup tree (systemd, its units and the
@@ -414,20 +402,12 @@ impl Sandbox {
                 match state.as_str() {
                     "running" => return Ok(BootState::Running),
                     "degraded" => return Ok(BootState::Degraded),
-                    _ => {
-                        last = format!(
-                            "is-system-running: {state:?} {}",
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        )
-                    }
+                    _ => last = format!("is-system-running: {state:?} {}", String::from_utf8_lossy(&out.stderr).trim()),
                 }
             }
             if Instant::now() > deadline {
-                let mut what =
-                    format!("systemd did not come up within {timeout:?}; last seen: {last}");
-                if let Ok(out) =
-                    self.sh_output("systemctl list-jobs --no-pager; systemctl --failed --no-pager")
-                {
+                let mut what = format!("systemd did not come up within {timeout:?}; last seen: {last}");
+                if let Ok(out) = self.sh_output("systemctl list-jobs --no-pager; systemctl --failed --no-pager") {
                     what.push_str("\n--- jobs and failed units ---\n");
                     what.push_str(&String::from_utf8_lossy(&out.stdout));
                 }
@@ -470,19 +450,13 @@ impl Sandbox {
         // `cgroup.kill` of systemd's own `init.scope` (race-free); otherwise signal the PID
         // while the launcher is still running, so PID 1 cannot have been reaped and its PID
         // reused.
-        let init_scope_kill = self
-            .cgroup_dirs
-            .iter()
-            .map(|d| d.join("init.scope/cgroup.kill"))
-            .find(|p| p.exists());
+        let init_scope_kill = self.cgroup_dirs.iter().map(|d| d.join("init.scope/cgroup.kill")).find(|p| p.exists());
         let launcher_running = matches!(self.launcher_exit(), Ok(None)) && self.launcher.is_some();
         if launcher_running && self.pid != 0 {
             let killed = init_scope_kill.is_some_and(|p| fs::write(p, "1").is_ok());
             if !killed {
-                if let Err(err) = Command::new("kill")
-                    .args(["-s", "KILL", &self.pid.to_string()])
-                    .stderr(Stdio::null())
-                    .status()
+                if let Err(err) =
+                    Command::new("kill").args(["-s", "KILL", &self.pid.to_string()]).stderr(Stdio::null()).status()
                 {
                     problems.push(format!("running kill -s KILL {}: {err}", self.pid));
                 }
@@ -498,9 +472,7 @@ impl Sandbox {
                 }
             }
             if !exited {
-                problems.push(format!(
-                    "the launcher did not exit within {LAUNCHER_EXIT_TIMEOUT:?} of killing PID 1"
-                ));
+                problems.push(format!("the launcher did not exit within {LAUNCHER_EXIT_TIMEOUT:?} of killing PID 1"));
             }
             // Whatever is left: the launcher (`--kill-child` then SIGKILLs PID 1 too) and,
             // through `cgroup.kill`, anything still in the sandbox's cgroup tree.
@@ -524,10 +496,8 @@ impl Sandbox {
                     break;
                 }
                 if Instant::now() > deadline {
-                    problems.push(format!(
-                        "cgroup directory {} still busy after {CGROUP_DRAIN_TIMEOUT:?}",
-                        root.display()
-                    ));
+                    problems
+                        .push(format!("cgroup directory {} still busy after {CGROUP_DRAIN_TIMEOUT:?}", root.display()));
                     break;
                 }
                 sleep(POLL);
@@ -541,12 +511,7 @@ impl Sandbox {
         if problems.is_empty() {
             Ok(())
         } else {
-            bail!(
-                "tearing down sandbox {} (PID 1 = {}): {}",
-                self.id,
-                self.pid,
-                problems.join("; ")
-            )
+            bail!("tearing down sandbox {} (PID 1 = {}): {}", self.id, self.pid, problems.join("; "))
         }
     }
 }
@@ -663,9 +628,7 @@ fn inner_script() -> String {
     for unit in MASKED_UNITS {
         s.push_str(&format!("ln -s /dev/null /etc/systemd/system/{unit}\n"));
     }
-    s.push_str(&format!(
-        "exec env -i container=\"$1\" PATH={SANDBOX_PATH} {SYSTEMD} --system --unit=sandbox.target\n"
-    ));
+    s.push_str(&format!("exec env -i container=\"$1\" PATH={SANDBOX_PATH} {SYSTEMD} --system --unit=sandbox.target\n"));
     s
 }
 
@@ -674,13 +637,7 @@ fn next_id(label: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut clean: String = label
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
         .take(40)
         .collect();
     if clean.is_empty() {
@@ -733,10 +690,7 @@ fn check_prerequisites() -> Result<()> {
         .filter(|tool| find_in_path(tool).is_none())
         .collect();
     if !missing.is_empty() {
-        bail!(
-            "baton-sandbox needs {} on PATH (util-linux, iproute2)",
-            missing.join(", ")
-        );
+        bail!("baton-sandbox needs {} on PATH (util-linux, iproute2)", missing.join(", "));
     }
     if !Path::new(SYSTEMD).exists() {
         bail!("baton-sandbox needs systemd at {SYSTEMD}");
@@ -746,9 +700,7 @@ fn check_prerequisites() -> Result<()> {
 
 fn find_in_path(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file())
 }
 
 /// Where the host's cgroup hierarchies are and which cgroup this process is in.
@@ -762,8 +714,7 @@ struct CgroupLayout {
 
 impl CgroupLayout {
     fn detect() -> Result<CgroupLayout> {
-        let mountinfo =
-            fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
         let own = fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
         let mut v2_mount = None;
         let mut named_mount = None;
@@ -779,9 +730,7 @@ impl CgroupLayout {
             let super_opts = right.nth(1).unwrap_or_default();
             if fstype == "cgroup2" && v2_mount.is_none() {
                 v2_mount = Some(PathBuf::from(mount_point));
-            } else if fstype == "cgroup"
-                && super_opts.split(',').any(|o| o == "name=systemd")
-                && named_mount.is_none()
+            } else if fstype == "cgroup" && super_opts.split(',').any(|o| o == "name=systemd") && named_mount.is_none()
             {
                 named_mount = Some(PathBuf::from(mount_point));
             }
@@ -790,9 +739,7 @@ impl CgroupLayout {
         let mut named_path = None;
         for line in own.lines() {
             let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(controllers), Some(path)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
+            let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
                 continue;
             };
             if controllers.is_empty() {
@@ -819,11 +766,7 @@ impl CgroupLayout {
 
     /// The parents of the sandbox's cgroup directories: v1 `name=systemd` first, then v2.
     fn parents(&self) -> Vec<PathBuf> {
-        self.systemd_v1
-            .iter()
-            .cloned()
-            .chain(std::iter::once(self.unified.clone()))
-            .collect()
+        self.systemd_v1.iter().cloned().chain(std::iter::once(self.unified.clone())).collect()
     }
 }
 
@@ -847,16 +790,8 @@ mod tests {
     fn inner_script_mounts_the_tmpfs_set_before_exec() {
         let s = inner_script();
         let exec = s.find("exec env").expect("exec line");
-        for path in [
-            "/tmp",
-            "/run",
-            "/var/tmp",
-            "/var/log/journal",
-            "/etc/systemd/system",
-        ] {
-            let at = s
-                .find(&format!("tmpfs {path}"))
-                .unwrap_or_else(|| panic!("no tmpfs on {path}"));
+        for path in ["/tmp", "/run", "/var/tmp", "/var/log/journal", "/etc/systemd/system"] {
+            let at = s.find(&format!("tmpfs {path}")).unwrap_or_else(|| panic!("no tmpfs on {path}"));
             assert!(at < exec);
         }
     }

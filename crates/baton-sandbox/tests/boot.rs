@@ -11,10 +11,7 @@ use anyhow::{ensure, Context, Result};
 use baton_sandbox::{BootState, Sandbox};
 
 fn unique(tag: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
     format!("baton-sandbox-test-{tag}-{}-{nanos}", std::process::id())
 }
 
@@ -49,11 +46,7 @@ fn boots_a_running_systemd() -> Result<()> {
         sandbox.pid()
     );
     let failed = sandbox.failed_units()?;
-    assert_eq!(
-        sandbox.boot_state(),
-        BootState::Running,
-        "failed units: {failed:?}"
-    );
+    assert_eq!(sandbox.boot_state(), BootState::Running, "failed units: {failed:?}");
     assert!(failed.is_empty(), "failed units: {failed:?}");
     assert_eq!(sandbox.sh("systemctl is-system-running")?.trim(), "running");
     let version = sandbox.sh("systemctl show -p Version --value")?;
@@ -73,12 +66,7 @@ fn boots_a_running_systemd() -> Result<()> {
 
     let pids = sandbox.host_pids();
     assert!(pids.contains(&sandbox.pid()), "{pids:?}");
-    eprintln!(
-        "sandbox {}: {} processes, PSS {} KiB",
-        sandbox.id(),
-        pids.len(),
-        pss_bytes(&pids) / 1024
-    );
+    eprintln!("sandbox {}: {} processes, PSS {} KiB", sandbox.id(), pids.len(), pss_bytes(&pids) / 1024);
     sandbox.kill()?;
     Ok(())
 }
@@ -92,10 +80,7 @@ fn host_tmp_is_untouched() -> Result<()> {
     let result = (|| -> Result<()> {
         let sandbox = Sandbox::boot("tmp")?;
         let out = sandbox.sh_output(&format!("test -e {}", marker.display()))?;
-        ensure!(
-            !out.status.success(),
-            "the host's /tmp marker is visible inside"
-        );
+        ensure!(!out.status.success(), "the host's /tmp marker is visible inside");
         sandbox.sh(&format!("echo inside > /tmp/{inside_name}"))?;
         sandbox.sh(&format!("test -f /tmp/{inside_name}"))?;
         ensure!(
@@ -109,10 +94,7 @@ fn host_tmp_is_untouched() -> Result<()> {
     let marker_survived = marker.exists();
     let _ = fs::remove_file(&marker);
     result?;
-    assert!(
-        marker_survived,
-        "the host's /tmp marker was removed by the sandbox"
-    );
+    assert!(marker_survived, "the host's /tmp marker was removed by the sandbox");
     assert!(!Path::new("/tmp").join(&inside_name).exists());
     Ok(())
 }
@@ -134,10 +116,7 @@ fn concurrent_sandboxes_do_not_interfere() -> Result<()> {
     }
     let mut main_pids = Vec::new();
     for sandbox in [&a, &b] {
-        assert_eq!(
-            sandbox.sh("systemctl is-active same-name.service")?.trim(),
-            "active"
-        );
+        assert_eq!(sandbox.sh("systemctl is-active same-name.service")?.trim(), "active");
         let cgroup = sandbox.sh("systemctl show -p ControlGroup --value same-name.service")?;
         assert_eq!(cgroup.trim(), "/system.slice/same-name.service");
         main_pids.push(sandbox.sh("systemctl show -p MainPID --value same-name.service")?);
@@ -147,8 +126,7 @@ fn concurrent_sandboxes_do_not_interfere() -> Result<()> {
             .last()
             .context("no cgroup directories")?
             .join("system.slice/same-name.service/cgroup.procs");
-        let procs = fs::read_to_string(&unified)
-            .with_context(|| format!("reading {}", unified.display()))?;
+        let procs = fs::read_to_string(&unified).with_context(|| format!("reading {}", unified.display()))?;
         assert_eq!(procs.lines().count(), 1, "{}: {procs}", unified.display());
     }
 
@@ -156,22 +134,11 @@ fn concurrent_sandboxes_do_not_interfere() -> Result<()> {
     a.sh("systemctl stop same-name.service")?;
     let out = a.sh_output("systemctl is-active same-name.service")?;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "inactive");
-    assert_eq!(
-        b.sh("systemctl is-active same-name.service")?.trim(),
-        "active"
-    );
+    assert_eq!(b.sh("systemctl is-active same-name.service")?.trim(), "active");
 
-    let dirs: Vec<_> = a
-        .cgroup_dirs()
-        .iter()
-        .chain(b.cgroup_dirs())
-        .cloned()
-        .collect();
+    let dirs: Vec<_> = a.cgroup_dirs().iter().chain(b.cgroup_dirs()).cloned().collect();
     assert!(!dirs.is_empty());
-    let pid1s = [
-        (a.pid(), start_time(a.pid())),
-        (b.pid(), start_time(b.pid())),
-    ];
+    let pid1s = [(a.pid(), start_time(a.pid())), (b.pid(), start_time(b.pid()))];
     drop(a);
     drop(b);
     for dir in &dirs {
@@ -195,21 +162,10 @@ fn net_sysctls_are_private() -> Result<()> {
 
     let sandbox = Sandbox::boot("sysctl")?;
     sandbox.sh(&format!("sysctl -w net.ipv4.tcp_migrate_req={inside}"))?;
-    assert_eq!(
-        sandbox.sh("sysctl -n net.ipv4.tcp_migrate_req")?.trim(),
-        inside
-    );
-    assert_eq!(
-        fs::read_to_string(KEY)?.trim(),
-        host_before,
-        "the host's value changed"
-    );
+    assert_eq!(sandbox.sh("sysctl -n net.ipv4.tcp_migrate_req")?.trim(), inside);
+    assert_eq!(fs::read_to_string(KEY)?.trim(), host_before, "the host's value changed");
     sandbox.kill()?;
-    assert_eq!(
-        fs::read_to_string(KEY)?.trim(),
-        host_before,
-        "the host's value changed"
-    );
+    assert_eq!(fs::read_to_string(KEY)?.trim(), host_before, "the host's value changed");
     Ok(())
 }
 
@@ -236,10 +192,7 @@ fn units_written_inside_run_and_log_to_the_journal() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(
-        journal.contains(&format!("hello-from-{name}")),
-        "journal: {journal}"
-    );
+    assert!(journal.contains(&format!("hello-from-{name}")), "journal: {journal}");
     assert!(journal.contains("second-line"), "journal: {journal}");
 
     // The unit file lives on the sandbox's tmpfs, not on the host.

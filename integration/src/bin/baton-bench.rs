@@ -34,15 +34,14 @@ fn time_inside(h: &Host, program: &str, args: &[&str], stdin: Option<&str>) -> R
     use std::io::Write;
     use std::process::Stdio;
     let t0 = Instant::now();
-    let mut child = h
-        .sb
-        .command(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("spawn {program}"))?;
+    let mut child =
+        h.sb.command(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawn {program}"))?;
     let mut input = child.stdin.take().context("stdin")?;
     if let Some(s) = stdin {
         input.write_all(s.as_bytes())?;

@@ -81,6 +81,10 @@ pub trait Manager {
     /// Removes the `[Install]` symlinks: changes as (type, file, dest).
     fn disable_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<UnitFileChange>>;
 
+    /// The enablement of a unit file, computed from disk now (the `UnitFileState` property of a
+    /// loaded unit is cached and goes stale after EnableUnitFiles/DisableUnitFiles).
+    fn get_unit_file_state(&self, file: &str) -> zbus::Result<String>;
+
     /// Forgets a unit's failed state.
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
 
@@ -288,6 +292,13 @@ impl Systemd for DbusSystemd {
             status.main_pid = s.main_pid.unwrap_or_default();
             status.n_restarts = s.n_restarts.unwrap_or_default();
             status.exec_main_status = s.exec_main_status.unwrap_or_default();
+        }
+        // A loaded unit's UnitFileState property is cached by systemd and stale after an
+        // enable/disable without a reload; ask for the state on disk instead.
+        if status.load_state == "loaded" {
+            if let Ok(state) = self.manager.get_unit_file_state(unit) {
+                status.unit_file_state = state;
+            }
         }
         Ok(status)
     }

@@ -39,12 +39,7 @@ impl Demo {
     }
 
     /// Like [`Demo::start`], letting `setup` adjust the command (e.g. its environment).
-    pub fn start_with(
-        port: u16,
-        version: &str,
-        args: &[&str],
-        setup: impl FnOnce(&mut Command),
-    ) -> Demo {
+    pub fn start_with(port: u16, version: &str, args: &[&str], setup: impl FnOnce(&mut Command)) -> Demo {
         let mut command = Command::new(env!("CARGO_BIN_EXE_baton-demo"));
         command
             .args(["--port", &port.to_string(), "--version", version])
@@ -66,12 +61,7 @@ impl Demo {
                 let _ = tx.send(line);
             }
         });
-        Demo {
-            child,
-            port,
-            lines,
-            log,
-        }
+        Demo { child, port, lines, log }
     }
 
     /// Starts an instance and waits until it logs that it listens.
@@ -95,11 +85,7 @@ impl Demo {
     }
 
     pub fn log_contains(&self, needle: &str) -> bool {
-        self.log
-            .lock()
-            .expect("log")
-            .iter()
-            .any(|l| l.contains(needle))
+        self.log.lock().expect("log").iter().any(|l| l.contains(needle))
     }
 
     pub fn pid(&self) -> u32 {
@@ -108,10 +94,8 @@ impl Demo {
 
     /// Sends `signal` (e.g. `TERM`, `KILL`) with the `kill` command.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
-            .status()
-            .expect("run kill");
+        let status =
+            Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status().expect("run kill");
         assert!(status.success(), "kill -{signal} failed");
     }
 
@@ -127,10 +111,7 @@ impl Demo {
             if let Some(status) = self.exited() {
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "baton-demo still running after {limit:?}"
-            );
+            assert!(Instant::now() < deadline, "baton-demo still running after {limit:?}");
             thread::sleep(Duration::from_millis(10));
         }
     }
@@ -162,14 +143,9 @@ impl Reply {
 
 /// Sends `GET path` on an open connection.
 pub fn send_get(port: u16, path: &str) -> TcpStream {
-    let mut stream =
-        TcpStream::connect_timeout(&addr(port), PATIENCE).expect("connect to baton-demo");
+    let mut stream = TcpStream::connect_timeout(&addr(port), PATIENCE).expect("connect to baton-demo");
     stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").expect("send");
     stream
 }
 
@@ -178,19 +154,14 @@ pub fn read_reply(mut stream: TcpStream) -> std::io::Result<Reply> {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no response head in {text:?}")))?;
+    let (head, body) =
+        text.split_once("\r\n\r\n").ok_or_else(|| std::io::Error::other(format!("no response head in {text:?}")))?;
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
-    Ok(Reply {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    })
+    Ok(Reply { status, head: head.to_owned(), body: body.to_owned() })
 }
 
 /// `GET path` and its response.
