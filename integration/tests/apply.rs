@@ -101,7 +101,6 @@ fn check_mode_touches_nothing() {
         actions,
         [
             "write /etc/systemd/system/chk-v2.service",
-            "daemon-reload",
             "start chk-v2.service",
             "enable chk-v2.service",
             "disable chk-v1.service",

@@ -370,7 +370,7 @@ impl Run<'_> {
                         took.as_secs_f64()
                     ));
                 }
-                self.record(format!("stop {unit} ({:.1} s)", took.as_secs_f64()));
+                self.record(format!("stop {unit} ({:.3} s)", took.as_secs_f64()));
             }
             Step::RemoveUnit { path, .. } => {
                 unit_dir::remove(path).map_err(plain)?;
@@ -502,7 +502,7 @@ impl Run<'_> {
             }
         }
         let port = spec.port.map(|p| format!(", listening on :{p}")).unwrap_or_default();
-        Ok(format!("ready {unit} after {:.1} s{port}", ready_after.as_secs_f64()))
+        Ok(format!("ready {unit} after {:.3} s{port}", ready_after.as_secs_f64()))
     }
 
     /// One readiness check; Ok(main PID) when ready.
@@ -596,13 +596,7 @@ mod tests {
         assert_eq!(out.previous_version.as_deref(), Some("v1"));
         assert_eq!(
             sd.calls(),
-            [
-                "reload",
-                "start app-v2.service",
-                "enable app-v2.service",
-                "disable app-v1.service",
-                "stop app-v1.service"
-            ]
+            ["start app-v2.service", "enable app-v2.service", "disable app-v1.service", "stop app-v1.service"]
         );
         assert!(sd.is_active("app-v2.service") && !sd.is_active("app-v1.service"));
         assert!(out.msg.contains("handed over from v1 to v2"), "{}", out.msg);

@@ -176,7 +176,9 @@ pub fn plan(
     if write {
         steps.push(Step::WriteUnit { unit: target_unit.clone(), path: state.target_path.clone(), text: text.clone() });
     }
-    if write || state.target_status.need_daemon_reload {
+    // systemd reads a unit it does not hold in memory from disk on first use: only a unit it has
+    // loaded needs a daemon-reload to see its new file (or one edited behind its back).
+    if (write && state.target_status.in_memory()) || state.target_status.need_daemon_reload {
         steps.push(Step::Reload);
     }
 
@@ -300,6 +302,7 @@ mod tests {
                 modified: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 - age_s),
             },
             status: UnitStatus {
+                load_state: if running { "loaded" } else { crate::systemd::NOT_LOADED }.to_owned(),
                 active_state: if running { "active" } else { "inactive" }.to_owned(),
                 unit_file_state: if enabled { "enabled" } else { "disabled" }.to_owned(),
                 ..UnitStatus::default()
@@ -312,7 +315,10 @@ mod tests {
         ServiceState {
             target_path: PathBuf::from(format!("/u/{}", spec.unit())),
             target_text: target.as_ref().map(|r| r.file.text.clone()),
-            target_status: target.map(|r| r.status).unwrap_or_default(),
+            target_status: target.map(|r| r.status).unwrap_or_else(|| UnitStatus {
+                load_state: crate::systemd::NOT_LOADED.to_owned(),
+                ..UnitStatus::default()
+            }),
             releases,
         }
     }
@@ -328,7 +334,7 @@ mod tests {
         let s = spec("v1", "");
         assert_eq!(
             actions(&s, &state(&s, vec![])),
-            ["write /u/app-v1.service", "daemon-reload", "start app-v1.service", "enable app-v1.service"]
+            ["write /u/app-v1.service", "start app-v1.service", "enable app-v1.service"]
         );
     }
 
@@ -350,7 +356,6 @@ mod tests {
             actions(&s, &st),
             [
                 "write /u/app-v4.service",
-                "daemon-reload",
                 "start app-v4.service",
                 "set net.ipv4.tcp_migrate_req=1",
                 "enable app-v4.service",
@@ -386,6 +391,19 @@ mod tests {
         let acts: Vec<_> = p.steps.iter().map(Step::describe).collect();
         assert_eq!(acts, ["write /u/app-v1.service", "daemon-reload", "restart app-v1.service"]);
         assert!(p.warnings[0].contains("restarted in place"));
+    }
+
+    #[test]
+    fn written_unit_in_memory_needs_a_reload() {
+        let s = spec("v2", "");
+        let mut st = state(&s, vec![release("v1", true, true, 0)]);
+        st.target_status.load_state = "not-found".to_owned();
+        assert_eq!(actions(&s, &st)[..2], ["write /u/app-v2.service", "daemon-reload"]);
+        // A file edited behind systemd's back is reloaded even when its bytes are right.
+        let s = spec("v1", "");
+        let mut st = state(&s, vec![release("v1", true, true, 0)]);
+        st.target_status.need_daemon_reload = true;
+        assert_eq!(actions(&s, &st), ["daemon-reload"]);
     }
 
     #[test]
@@ -427,13 +445,7 @@ mod tests {
         let acts: Vec<_> = p.steps.iter().map(Step::describe).collect();
         assert_eq!(
             acts,
-            [
-                "write /u/app-v2.service",
-                "daemon-reload",
-                "start app-v2.service",
-                "disable app-v1.service",
-                "stop app-v1.service"
-            ]
+            ["write /u/app-v2.service", "start app-v2.service", "disable app-v1.service", "stop app-v1.service"]
         );
         assert!(p.warnings[0].contains("tcp_migrate_req"));
     }

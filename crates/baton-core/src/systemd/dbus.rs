@@ -61,6 +61,10 @@ pub trait Manager {
     /// daemon-reload; replies once the reload is complete.
     fn reload(&self) -> zbus::Result<()>;
 
+    /// The object path of a unit systemd has in memory; `NoSuchUnit` when it has not (which,
+    /// unlike LoadUnit, does not read the unit from disk).
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+
     /// Loads a unit (or finds it loaded) and returns its object path.
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
 
@@ -154,11 +158,14 @@ pub struct DbusSystemd {
     /// `journalctl --root`: where the journal of this systemd lives, when not at `/`.
     journal_root: Option<PathBuf>,
     address: String,
+    /// Whether `Manager.Subscribe()` was called (once, before the first job).
+    subscribed: std::sync::OnceLock<()>,
 }
 
 impl DbusSystemd {
     /// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS`, else
-    /// `unix:path=/var/run/dbus/system_bus_socket`) and subscribes to systemd's signals.
+    /// `unix:path=/var/run/dbus/system_bus_socket`). systemd's signals are subscribed to before
+    /// the first job, so a read-only run costs no extra round trip.
     pub fn connect() -> Result<Self, SystemdError> {
         let address = std::env::var("DBUS_SYSTEM_BUS_ADDRESS").unwrap_or_else(|_| DEFAULT_SYSTEM_BUS.to_owned());
         let builder = zbus::blocking::connection::Builder::system()
@@ -167,7 +174,7 @@ impl DbusSystemd {
     }
 
     /// Connects to the bus at `addr` (e.g. `unix:path=/proc/1234/root/run/dbus/system_bus_socket`
-    /// for a sandboxed systemd) and subscribes to systemd's signals.
+    /// for a sandboxed systemd).
     pub fn connect_address(addr: &str) -> Result<Self, SystemdError> {
         let builder = zbus::blocking::connection::Builder::address(addr)
             .map_err(|e| SystemdError::Connect { address: addr.to_owned(), detail: e.to_string() })?;
@@ -179,9 +186,8 @@ impl DbusSystemd {
         let conn: Connection = builder.method_timeout(METHOD_TIMEOUT).build().map_err(connect_err)?;
         let manager =
             ManagerProxyBlocking::builder(&conn).cache_properties(CacheProperties::No).build().map_err(connect_err)?;
-        manager.subscribe().map_err(connect_err)?;
         let manager_async = ManagerProxy::from(manager.inner().inner().clone());
-        Ok(DbusSystemd { manager, manager_async, journal_root: None, address })
+        Ok(DbusSystemd { manager, manager_async, journal_root: None, address, subscribed: std::sync::OnceLock::new() })
     }
 
     /// Reads the journal below `root` (`journalctl --root`) instead of the host's: for a systemd
@@ -224,6 +230,10 @@ impl DbusSystemd {
         let started = Instant::now();
         let deadline = started + timeout;
         let timed_out = || SystemdError::JobTimeout { method, unit: unit.to_owned(), waited: started.elapsed() };
+        if self.subscribed.get().is_none() {
+            self.manager.subscribe().map_err(|e| call_err("Subscribe", unit, e))?;
+            let _ = self.subscribed.set(());
+        }
         // Subscribe first: the match rule is in place when this returns. Not filtered on the unit
         // name, since systemd names the unit by its id (`foo` → `foo.service`, aliases resolved);
         // the job path identifies the job.
@@ -266,7 +276,22 @@ impl Systemd for DbusSystemd {
     }
 
     fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
-        let path = self.manager.load_unit(unit).map_err(|e| call_err("LoadUnit", unit, e))?;
+        // GetUnit, not LoadUnit: a unit systemd does not hold in memory is inactive, and loading
+        // it would read it from disk (milliseconds per unit) only to learn that.
+        let path = match self.manager.get_unit(unit) {
+            Ok(path) => path,
+            Err(e) if is_no_such_unit(&e) => {
+                let unit_file_state = self.manager.get_unit_file_state(unit).unwrap_or_default();
+                return Ok(UnitStatus {
+                    load_state: super::NOT_LOADED.to_owned(),
+                    active_state: "inactive".to_owned(),
+                    sub_state: "dead".to_owned(),
+                    unit_file_state,
+                    ..UnitStatus::default()
+                });
+            }
+            Err(e) => return Err(call_err("GetUnit", unit, e)),
+        };
         let props_err = |e| call_err("GetAll", unit, e);
         let object = UnitObjectProxyBlocking::builder(self.manager.inner().connection())
             .path(path)

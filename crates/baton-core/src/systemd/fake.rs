@@ -89,9 +89,11 @@ impl Systemd for FakeSystemd {
 
     fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
         Ok(self.with(|i| {
-            let u = i.units.get(unit).cloned().unwrap_or_default();
+            let known = i.units.get(unit).cloned();
+            let load_state = if known.is_some() { "loaded" } else { super::NOT_LOADED };
+            let u = known.unwrap_or_default();
             UnitStatus {
-                load_state: "loaded".to_owned(),
+                load_state: load_state.to_owned(),
                 active_state: if u.active {
                     "active"
                 } else if u.failed {

@@ -87,10 +87,15 @@ impl JobResult {
     }
 }
 
+/// The `load_state` of a unit systemd does not hold in memory (it would be read from disk on
+/// its next use, so writing its file needs no daemon-reload).
+pub const NOT_LOADED: &str = "not-loaded";
+
 /// What systemd reports about one unit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitStatus {
-    /// `LoadState`: loaded, not-found, bad-setting, error, masked.
+    /// `LoadState`: loaded, not-found, bad-setting, error, masked; [`NOT_LOADED`] when systemd
+    /// does not hold the unit in memory.
     pub load_state: String,
     /// `ActiveState`: active, reloading, inactive, failed, activating, deactivating.
     pub active_state: String,
@@ -111,6 +116,11 @@ pub struct UnitStatus {
 }
 
 impl UnitStatus {
+    /// Whether systemd holds the unit in memory (a changed file then needs a daemon-reload).
+    pub fn in_memory(&self) -> bool {
+        self.load_state != NOT_LOADED
+    }
+
     /// Active or on its way (activating, reloading): a release that counts as running.
     pub fn is_running(&self) -> bool {
         matches!(self.active_state.as_str(), "active" | "activating" | "reloading")
@@ -127,7 +137,8 @@ pub trait Systemd {
     /// `Manager.Reload`: re-reads every unit file (a daemon-reload). Waits until done.
     fn reload(&self) -> Result<(), SystemdError>;
 
-    /// `Manager.LoadUnit` and the unit's and service's properties.
+    /// The unit's and service's properties (`Manager.GetUnit`; a unit not in memory is reported
+    /// as [`NOT_LOADED`], inactive, with its unit file state).
     fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError>;
 
     /// `Manager.StartUnit(unit, "replace")`, waiting for its `JobRemoved` for at most `timeout`.
