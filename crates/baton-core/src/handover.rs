@@ -21,6 +21,20 @@ use crate::unit_dir::{self, DiskError};
 /// How many journal lines a failure report carries.
 pub const JOURNAL_LINES: usize = 15;
 
+/// Fault injection for the reliability tests: `BATON_PAUSE_AFTER=<step kind>` (`write`,
+/// `reload`, `start`, `restart`, `migrate`, `enable`, `disable`, `stop`, `remove`) makes a run
+/// stop after the first step of that kind and wait there (at most 10 minutes), so that a test
+/// can `kill -9` it at exactly that point.
+pub const PAUSE_AFTER_ENV: &str = "BATON_PAUSE_AFTER";
+
+fn pause_if(kind: &str, step: &Step) {
+    if step.kind() == kind {
+        eprintln!("baton: paused after {} ({PAUSE_AFTER_ENV})", step.describe());
+        sleep(Duration::from_secs(600));
+        std::process::exit(3);
+    }
+}
+
 /// Without a port to probe, how long a new release must stay up to count as ready.
 pub const SETTLE: Duration = Duration::from_secs(1);
 
@@ -241,8 +255,12 @@ impl Run<'_> {
             return Ok(self.outcome(&plan, opts, msg, expected_version(spec, &plan)));
         }
 
+        let pause_after = std::env::var(PAUSE_AFTER_ENV).ok();
         for step in &plan.steps {
             self.execute(step, &state, version_now)?;
+            if let Some(kind) = &pause_after {
+                pause_if(kind, step);
+            }
         }
         let active = match spec.state {
             State::Started => Some(spec.version.to_string()),

@@ -82,6 +82,23 @@ impl Step {
         }
     }
 
+    /// The step's kind, one word: `write`, `reload`, `start`, `verify`, `restart`, `migrate`,
+    /// `enable`, `disable`, `stop`, `remove`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::WriteUnit { .. } => "write",
+            Step::Reload => "reload",
+            Step::StartAndWait { start: true, .. } => "start",
+            Step::StartAndWait { start: false, .. } => "verify",
+            Step::Restart { .. } => "restart",
+            Step::MigrateRequests => "migrate",
+            Step::Enable { .. } => "enable",
+            Step::Disable { .. } => "disable",
+            Step::Stop { .. } => "stop",
+            Step::RemoveUnit { .. } => "remove",
+        }
+    }
+
     /// Whether carrying the step out changes something (verifying readiness does not).
     pub fn changes(&self) -> bool {
         !matches!(self, Step::StartAndWait { start: false, .. })
@@ -184,7 +201,15 @@ pub fn plan(
 
     match spec.state {
         State::Started => {
-            if target_running && write {
+            // A running release whose unit file is newer than its start runs an old version of
+            // the unit (a run was killed between writing it and restarting): restart it too.
+            let stale = target_running
+                && state.release(spec.version.as_str()).is_some_and(|r| {
+                    let active_since = std::time::UNIX_EPOCH
+                        + std::time::Duration::from_micros(state.target_status.active_enter_timestamp_us);
+                    state.target_status.active_enter_timestamp_us > 0 && r.file.modified > active_since
+                });
+            if target_running && (write || stale) {
                 warnings.push(format!(
                     "{target_unit} is restarted in place to apply its changed unit: a restart drops connections; \
                      give a changed release a new version for a zero-downtime handover"
@@ -404,6 +429,18 @@ mod tests {
         let mut st = state(&s, vec![release("v1", true, true, 0)]);
         st.target_status.need_daemon_reload = true;
         assert_eq!(actions(&s, &st), ["daemon-reload"]);
+    }
+
+    #[test]
+    fn running_release_older_than_its_unit_file_is_restarted() {
+        let s = spec("v1", "");
+        let mut st = state(&s, vec![release("v1", true, true, 0)]);
+        // Active since 10 s before the file was written (a run killed after writing it).
+        let written = st.releases[0].file.modified.duration_since(std::time::UNIX_EPOCH).expect("time");
+        st.target_status.active_enter_timestamp_us = (written - Duration::from_secs(10)).as_micros() as u64;
+        assert_eq!(actions(&s, &st), ["restart app-v1.service"]);
+        st.target_status.active_enter_timestamp_us = (written + Duration::from_secs(10)).as_micros() as u64;
+        assert!(actions(&s, &st).is_empty());
     }
 
     #[test]
