@@ -38,6 +38,21 @@ pub fn bin(name: &str) -> PathBuf {
     std::fs::canonicalize(&path).unwrap_or(path)
 }
 
+/// Host directories every sandbox must see at the same path: the checkout and the binaries
+/// (a CI clone may live under /tmp, which is a private tmpfs inside).
+pub fn shares() -> Vec<PathBuf> {
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut dirs = vec![checkout, bin_dir()];
+    if let Ok(exe) = std::env::current_exe() {
+        dirs.extend(exe.parent().map(Path::to_owned));
+    }
+    let mut dirs: Vec<PathBuf> = dirs.into_iter().filter_map(|d| std::fs::canonicalize(d).ok()).collect();
+    dirs.sort();
+    // Nested directories come with their parent.
+    dirs.dedup_by(|b, a| b.starts_with(a));
+    dirs
+}
+
 /// The outcome of one `baton` run inside the sandbox.
 #[derive(Debug, Clone)]
 pub struct Applied {
@@ -91,7 +106,8 @@ pub struct Host {
 impl Host {
     /// Boots a sandbox; fails loudly when it cannot (not root, tools missing).
     pub fn boot(label: &str) -> Host {
-        let sb = Sandbox::boot(label).unwrap_or_else(|e| panic!("cannot boot a sandboxed systemd: {e:#}"));
+        let sb = Sandbox::boot_sharing(label, &shares())
+            .unwrap_or_else(|e| panic!("cannot boot a sandboxed systemd: {e:#}"));
         Host { sb }
     }
 

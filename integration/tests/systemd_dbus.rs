@@ -22,7 +22,8 @@ struct Env {
 
 impl Env {
     fn boot(label: &str) -> Env {
-        let sandbox = Sandbox::boot(label).unwrap_or_else(|e| panic!("booting the sandbox (root needed): {e:#}"));
+        let sandbox = Sandbox::boot_sharing(label, &baton_integration::shares())
+            .unwrap_or_else(|e| panic!("booting the sandbox (root needed): {e:#}"));
         let address = format!("unix:path=/proc/{}/root/run/dbus/system_bus_socket", sandbox.pid());
         let systemd = DbusSystemd::connect_address(&address)
             .unwrap_or_else(|e| panic!("connecting to {address}: {e}"))

@@ -32,7 +32,9 @@
 //! `/sys/fs/cgroup`, `/dev/kmsg` and `/dev/console`): the host's binaries, `/etc` (except
 //! `/etc/systemd/system`), the checkout, `/var/lib` (except `/var/lib/systemd`). Files a test
 //! must share with the sandbox must therefore live **outside** those tmpfs paths — for example
-//! under the cargo target directory, not under `/tmp`. The network namespace is private: only
+//! under the cargo target directory, not under `/tmp` — or be named to
+//! [`Sandbox::boot_sharing`], which binds them back over the tmpfs (a checkout cloned under
+//! `/tmp`, say). The network namespace is private: only
 //! `lo` exists inside (up), ports and `net.*` sysctls (e.g. `net.ipv4.tcp_migrate_req`) are the
 //! sandbox's own.
 //!
@@ -186,6 +188,13 @@ impl Sandbox {
     ///
     /// `label` only serves to name the sandbox (`baton-<label>-<pid>-<n>`).
     pub fn boot(label: &str) -> Result<Sandbox> {
+        Self::boot_sharing(label, &[])
+    }
+
+    /// Like [`Sandbox::boot`], and the host directories `shares` stay visible inside at the same
+    /// paths even where they lie under a private tmpfs (e.g. a checkout under `/tmp`): each is
+    /// bound back over the tmpfs, read-write, before systemd starts.
+    pub fn boot_sharing(label: &str, shares: &[PathBuf]) -> Result<Sandbox> {
         let started = Instant::now();
         check_prerequisites()?;
         static REAP: Once = Once::new();
@@ -235,7 +244,7 @@ impl Sandbox {
             .arg("-c")
             .arg(OUTER_SCRIPT)
             .arg("sh")
-            .arg(inner_script())
+            .arg(inner_script(std::process::id(), shares))
             .arg(&id)
             .arg(&sandbox.console_path)
             .args(sandbox.cgroup_dirs.iter().map(|d| d.join("cgroup.procs")))
@@ -601,7 +610,7 @@ fn cgroup_tree(root: &Path) -> Vec<PathBuf> {
 
 /// The script run by `unshare` as the namespace's PID 1 until it execs systemd.
 /// `$1` is the sandbox id, `$2` the host file to bind over `/dev/console`.
-fn inner_script() -> String {
+fn inner_script(host_pid: u32, shares: &[PathBuf]) -> String {
     let mut s = String::from("set -e\n");
     // First, while the host's /tmp (where the console log usually is) is still visible.
     s.push_str("mount --bind \"$2\" /dev/console\n");
@@ -611,6 +620,13 @@ fn inner_script() -> String {
             s.push_str(&format!("if [ -d {path} ]; then {mount}; fi\n"));
         } else {
             s.push_str(&format!("{mount}\n"));
+        }
+        // Shared host directories under this tmpfs come back through the host's view of the
+        // filesystem (/proc is still the host's here: the fresh proc is mounted below).
+        for share in shares.iter().filter(|d| d.starts_with(path)) {
+            let inside = shell_quote(&share.to_string_lossy());
+            let host = shell_quote(&format!("/proc/{host_pid}/root{}", share.display()));
+            s.push_str(&format!("mkdir -p {inside}\nmount --rbind {host} {inside}\n"));
         }
     }
     s.push_str(
@@ -650,6 +666,11 @@ fn log_dir() -> PathBuf {
     std::env::var_os("BATON_SANDBOX_LOG_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("baton-sandbox"))
+}
+
+/// Quotes a string for `sh` with single quotes.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 fn boot_timeout() -> Duration {
@@ -788,8 +809,11 @@ mod tests {
 
     #[test]
     fn inner_script_mounts_the_tmpfs_set_before_exec() {
-        let s = inner_script();
+        let s = inner_script(7, &[PathBuf::from("/tmp/it's here"), PathBuf::from("/srv/elsewhere")]);
         let exec = s.find("exec env").expect("exec line");
+        let bind = s.find("mount --rbind '/proc/7/root/tmp/it'\\''s here' '/tmp/it'\\''s here'").expect("share bound");
+        assert!(s.find("tmpfs /tmp").expect("tmpfs") < bind && bind < s.find("mount -t proc").expect("proc"));
+        assert!(!s.contains("/srv/elsewhere"), "shares outside the tmpfs set are visible anyway");
         for path in ["/tmp", "/run", "/var/tmp", "/var/log/journal", "/etc/systemd/system"] {
             let at = s.find(&format!("tmpfs {path}")).unwrap_or_else(|| panic!("no tmpfs on {path}"));
             assert!(at < exec);

@@ -37,7 +37,9 @@ fn start_time(pid: u32) -> Option<u64> {
 
 #[test]
 fn boots_a_running_systemd() -> Result<()> {
-    let sandbox = Sandbox::boot("boots")?;
+    // The checkout may lie under /tmp (a CI clone): share it explicitly.
+    let checkout = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).canonicalize()?;
+    let sandbox = Sandbox::boot_sharing("boots", &[checkout])?;
     eprintln!(
         "sandbox {} booted in {} ms, state {}, PID 1 = {}",
         sandbox.id(),
