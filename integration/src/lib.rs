@@ -149,6 +149,39 @@ impl Host {
         self.baton(&args, &spec.to_string())
     }
 
+    /// Starts `baton apply` of `spec` with `BATON_PAUSE_AFTER=kind` and returns once it has
+    /// paused after the first step of that kind (to be killed there).
+    pub fn apply_until_paused(&self, spec: &Value, kind: &str) -> Child {
+        use std::io::BufRead;
+        let mut child = self
+            .sb
+            .command(bin("baton"))
+            .args(["apply", "--progress", "never"])
+            .env("BATON_PAUSE_AFTER", kind)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn baton");
+        child.stdin.take().expect("stdin").write_all(spec.to_string().as_bytes()).expect("write spec");
+        let stderr = child.stderr.take().expect("stderr");
+        for line in std::io::BufReader::new(stderr).lines() {
+            if line.expect("read baton's stderr").contains("baton: paused after") {
+                return child;
+            }
+        }
+        let out = child.wait_with_output().expect("wait");
+        panic!("baton ended before pausing after {kind}: {}", String::from_utf8_lossy(&out.stdout));
+    }
+
+    /// `kill -9` of every baton process inside (the child we hold is `nsenter`, which forked
+    /// baton into the sandbox's PID namespace), as an operator or the OOM killer would.
+    pub fn kill_baton(&self, child: &mut Child) {
+        self.sh("pkill -9 -x baton || true");
+        let _ = child.wait();
+        assert!(self.sh("pgrep -x baton || true").trim().is_empty(), "baton still runs");
+    }
+
     /// Runs a shell script inside and returns its stdout (panics on failure).
     #[track_caller]
     pub fn sh(&self, script: &str) -> String {

@@ -2,49 +2,13 @@
 //! two concurrent applies, a read-only or full unit directory, systemd job failures and
 //! timeouts — each under load where a service is serving, against a sandboxed real systemd.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use baton_integration::{bin, demo_spec, Applied, Host};
+use baton_integration::{demo_spec, Applied, Host};
 use serde_json::{json, Value};
 
 fn spec(name: &str, version: &str, port: u16, extra: Value) -> Value {
     demo_spec(name, version, port, &["--linger-ms", "100"], extra)
-}
-
-/// Starts `baton apply` with `BATON_PAUSE_AFTER=kind` and returns once it has paused there.
-fn run_until_paused(h: &Host, spec: &Value, kind: &str) -> Child {
-    use std::io::Write;
-    let mut child =
-        h.sb.command(bin("baton"))
-            .args(["apply", "--progress", "never"])
-            .env("BATON_PAUSE_AFTER", kind)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn baton");
-    child.stdin.take().expect("stdin").write_all(spec.to_string().as_bytes()).expect("write spec");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let line = lines.next().expect("baton ended before pausing").expect("read stderr");
-        if line.contains("baton: paused after") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "baton did not pause after {kind}");
-    }
-    child
-}
-
-/// `kill -9` of the paused baton process itself (the child we hold is `nsenter`, which forked
-/// it into the sandbox's PID namespace), as an operator's or the OOM killer's would be.
-fn kill9(h: &Host, child: &mut Child) {
-    h.sh("pkill -9 -x baton");
-    let _ = child.wait();
-    assert!(h.sh("pgrep -x baton || true").trim().is_empty(), "baton still runs");
 }
 
 fn actions(out: &Applied) -> Vec<String> {
@@ -65,8 +29,8 @@ fn killed_at_every_step_the_next_run_converges_and_no_request_fails() {
         version += 1;
         let v = format!("v{version}");
         let s = spec("k", &v, port, json!({"keep": 1}));
-        let mut child = run_until_paused(&h, &s, kind);
-        kill9(&h, &mut child);
+        let mut child = h.apply_until_paused(&s, kind);
+        h.kill_baton(&mut child);
         let next = h.apply(&s, &[]).ok();
         let acts = actions(&next);
         eprintln!("killed after {kind}: next run {acts:?}");
@@ -88,8 +52,8 @@ fn killed_at_every_step_the_next_run_converges_and_no_request_fails() {
     // In-place restart of a changed unit, killed after the daemon-reload: the next run still
     // restarts it, because the running release is older than its unit file.
     let s = spec("k", &format!("v{version}"), port, json!({"keep": 1, "environment": {"CHANGED": "1"}}));
-    let mut child = run_until_paused(&h, &s, "reload");
-    kill9(&h, &mut child);
+    let mut child = h.apply_until_paused(&s, "reload");
+    h.kill_baton(&mut child);
     let next = h.apply(&s, &[]).ok();
     assert!(actions(&next).iter().any(|a| a.starts_with("restart") || a.starts_with("stop")), "{:?}", actions(&next));
     let pid = h.prop(&format!("k-v{version}.service"), "MainPID");
@@ -106,9 +70,9 @@ fn killed_handovers_fail_no_request() {
     let load = h.load(port, 4, 600);
     for (i, kind) in ["write", "start", "enable", "disable", "stop", "remove"].iter().enumerate() {
         let s = spec("z", &format!("v{}", i + 1), port, json!({}));
-        let mut child = run_until_paused(&h, &s, kind);
+        let mut child = h.apply_until_paused(&s, kind);
         std::thread::sleep(Duration::from_millis(300));
-        kill9(&h, &mut child);
+        h.kill_baton(&mut child);
         std::thread::sleep(Duration::from_millis(300));
         h.apply(&s, &[]).ok();
     }
