@@ -244,7 +244,7 @@ impl Sandbox {
             .arg("-c")
             .arg(OUTER_SCRIPT)
             .arg("sh")
-            .arg(inner_script(std::process::id(), shares))
+            .arg(inner_script(shares))
             .arg(&id)
             .arg(&sandbox.console_path)
             .args(sandbox.cgroup_dirs.iter().map(|d| d.join("cgroup.procs")))
@@ -610,10 +610,17 @@ fn cgroup_tree(root: &Path) -> Vec<PathBuf> {
 
 /// The script run by `unshare` as the namespace's PID 1 until it execs systemd.
 /// `$1` is the sandbox id, `$2` the host file to bind over `/dev/console`.
-fn inner_script(host_pid: u32, shares: &[PathBuf]) -> String {
+fn inner_script(shares: &[PathBuf]) -> String {
     let mut s = String::from("set -e\n");
     // First, while the host's /tmp (where the console log usually is) is still visible.
     s.push_str("mount --bind \"$2\" /dev/console\n");
+    // Shared directories that a tmpfs is about to cover: hold each open (fds 3-9) so it can be
+    // bound back over the tmpfs from the same mount namespace.
+    let covered: Vec<&PathBuf> =
+        shares.iter().filter(|d| PRIVATE_TMPFS.iter().any(|(path, _, _)| d.starts_with(path))).take(7).collect();
+    for (fd, share) in (3..).zip(&covered) {
+        s.push_str(&format!("exec {fd}<{}\n", shell_quote(&share.to_string_lossy())));
+    }
     for (path, mode, optional) in PRIVATE_TMPFS {
         let mount = format!("mount -t tmpfs -o mode={mode},nosuid,nodev tmpfs {path}");
         if *optional {
@@ -621,12 +628,11 @@ fn inner_script(host_pid: u32, shares: &[PathBuf]) -> String {
         } else {
             s.push_str(&format!("{mount}\n"));
         }
-        // Shared host directories under this tmpfs come back through the host's view of the
-        // filesystem (/proc is still the host's here: the fresh proc is mounted below).
-        for share in shares.iter().filter(|d| d.starts_with(path)) {
+        for (fd, share) in (3..).zip(&covered).filter(|(_, d)| d.starts_with(path)) {
             let inside = shell_quote(&share.to_string_lossy());
-            let host = shell_quote(&format!("/proc/{host_pid}/root{}", share.display()));
-            s.push_str(&format!("mkdir -p {inside}\nmount --rbind {host} {inside}\n"));
+            s.push_str(&format!(
+                "mkdir -p {inside}\nmount --no-canonicalize --rbind /proc/self/fd/{fd} {inside}\nexec {fd}<&-\n"
+            ));
         }
     }
     s.push_str(
@@ -809,10 +815,12 @@ mod tests {
 
     #[test]
     fn inner_script_mounts_the_tmpfs_set_before_exec() {
-        let s = inner_script(7, &[PathBuf::from("/tmp/it's here"), PathBuf::from("/srv/elsewhere")]);
+        let s = inner_script(&[PathBuf::from("/tmp/it's here"), PathBuf::from("/srv/elsewhere")]);
         let exec = s.find("exec env").expect("exec line");
-        let bind = s.find("mount --rbind '/proc/7/root/tmp/it'\\''s here' '/tmp/it'\\''s here'").expect("share bound");
-        assert!(s.find("tmpfs /tmp").expect("tmpfs") < bind && bind < s.find("mount -t proc").expect("proc"));
+        let open = s.find("exec 3<'/tmp/it'\\''s here'").expect("share held open");
+        let bind = s.find("mount --no-canonicalize --rbind /proc/self/fd/3 '/tmp/it'\\''s here'").expect("share bound");
+        let tmpfs = s.find("tmpfs /tmp").expect("tmpfs");
+        assert!(open < tmpfs && tmpfs < bind && bind < s.find("mount -t proc").expect("proc"));
         assert!(!s.contains("/srv/elsewhere"), "shares outside the tmpfs set are visible anyway");
         for path in ["/tmp", "/run", "/var/tmp", "/var/log/journal", "/etc/systemd/system"] {
             let at = s.find(&format!("tmpfs {path}")).unwrap_or_else(|| panic!("no tmpfs on {path}"));
