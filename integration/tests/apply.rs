@@ -211,3 +211,16 @@ fn status_shows_the_releases() {
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.contains("* v2") && table.contains("active/running"), "{table}");
 }
+
+#[test]
+fn preflight_refuses_a_handover_that_cannot_share_the_port() {
+    let h = Host::boot("preflight");
+    h.apply(&demo_spec("pf", "v1", 18090, &[], json!({})), &[]).ok();
+    let before = snapshot(&h, &["pf-v1.service", "pf-v2.service"]);
+    // SO_REUSEPORT needs the same effective user: root's v1 and nobody's v2 cannot share :18090.
+    let out = h.apply(&demo_spec("pf", "v2", 18090, &[], json!({"user": "nobody"})), &[]);
+    assert_eq!(out.code, 1);
+    assert!(out.msg().starts_with("preflight: pf-v1.service runs as User=root"), "{}", out.msg());
+    assert!(out.msg().contains("User=nobody") && out.msg().contains("Nothing was changed"), "{}", out.msg());
+    assert_eq!(snapshot(&h, &["pf-v1.service", "pf-v2.service"]), before, "nothing touched");
+}

@@ -252,7 +252,7 @@ impl Run<'_> {
             } else {
                 format!("{} is already as the spec asks; nothing would change", spec.name)
             };
-            return Ok(self.outcome(&plan, opts, msg, expected_version(spec, &plan)));
+            return Ok(self.outcome(&plan, opts, msg, target_version(spec)));
         }
 
         let pause_after = std::env::var(PAUSE_AFTER_ENV).ok();
@@ -262,10 +262,7 @@ impl Run<'_> {
                 pause_if(kind, step);
             }
         }
-        let active = match spec.state {
-            State::Started => Some(spec.version.to_string()),
-            _ => None,
-        };
+        let active = target_version(spec);
         *version_now = active.clone();
         let msg = self.summary(&plan);
         Ok(self.outcome(&plan, opts, msg, active))
@@ -566,12 +563,9 @@ enum Check {
 }
 use Check::{Fatal, Retry};
 
-fn expected_version(spec: &ServiceSpec, plan: &Plan) -> Option<String> {
-    match spec.state {
-        State::Started => Some(spec.version.to_string()),
-        _ if plan.steps.is_empty() => None,
-        _ => None,
-    }
+/// The release active once the spec is applied: `version` when started, none otherwise.
+fn target_version(spec: &ServiceSpec) -> Option<String> {
+    (spec.state == State::Started).then(|| spec.version.to_string())
 }
 
 #[cfg(test)]
