@@ -9,21 +9,27 @@ use baton_core::render::render;
 use baton_core::spec::{RawSpec, ServiceSpec};
 use proptest::prelude::*;
 
-/// systemd's specifier pass: `%%` is a literal `%`; any other `%x` would be expanded.
-fn resolve_specifiers(s: &str) -> Result<String, String> {
+/// systemd's pass over a doubled special character (`%` for specifiers, `$` for variables):
+/// `%%` is a literal `%`; any other `%x` would be expanded, which no rendered value may allow.
+fn resolve_doubled(s: &str, special: char) -> Result<String, String> {
     let mut out = String::new();
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
-        if c == '%' {
+        if c == special {
             match chars.next() {
-                Some('%') => out.push('%'),
-                other => return Err(format!("specifier %{other:?} would be expanded in {s:?}")),
+                Some(c) if c == special => out.push(special),
+                other => return Err(format!("{special}{other:?} would be expanded in {s:?}")),
             }
         } else {
             out.push(c);
         }
     }
     Ok(out)
+}
+
+/// systemd's specifier pass.
+fn resolve_specifiers(s: &str) -> Result<String, String> {
+    resolve_doubled(s, '%')
 }
 
 /// systemd's C unescaping of one escape after a backslash.
@@ -98,19 +104,7 @@ fn split_words(s: &str) -> Result<Vec<String>, String> {
 
 /// systemd's `$` pass on an argument: `$$` is a literal `$`; `$X`/`${X}` would be expanded.
 fn resolve_dollars(s: &str) -> Result<String, String> {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '$' {
-            match chars.next() {
-                Some('$') => out.push('$'),
-                other => return Err(format!("variable ${other:?} would be expanded in {s:?}")),
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    Ok(out)
+    resolve_doubled(s, '$')
 }
 
 fn line_value<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
