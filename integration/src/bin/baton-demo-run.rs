@@ -80,7 +80,11 @@ fn run() -> Result<()> {
         bail!("v3 should have been rolled back: {:#}", v3.json);
     }
     let first_line = v3.msg().lines().next().unwrap_or("");
-    say(&format!("   refused and rolled back: {first_line}\n"));
+    say(&format!("   refused and rolled back: {first_line}"));
+    for line in v3.msg().lines().skip(1) {
+        say(&format!("     | {line}"));
+    }
+    say("");
     std::thread::sleep(Duration::from_secs(2));
     let baton_load = load.finish().context("load report")?;
 
