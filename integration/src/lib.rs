@@ -5,6 +5,8 @@
 //! The binaries come from the workspace's target directory (`make test` builds them first with
 //! `cargo build --workspace --bins`); `BATON_BIN_DIR` points elsewhere.
 
+pub mod ansible;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -89,3 +89,218 @@ pub enum RunResult {
     /// A successful run.
     Ok(Outcome),
 }
+
+/// What [`redact`] puts in place of a secret (Ansible's own mask).
+pub const MASK: &str = "********";
+
+/// Masks secrets (e.g. the `environment` values of a run under Ansible's `no_log`) in text.
+///
+/// Each secret is masked both as given and in the quoted form a unit file holds (`\"`, `\\`,
+/// `%%`, control characters as C escapes), longest first, so a secret that contains another is
+/// masked whole. Empty secrets are ignored.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    forms: Vec<String>,
+}
+
+impl Redactor {
+    /// A redactor of `secrets`.
+    pub fn new(secrets: &[&str]) -> Self {
+        let mut forms: Vec<String> = Vec::new();
+        for s in secrets.iter().filter(|s| !s.is_empty()) {
+            forms.push((*s).to_owned());
+            // The value as `Environment="K=value"` renders it: strip the quotes and `K=`.
+            let quoted = crate::render::quote_env("K", s);
+            if let Some(inner) = quoted.strip_prefix("\"K=").and_then(|q| q.strip_suffix('"')) {
+                forms.push(inner.to_owned());
+            }
+        }
+        forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        forms.dedup();
+        Redactor { forms }
+    }
+
+    /// Whether there is nothing to mask.
+    pub fn is_empty(&self) -> bool {
+        self.forms.is_empty()
+    }
+
+    /// Masks every secret in `text`.
+    pub fn text(&self, text: &mut String) {
+        for form in &self.forms {
+            if text.contains(form.as_str()) {
+                *text = text.replace(form.as_str(), MASK);
+            }
+        }
+    }
+
+    /// Masks every secret in every string of a JSON value (object keys are left alone).
+    pub fn value(&self, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => self.text(s),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.value(v)),
+            Value::Object(map) => map.values_mut().for_each(|v| self.value(v)),
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
+    /// Masks every secret in the text a result carries: `msg`, `actions`, `warnings`,
+    /// `journal` and the diff's unit text, where the value of every `Environment=` line is
+    /// masked too (the unit on disk may hold earlier secrets that the request does not name).
+    /// Identifiers (`name`, `version`, `unit`) are left alone: the spec allows no
+    /// secret-bearing characters there.
+    pub fn result(&self, result: &mut RunResult) {
+        let mask = |text: &mut String| self.text(text);
+        match result {
+            RunResult::Ok(o) => {
+                mask(&mut o.msg);
+                o.actions.iter_mut().for_each(mask);
+                o.warnings.iter_mut().for_each(mask);
+                if let Some(d) = &mut o.diff {
+                    for text in [&mut d.before, &mut d.after] {
+                        mask(text);
+                        mask_environment_lines(text);
+                    }
+                }
+            }
+            RunResult::Failed(f) => {
+                mask(&mut f.msg);
+                f.actions.iter_mut().for_each(mask);
+                f.journal.iter_mut().for_each(mask);
+            }
+        }
+    }
+}
+
+/// Masks the value of every `Environment=` line of a unit's text: `Environment="KEY=value"` (as
+/// baton renders it) becomes `Environment="KEY=********"`, any other form `Environment=********`.
+fn mask_environment_lines(text: &mut String) {
+    if !text.contains("Environment=") {
+        return;
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, end) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        match body.strip_prefix("Environment=") {
+            Some(value) => {
+                let key = value
+                    .strip_prefix('"')
+                    .filter(|v| v.ends_with('"'))
+                    .and_then(|v| v.split_once('='))
+                    .map(|(k, _)| k)
+                    .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                match key {
+                    Some(k) => out.push_str(&format!("Environment=\"{k}={MASK}\"")),
+                    None => out.push_str(&format!("Environment={MASK}")),
+                }
+                out.push_str(end);
+            }
+            None => out.push_str(line),
+        }
+    }
+    *text = out;
+}
+
+/// Masks `secrets` in a result: see [`Redactor::result`].
+pub fn redact(result: &mut RunResult, secrets: &[&str]) {
+    Redactor::new(secrets).result(result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(msg: &str, before: &str, after: &str) -> RunResult {
+        RunResult::Ok(Outcome {
+            changed: true,
+            msg: msg.to_owned(),
+            name: "app".to_owned(),
+            version: Some("v2".to_owned()),
+            actions: vec![format!("write app-v2.service ({msg})")],
+            warnings: vec![format!("warning: {msg}")],
+            diff: Some(Diff { before: before.to_owned(), after: after.to_owned() }),
+            ..Outcome::default()
+        })
+    }
+
+    #[test]
+    fn masks_secrets_everywhere_in_an_outcome() {
+        let mut r = outcome("token hunter2 seen", "Environment=\"TOKEN=hunter1\"\n", "Environment=\"TOKEN=hunter2\"\n");
+        redact(&mut r, &["hunter2", "hunter1"]);
+        let RunResult::Ok(o) = r else { panic!("still an outcome") };
+        assert_eq!(o.msg, "token ******** seen");
+        assert_eq!(o.actions, ["write app-v2.service (token ******** seen)"]);
+        assert_eq!(o.warnings, ["warning: token ******** seen"]);
+        let d = o.diff.expect("diff");
+        assert_eq!(d.before, "Environment=\"TOKEN=********\"\n");
+        assert_eq!(d.after, "Environment=\"TOKEN=********\"\n");
+        assert_eq!(o.name, "app");
+        assert_eq!(o.version.as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn masks_the_quoted_form_the_unit_file_holds() {
+        let secret = "p\"a%s\\s";
+        let line = format!("Environment={}\n", crate::render::quote_env("PASSWORD", secret));
+        assert!(!line.contains(secret), "the unit holds the escaped form: {line}");
+        let mut r = outcome("ok", "", &line);
+        redact(&mut r, &[secret]);
+        let RunResult::Ok(o) = r else { panic!("still an outcome") };
+        assert_eq!(o.diff.expect("diff").after, "Environment=\"PASSWORD=********\"\n");
+    }
+
+    #[test]
+    fn masks_longest_first_and_ignores_empty_secrets() {
+        let mut r = outcome("abc and abcdef", "", "");
+        redact(&mut r, &["", "abc", "abcdef"]);
+        let RunResult::Ok(o) = r else { panic!("still an outcome") };
+        assert_eq!(o.msg, "******** and ********");
+    }
+
+    #[test]
+    fn masks_a_failure_and_its_journal() {
+        let mut r = RunResult::Failed(Failure {
+            journal: vec!["app[1]: connecting with s3cret".to_owned()],
+            actions: vec!["start app-v2.service".to_owned()],
+            ..Failure::msg("app-v2.service failed. Last journal lines:\napp[1]: connecting with s3cret")
+        });
+        redact(&mut r, &["s3cret"]);
+        let text = serde_json::to_string(&r).expect("serialise");
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("connecting with ********"), "{text}");
+    }
+
+    #[test]
+    fn masks_strings_in_json_values_but_not_keys() {
+        let mut v = serde_json::json!({"environment": {"TOKEN": "hunter2"}, "exec_start": ["/bin/app", "--token=hunter2"], "port": 1});
+        Redactor::new(&["hunter2"]).value(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"environment": {"TOKEN": MASK}, "exec_start": ["/bin/app", "--token=********"], "port": 1})
+        );
+    }
+
+    #[test]
+    fn no_secrets_change_nothing_but_environment_lines() {
+        let before = outcome("a message", "x\n", "y");
+        let mut r = before.clone();
+        redact(&mut r, &[]);
+        assert_eq!(r, before);
+    }
+
+    #[test]
+    fn every_environment_line_of_the_diff_is_masked() {
+        let unit = "[Service]\nEnvironment=\"OLD=earlier secret\"\nEnvironment=A=1 B=2\nEnvironmentFile=/etc/app.env\nExecStart=/bin/app\nEnvironment=\"X=\\\"q\\\"\"";
+        let mut r = outcome("ok", unit, "");
+        redact(&mut r, &[]);
+        let RunResult::Ok(o) = r else { panic!("still an outcome") };
+        assert_eq!(
+            o.diff.expect("diff").before,
+            "[Service]\nEnvironment=\"OLD=********\"\nEnvironment=********\nEnvironmentFile=/etc/app.env\nExecStart=/bin/app\nEnvironment=\"X=********\""
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! The Ansible collection `baton.systemd` end to end: the real `ansible-playbook` (ansible-core
+//! from the repository's `.venv`) runs the collection's integration target
+//! (`plugins/ansible_collections/baton/systemd/tests/integration/targets/service`, whose tasks
+//! assert `changed`/`failed` of every step) inside a sandbox with a real systemd:
+//! - the whole target: deploy then the same task again not changed, check mode changing
+//!   nothing, diff mode, bad options failing with the option's name, no_log masking, a version
+//!   bump and a rolled-back broken release, state=stopped and state=absent;
+//! - a version bump under load fails no request;
+//! - `ansible-doc baton.systemd.service` renders the documentation, and it documents exactly the
+//!   spec's options (types, defaults, choices) and the result's keys.
+//!
+//! Nothing is skipped: without ansible (`make .venv`) or root these tests fail.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use baton_core::spec;
+use baton_integration::ansible::{self, Ansible, Played};
+use baton_integration::{bin, demo_spec, Host};
+use serde_json::Value;
+
+const SECRET: &str = "hunter2-the-secret-token";
+
+/// `-e` arguments of the target for a service on `port`.
+fn vars(service: &str, port: u16) -> Vec<String> {
+    [
+        format!("baton_service={service}"),
+        format!("baton_port={port}"),
+        format!("baton_demo={}", bin("baton-demo").display()),
+        format!("baton_secret={SECRET}"),
+    ]
+    .into_iter()
+    .flat_map(|kv| ["-e".to_owned(), kv])
+    .collect()
+}
+
+fn target(a: &Ansible, h: &Host, service: &str, port: u16, extra: &[&str]) -> Played {
+    let mut args = vars(service, port);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    a.playbook(h, &ansible::target_playbook(), args)
+}
+
+#[test]
+fn the_service_target_passes_against_a_real_systemd() {
+    let h = Host::boot("ansible-target");
+    let a = Ansible::new("target");
+    let run = target(&a, &h, "play", 8180, &["-v"]).ok();
+    eprintln!("the whole target took {:.1} s", run.took.as_secs_f64());
+    let out = &run.stdout;
+
+    // Every assert of the target passed; the expected failures were the only ones.
+    assert_eq!(run.recap("localhost", "failed"), Some(0), "{out}");
+    // 10 bad options, 1 bad option under no_log, 1 broken release.
+    assert_eq!(run.recap("localhost", "ignored"), Some(12), "{out}");
+    // What Ansible printed for the diff task: the unit's new Environment= line.
+    assert!(out.contains("+Environment=\"GREETING=hello from ansible\""), "the diff as Ansible shows it: {out}");
+    assert!(out.contains("+X-Baton-Version=v2"), "a new release's unit is all added lines: {out}");
+    // no_log: Ansible censors the task, and the module returned the secret nowhere.
+    assert!(out.contains("the output has been hidden due to the fact that 'no_log: true'"), "{out}");
+    assert!(!out.contains(SECRET), "the secret leaked into the output:\n{out}");
+    // A broken release failed the task with its journal, and was rolled back.
+    assert!(out.contains("play-v3-broken.service") && out.contains("rolled_back\": true"), "{out}");
+    // state=absent at the end: no unit of the service is left, in systemd or on disk.
+    assert!(h.unit_files().iter().all(|f| !f.starts_with("play-")), "{:?}", h.unit_files());
+    assert_eq!(h.prop("play-v2.service", "ActiveState"), "inactive");
+}
+
+#[test]
+fn a_version_bump_under_load_fails_no_request() {
+    let h = Host::boot("ansible-load");
+    let a = Ansible::new("load");
+    let deploy = target(&a, &h, "loaded", 8181, &["--tags", "deploy"]).ok();
+    assert_eq!(deploy.recap("localhost", "changed"), Some(1), "only the first deploy changed: {}", deploy.stdout);
+    h.wait_http(8181, Duration::from_secs(5)).expect("v1 serves");
+
+    let load = h.load(8181, 4, 300);
+    std::thread::sleep(Duration::from_millis(300));
+    let bump = target(&a, &h, "loaded", 8181, &["--tags", "handover"]).ok();
+    std::thread::sleep(Duration::from_millis(300));
+    let report = load.finish().expect("load report");
+    eprintln!(
+        "ansible handover v1 -> v2 (+ a broken v3 rolled back) in a {:.1} s playbook: {} requests, {} failed",
+        bump.took.as_secs_f64(),
+        report.requests,
+        report.failed
+    );
+    assert!(report.requests > 100, "the load must be real: {report:?}");
+    assert_eq!(report.failed, 0, "the handover failed requests: {report:?}");
+    assert!(
+        report.by_version.contains_key("v1") && report.by_version.contains_key("v2"),
+        "both releases served: {:?}",
+        report.by_version
+    );
+    assert!(!report.by_version.contains_key("v3-broken"), "the broken release never served");
+    assert_eq!(h.prop("loaded-v2.service", "ActiveState"), "active");
+    assert_eq!(h.prop("loaded-v1.service", "ActiveState"), "inactive");
+    assert_eq!(h.enabled("loaded-v2.service"), "enabled");
+    assert_eq!(h.enabled("loaded-v1.service"), "disabled");
+}
+
+/// Runs the installed module the way Ansible's binary-module protocol does: `service <args file>`.
+fn run_module(h: &Host, a: &Ansible, args: &Value) -> (Value, i32) {
+    let path = a.dir().join("args");
+    std::fs::write(&path, args.to_string()).expect("write the args file");
+    let out = h.sb.command(ansible::install_module()).arg(&path).output().expect("run the module");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("unparseable module output ({e}): {stdout}"));
+    (json, out.status.code().unwrap_or(-1))
+}
+
+#[test]
+fn under_no_log_the_module_masks_secrets_in_invocation_diff_and_msg() {
+    let h = Host::boot("ansible-nolog");
+    let a = Ansible::new("nolog");
+    let spec = |env: Value, check: bool| {
+        let mut s = demo_spec("sec", "v1", 8182, &[], serde_json::json!({ "environment": env }));
+        let o = s.as_object_mut().expect("object");
+        o.insert("_ansible_no_log".into(), true.into());
+        o.insert("_ansible_diff".into(), true.into());
+        o.insert("_ansible_check_mode".into(), check.into());
+        o.insert("_ansible_module_name".into(), "baton.systemd.service".into());
+        s
+    };
+    let (first, code) = run_module(&h, &a, &spec(serde_json::json!({"TOKEN": "old-secret-1"}), false));
+    assert_eq!(code, 0, "{first:#}");
+    assert_eq!(first["changed"], true);
+    assert!(!first.to_string().contains("old-secret"), "{first:#}");
+    // A new secret, in check mode with diff: the new value is masked everywhere, and so is the
+    // old one the unit on disk holds (diff.before).
+    let (planned, code) = run_module(&h, &a, &spec(serde_json::json!({"TOKEN": "new \"secret\" 100%"}), true));
+    assert_eq!(code, 0, "{planned:#}");
+    assert!(!planned.to_string().contains("secret"), "{planned:#}");
+    assert_eq!(planned["changed"], true);
+    assert_eq!(planned["invocation"]["module_args"]["environment"]["TOKEN"], "********");
+    for side in ["before", "after"] {
+        let text = planned["diff"][side].as_str().expect("diff text");
+        assert!(text.contains("\nEnvironment=\"TOKEN=********\"\n"), "{side}: {text}");
+    }
+    assert_eq!(
+        h.unit_file("sec-v1.service").map(|t| t.contains("old-secret-1")),
+        Some(true),
+        "check mode wrote nothing"
+    );
+    // The coerced options are what `invocation` reports.
+    assert_eq!(planned["invocation"]["module_args"]["port"], 8182);
+}
+
+/// The type ansible-doc should give a spec field, from the spec's JSON Schema.
+fn schema_type(prop: &Value, defs: &Value) -> &'static str {
+    let prop = match prop.get("anyOf").and_then(|a| a[0]["$ref"].as_str()) {
+        Some(r) => &defs[r.trim_start_matches("#/$defs/")],
+        None => prop,
+    };
+    let ty = match &prop["type"] {
+        Value::String(t) => t.as_str(),
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or(""),
+        _ => "string",
+    };
+    match ty {
+        "string" => "str",
+        "integer" => "int",
+        "boolean" => "bool",
+        "array" => "list",
+        "object" => "dict",
+        _ => "unknown",
+    }
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+}
+
+fn schema(file: &str) -> Value {
+    let path = ansible::repo_dir().join("schemas").join(file);
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("read schema")).expect("schema JSON")
+}
+
+#[test]
+fn ansible_doc_renders_the_documentation_of_every_option_and_return_key() {
+    let a = Ansible::new("doc");
+    let text = a.tool("ansible-doc", &["baton.systemd.service"]).ok().stdout;
+    assert!(text.contains("MODULE baton.systemd.service") || text.contains("baton.systemd.service"), "{text}");
+    for needle in ["OPTIONS", "ATTRIBUTES", "NOTES", "EXAMPLES", "RETURN VALUES", "no_log", "check_mode", "diff_mode"] {
+        assert!(text.contains(needle), "ansible-doc shows {needle}:\n{text}");
+    }
+
+    let json: Value =
+        serde_json::from_str(&a.tool("ansible-doc", &["--json", "baton.systemd.service"]).ok().stdout).expect("JSON");
+    let module = &json["baton.systemd.service"];
+    let doc = &module["doc"];
+    let options = &doc["options"];
+    assert_eq!(doc["attributes"]["check_mode"]["support"], "full");
+    assert_eq!(doc["attributes"]["diff_mode"]["support"], "full");
+
+    // Every field of the spec is an option, and nothing else.
+    let spec_schema = schema("service.schema.json");
+    let defs = &spec_schema["$defs"];
+    let props = &spec_schema["properties"];
+    assert_eq!(keys(options), keys(props), "options vs the spec's fields");
+    let health_props = &defs["RawHealth"]["properties"];
+    assert_eq!(keys(&options["health"]["suboptions"]), keys(health_props), "health suboptions");
+
+    // Types, required, descriptions.
+    let required: BTreeSet<String> = spec_schema["required"]
+        .as_array()
+        .expect("required")
+        .iter()
+        .filter_map(Value::as_str)
+        .map(String::from)
+        .collect();
+    let check = |name: &str, opt: &Value, prop: &Value| {
+        assert_eq!(opt["type"], schema_type(prop, defs), "type of {name}");
+        let described = opt["description"].as_array().is_some_and(|d| !d.is_empty());
+        assert!(described, "{name} has a description");
+    };
+    for (name, prop) in props.as_object().expect("properties") {
+        check(name, &options[name], prop);
+        assert_eq!(options[name]["required"] == true, required.contains(name), "required of {name}");
+    }
+    for (name, prop) in health_props.as_object().expect("health properties") {
+        check(&format!("health.{name}"), &options["health"]["suboptions"][name], prop);
+    }
+    assert_eq!(options["exec_start"]["elements"], "str");
+
+    // Defaults are the core's: a minimal spec, validated, shows them.
+    let minimal = spec::parse(br#"{"name":"a","version":"v","exec_start":["/bin/true"]}"#).expect("valid");
+    let defaults = serde_json::to_value(&minimal).expect("serialise");
+    let mut compared = 0;
+    for (name, value) in defaults.as_object().expect("object") {
+        if name == "health" {
+            for (sub, v) in value.as_object().expect("health") {
+                let opt = &options["health"]["suboptions"][sub];
+                if sub == "tcp" || v.is_null() {
+                    // tcp's default depends on port and http (documented in words).
+                    assert!(opt.get("default").is_none_or(Value::is_null), "health.{sub} has no fixed default");
+                    continue;
+                }
+                assert_eq!(&opt["default"], v, "default of health.{sub}");
+                compared += 1;
+            }
+            continue;
+        }
+        let empty = v_is_empty(value);
+        let documented = options[name].get("default").filter(|d| !d.is_null());
+        match documented {
+            Some(d) => {
+                assert_eq!(d, value, "default of {name}");
+                compared += 1;
+            }
+            None => assert!(empty || required.contains(name), "{name} defaults to {value} but documents no default"),
+        }
+    }
+    assert!(compared >= 11, "defaults compared: {compared}");
+
+    // Choices.
+    let choices = |name: &str| -> Vec<String> {
+        options[name]["choices"]
+            .as_array()
+            .expect("choices")
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(choices("restart"), spec::RESTART_VALUES);
+    assert_eq!(choices("state"), ["started", "stopped", "absent"]);
+    assert_eq!(choices("service_type"), ["exec", "simple", "notify"]);
+
+    // Every key of the result (both shapes) is a documented return value.
+    let result_schema = schema("result.schema.json");
+    let mut result_keys = BTreeSet::new();
+    for def in result_schema["$defs"].as_object().expect("defs").values() {
+        result_keys.extend(keys(&def["properties"]));
+    }
+    assert!(result_keys.contains("previous_version") && result_keys.contains("journal"), "{result_keys:?}");
+    // `before`/`after` are the diff's, documented under it.
+    result_keys.remove("before");
+    result_keys.remove("after");
+    assert_eq!(keys(&module["return"]), result_keys, "RETURN vs the result's keys");
+    assert_eq!(keys(&module["return"]["diff"]["contains"]), BTreeSet::from(["after".to_owned(), "before".to_owned()]));
+    assert!(!module["examples"].as_str().unwrap_or("").is_empty(), "EXAMPLES");
+}
+
+fn v_is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(o) => o.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
