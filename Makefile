@@ -3,7 +3,7 @@ CARGO ?= cargo
 SHELL := /bin/bash
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build lint test unit-test integration-test schemas demo bench deps clean collection .venv
+.PHONY: all build lint test unit-test integration-test schemas demo bench deps clean collection .venv terraform-provider
 
 all: build
 
@@ -32,6 +32,9 @@ collection:
 	$(CARGO) build -p baton-ansible --bin service $(if $(filter release,$(PROFILE)),--release)
 	install -m 0755 $(or $(CARGO_TARGET_DIR),target)/$(PROFILE)/service $(MODULE)
 
+## terraform-provider: the Terraform provider (release), for dev_overrides or a filesystem mirror
+terraform-provider: deps
+	$(CARGO) build --release -p baton-terraform --bin terraform-provider-baton
 
 ## lint: formatting and clippy, warnings are errors
 lint:
@@ -63,6 +66,7 @@ bench: deps .venv
 	$(MAKE) collection PROFILE=release
 	$(CARGO) run -q --release -p baton-integration --bin baton-bench
 	$(CARGO) run -q --release -p baton-integration --bin baton-ansible-bench
+	$(CARGO) run -q --release -p baton-integration --bin baton-terraform-bench
 
 clean:
 	$(CARGO) clean

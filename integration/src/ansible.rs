@@ -122,10 +122,12 @@ impl Ansible {
         install_module();
         let dir = target_dir().join("ansible-tests").join(format!("{label}-{}", std::process::id()));
         let dir = std::path::absolute(&dir).unwrap_or(dir);
+        // The sandbox must see this directory: under a private tmpfs only if a share covers it.
+        let dir = std::fs::create_dir_all(&dir).and_then(|()| std::fs::canonicalize(&dir)).unwrap_or(dir);
         for private in baton_sandbox::PRIVATE_TMPFS.iter().map(|(p, _, _)| *p) {
             assert!(
-                !dir.starts_with(private),
-                "{} is under {private}, a private tmpfs inside the sandbox: set CARGO_TARGET_DIR elsewhere",
+                !dir.starts_with(private) || crate::shares().iter().any(|s| dir.starts_with(s)),
+                "{} is under {private}, a private tmpfs inside the sandbox, and no share covers it",
                 dir.display()
             );
         }

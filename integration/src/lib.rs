@@ -44,7 +44,9 @@ pub fn bin(name: &str) -> PathBuf {
 /// (a CI clone may live under /tmp, which is a private tmpfs inside).
 pub fn shares() -> Vec<PathBuf> {
     let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut dirs = vec![checkout, bin_dir()];
+    let bins = bin_dir();
+    // The whole target directory: tests keep their scratch files there (CARGO_TARGET_TMPDIR).
+    let mut dirs = vec![checkout, bins.parent().map(Path::to_owned).unwrap_or_else(|| bins.clone()), bins];
     if let Ok(exe) = std::env::current_exe() {
         dirs.extend(exe.parent().map(Path::to_owned));
     }

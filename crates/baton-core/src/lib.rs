@@ -26,6 +26,7 @@ pub mod lock;
 pub mod migrate;
 pub mod plan;
 pub mod probe;
+pub mod readback;
 pub mod render;
 pub mod result;
 pub mod run;

@@ -1,0 +1,454 @@
+//! The plugin server: go-plugin's handshake and AutoMTLS, the tfplugin6 `Provider` service for
+//! `baton_service`, and go-plugin's controller, stdio and broker services.
+//!
+//! Two details keep Terraform fast:
+//! * every accepted connection gets `TCP_NODELAY`: a gRPC response leaves in more than one write
+//!   (headers, data, trailers, window updates), and Nagle's algorithm would hold the later ones
+//!   until the client's delayed ACK, up to 40 ms per call;
+//! * `GRPCController.Shutdown` ends the open streams and the server at once, and the process
+//!   exits without waiting for anything, so Terraform never has to wait to kill it.
+
+// tonic's `Status` is the error of every gRPC method; the helpers return it as they are.
+#![allow(clippy::result_large_err)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use tf_provider::Diagnostics;
+use tokio::sync::watch;
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::model::Service;
+use crate::proto::plugin::{self, grpc_broker_server, grpc_controller_server, grpc_stdio_server};
+use crate::proto::tfplugin6 as tf;
+use crate::proto::{decode, diagnostics, encode, path, schema};
+use crate::resource::ServiceResource;
+
+/// The resource type this provider serves.
+pub const RESOURCE: &str = "baton_service";
+
+/// go-plugin's core protocol version, the first field of the handshake line.
+const CORE_PROTOCOL_VERSION: u32 = 1;
+/// The plugin protocol: tfplugin6.
+const PROTOCOL_VERSION: u32 = 6;
+/// How long a graceful stop may take before the process exits anyway.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
+type Stdio = Pin<Box<dyn Stream<Item = Result<plugin::StdioData, Status>> + Send + 'static>>;
+type Broker = Pin<Box<dyn Stream<Item = Result<plugin::ConnInfo, Status>> + Send + 'static>>;
+
+/// The state every service shares.
+#[derive(Debug, Clone)]
+pub struct Plugin {
+    resource: ServiceResource,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl Plugin {
+    fn new() -> Self {
+        Plugin { resource: ServiceResource::default(), stop: Arc::new(watch::channel(false).0) }
+    }
+
+    /// A stream that yields nothing and ends when the server stops.
+    fn until_stopped<T: Send + 'static>(&self) -> Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>> {
+        let rx = self.stop.subscribe();
+        Box::pin(tokio_stream::wrappers::WatchStream::new(rx).take_while(|stopped| !*stopped).filter_map(|_| None))
+    }
+}
+
+fn check_type(type_name: &str) -> Result<(), Status> {
+    if type_name == RESOURCE {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!("the baton provider has no resource type {type_name:?}")))
+    }
+}
+
+fn value(v: Option<&tf::DynamicValue>, what: &str) -> Result<Option<Service>, Status> {
+    decode(v).map_err(|e| Status::invalid_argument(format!("{what}: {e}")))
+}
+
+fn out(s: Option<&Service>) -> Result<tf::DynamicValue, Status> {
+    encode(s).map_err(Status::internal)
+}
+
+fn capabilities() -> tf::ServerCapabilities {
+    tf::ServerCapabilities { plan_destroy: false, get_provider_schema_optional: false, move_resource_state: false }
+}
+
+fn error(summary: &str, detail: String) -> Vec<tf::Diagnostic> {
+    let mut d = Diagnostics::default();
+    crate::resource::error(&mut d, summary, detail, tf_provider::AttributePath::root());
+    diagnostics(d)
+}
+
+#[tonic::async_trait]
+impl tf::provider_server::Provider for Plugin {
+    async fn get_metadata(
+        &self,
+        _: Request<tf::get_metadata::Request>,
+    ) -> Result<Response<tf::get_metadata::Response>, Status> {
+        Ok(Response::new(tf::get_metadata::Response {
+            server_capabilities: Some(capabilities()),
+            diagnostics: Vec::new(),
+            data_sources: Vec::new(),
+            resources: vec![tf::get_metadata::ResourceMetadata { type_name: RESOURCE.to_owned() }],
+            functions: Vec::new(),
+        }))
+    }
+
+    async fn get_provider_schema(
+        &self,
+        _: Request<tf::get_provider_schema::Request>,
+    ) -> Result<Response<tf::get_provider_schema::Response>, Status> {
+        Ok(Response::new(tf::get_provider_schema::Response {
+            provider: Some(schema(&crate::schema::provider())),
+            resource_schemas: [(RESOURCE.to_owned(), schema(&crate::schema::service()))].into(),
+            data_source_schemas: Default::default(),
+            functions: Default::default(),
+            diagnostics: Vec::new(),
+            provider_meta: Some(schema(&crate::schema::provider_meta())),
+            server_capabilities: Some(capabilities()),
+        }))
+    }
+
+    async fn validate_provider_config(
+        &self,
+        _: Request<tf::validate_provider_config::Request>,
+    ) -> Result<Response<tf::validate_provider_config::Response>, Status> {
+        Ok(Response::new(tf::validate_provider_config::Response { diagnostics: Vec::new() }))
+    }
+
+    async fn validate_resource_config(
+        &self,
+        request: Request<tf::validate_resource_config::Request>,
+    ) -> Result<Response<tf::validate_resource_config::Response>, Status> {
+        let r = request.into_inner();
+        check_type(&r.type_name)?;
+        let mut diags = Diagnostics::default();
+        if let Some(config) = value(r.config.as_ref(), "config")? {
+            self.resource.validate(&mut diags, &config);
+        }
+        Ok(Response::new(tf::validate_resource_config::Response { diagnostics: diagnostics(diags) }))
+    }
+
+    async fn validate_data_resource_config(
+        &self,
+        request: Request<tf::validate_data_resource_config::Request>,
+    ) -> Result<Response<tf::validate_data_resource_config::Response>, Status> {
+        let name = request.into_inner().type_name;
+        Ok(Response::new(tf::validate_data_resource_config::Response {
+            diagnostics: error("No such data source", format!("the baton provider has no data source {name:?}")),
+        }))
+    }
+
+    async fn upgrade_resource_state(
+        &self,
+        request: Request<tf::upgrade_resource_state::Request>,
+    ) -> Result<Response<tf::upgrade_resource_state::Response>, Status> {
+        let r = request.into_inner();
+        check_type(&r.type_name)?;
+        // Every schema version so far reads into the same attributes (missing ones are null).
+        let json = r.raw_state.map(|s| s.json).unwrap_or_default();
+        let state = value(Some(&tf::DynamicValue { msgpack: Vec::new(), json }), "raw state")?;
+        Ok(Response::new(tf::upgrade_resource_state::Response {
+            upgraded_state: Some(out(state.as_ref())?),
+            diagnostics: Vec::new(),
+        }))
+    }
+
+    async fn configure_provider(
+        &self,
+        _: Request<tf::configure_provider::Request>,
+    ) -> Result<Response<tf::configure_provider::Response>, Status> {
+        Ok(Response::new(tf::configure_provider::Response { diagnostics: Vec::new() }))
+    }
+
+    async fn read_resource(
+        &self,
+        request: Request<tf::read_resource::Request>,
+    ) -> Result<Response<tf::read_resource::Response>, Status> {
+        let r = request.into_inner();
+        check_type(&r.type_name)?;
+        let mut diags = Diagnostics::default();
+        let new_state = match value(r.current_state.as_ref(), "current state")? {
+            Some(state) => self.resource.read(&mut diags, state).await,
+            None => None,
+        };
+        Ok(Response::new(tf::read_resource::Response {
+            new_state: Some(out(new_state.as_ref())?),
+            diagnostics: diagnostics(diags),
+            private: r.private,
+        }))
+    }
+
+    async fn plan_resource_change(
+        &self,
+        request: Request<tf::plan_resource_change::Request>,
+    ) -> Result<Response<tf::plan_resource_change::Response>, Status> {
+        let r = request.into_inner();
+        check_type(&r.type_name)?;
+        let prior = value(r.prior_state.as_ref(), "prior state")?;
+        let proposed = value(r.proposed_new_state.as_ref(), "proposed state")?;
+        let config = value(r.config.as_ref(), "config")?;
+        let mut diags = Diagnostics::default();
+        let (planned, replace) = match (proposed, config) {
+            // A destroy: nothing to plan.
+            (None, _) | (_, None) => (None, Vec::new()),
+            (Some(proposed), Some(config)) => {
+                match self.resource.plan(&mut diags, prior.as_ref(), &proposed, &config) {
+                    Some((p, replace)) => (Some(p), replace),
+                    None => (None, Vec::new()),
+                }
+            }
+        };
+        let failed = !diags.errors.is_empty();
+        Ok(Response::new(tf::plan_resource_change::Response {
+            planned_state: if failed { None } else { Some(out(planned.as_ref())?) },
+            requires_replace: replace.into_iter().map(path).collect(),
+            planned_private: r.prior_private,
+            diagnostics: diagnostics(diags),
+            legacy_type_system: false,
+        }))
+    }
+
+    async fn apply_resource_change(
+        &self,
+        request: Request<tf::apply_resource_change::Request>,
+    ) -> Result<Response<tf::apply_resource_change::Response>, Status> {
+        let r = request.into_inner();
+        check_type(&r.type_name)?;
+        let prior = value(r.prior_state.as_ref(), "prior state")?;
+        let planned = value(r.planned_state.as_ref(), "planned state")?;
+        let config = value(r.config.as_ref(), "config")?;
+        let mut diags = Diagnostics::default();
+        let new_state = match (prior, planned, config) {
+            (None, Some(planned), Some(config)) => self.resource.create(&mut diags, &planned, &config).await,
+            (Some(prior), Some(planned), Some(config)) => {
+                Some(self.resource.update(&mut diags, prior, &planned, &config).await)
+            }
+            (Some(prior), None, _) => {
+                if self.resource.delete(&mut diags, &prior).await {
+                    None
+                } else {
+                    Some(prior)
+                }
+            }
+            _ => None,
+        };
+        Ok(Response::new(tf::apply_resource_change::Response {
+            new_state: Some(out(new_state.as_ref())?),
+            private: r.planned_private,
+            diagnostics: diagnostics(diags),
+            legacy_type_system: false,
+        }))
+    }
+
+    async fn import_resource_state(
+        &self,
+        request: Request<tf::import_resource_state::Request>,
+    ) -> Result<Response<tf::import_resource_state::Response>, Status> {
+        let r = request.into_inner();
+        check_type(&r.type_name)?;
+        let mut diags = Diagnostics::default();
+        let imported = match self.resource.import(&mut diags, r.id).await {
+            Some(state) => vec![tf::import_resource_state::ImportedResource {
+                type_name: RESOURCE.to_owned(),
+                state: Some(out(Some(&state))?),
+                private: Vec::new(),
+            }],
+            None => Vec::new(),
+        };
+        Ok(Response::new(tf::import_resource_state::Response {
+            imported_resources: imported,
+            diagnostics: diagnostics(diags),
+        }))
+    }
+
+    async fn move_resource_state(
+        &self,
+        _: Request<tf::move_resource_state::Request>,
+    ) -> Result<Response<tf::move_resource_state::Response>, Status> {
+        Ok(Response::new(tf::move_resource_state::Response {
+            target_state: None,
+            diagnostics: error("Unsupported", "baton_service cannot be moved from another resource type".to_owned()),
+            target_private: Vec::new(),
+        }))
+    }
+
+    async fn read_data_source(
+        &self,
+        request: Request<tf::read_data_source::Request>,
+    ) -> Result<Response<tf::read_data_source::Response>, Status> {
+        let name = request.into_inner().type_name;
+        Ok(Response::new(tf::read_data_source::Response {
+            state: None,
+            diagnostics: error("No such data source", format!("the baton provider has no data source {name:?}")),
+        }))
+    }
+
+    async fn get_functions(
+        &self,
+        _: Request<tf::get_functions::Request>,
+    ) -> Result<Response<tf::get_functions::Response>, Status> {
+        Ok(Response::new(tf::get_functions::Response { functions: Default::default(), diagnostics: Vec::new() }))
+    }
+
+    async fn call_function(
+        &self,
+        request: Request<tf::call_function::Request>,
+    ) -> Result<Response<tf::call_function::Response>, Status> {
+        let name = request.into_inner().name;
+        Ok(Response::new(tf::call_function::Response {
+            result: None,
+            error: Some(tf::FunctionError {
+                text: format!("the baton provider has no function {name:?}"),
+                function_argument: None,
+            }),
+        }))
+    }
+
+    async fn stop_provider(
+        &self,
+        _: Request<tf::stop_provider::Request>,
+    ) -> Result<Response<tf::stop_provider::Response>, Status> {
+        // A handover in progress finishes (or rolls back) on its own: stopping it half-way would
+        // leave two releases running. Nothing else runs long.
+        Ok(Response::new(tf::stop_provider::Response { error: String::new() }))
+    }
+}
+
+#[tonic::async_trait]
+impl grpc_controller_server::GrpcController for Plugin {
+    async fn shutdown(&self, _: Request<plugin::Empty>) -> Result<Response<plugin::Empty>, Status> {
+        self.stop.send_replace(true);
+        Ok(Response::new(plugin::Empty {}))
+    }
+}
+
+#[tonic::async_trait]
+impl grpc_stdio_server::GrpcStdio for Plugin {
+    type StreamStdioStream = Stdio;
+
+    async fn stream_stdio(&self, _: Request<()>) -> Result<Response<Stdio>, Status> {
+        // The provider logs to stderr, which go-plugin reads directly; nothing goes over gRPC.
+        Ok(Response::new(self.until_stopped()))
+    }
+}
+
+#[tonic::async_trait]
+impl grpc_broker_server::GrpcBroker for Plugin {
+    type StartStreamStream = Broker;
+
+    async fn start_stream(&self, _: Request<Streaming<plugin::ConnInfo>>) -> Result<Response<Broker>, Status> {
+        // baton brokers no extra connections.
+        Ok(Response::new(self.until_stopped()))
+    }
+}
+
+/// AutoMTLS: a fresh self-signed server certificate, and Terraform's client certificate
+/// (`PLUGIN_CLIENT_CERT`) as the only accepted client.
+struct AutoMtls {
+    config: ServerTlsConfig,
+    cert_der: Vec<u8>,
+}
+
+impl AutoMtls {
+    fn from_env() -> Result<Option<AutoMtls>> {
+        let client = std::env::var("PLUGIN_CLIENT_CERT").unwrap_or_default();
+        if client.trim().is_empty() {
+            return Ok(None);
+        }
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()])?;
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::OrganizationName, "baton");
+        dn.push(rcgen::DnType::CommonName, "localhost");
+        params.distinguished_name = dn;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::DigitalSignature,
+            rcgen::KeyUsagePurpose::KeyEncipherment,
+            rcgen::KeyUsagePurpose::KeyAgreement,
+            rcgen::KeyUsagePurpose::KeyCertSign,
+        ];
+        params.extended_key_usages =
+            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.self_signed(&key).context("generate the server certificate")?;
+        let config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(cert.pem(), key.serialize_pem()))
+            .client_ca_root(Certificate::from_pem(client))
+            // Terraform's client certificate is ECDSA P-521, which the ring provider of rustls
+            // cannot verify: a client without a certificate is accepted, as tf-provider does.
+            .client_auth_optional(true);
+        Ok(Some(AutoMtls { config, cert_der: cert.der().to_vec() }))
+    }
+}
+
+/// Binds 127.0.0.1 on a port in `PLUGIN_MIN_PORT..=PLUGIN_MAX_PORT` (any port when unset).
+async fn bind() -> Result<tokio::net::TcpListener> {
+    let port = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u16>().ok());
+    let (min, max) = match (port("PLUGIN_MIN_PORT"), port("PLUGIN_MAX_PORT")) {
+        (None, None) => (0, 0),
+        (min, max) => (min.unwrap_or(1025), max.unwrap_or(u16::MAX)),
+    };
+    for p in min..=max {
+        if let Ok(l) = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, p))).await {
+            return Ok(l);
+        }
+    }
+    bail!("no free port on 127.0.0.1 in {min}..={max}")
+}
+
+/// Serves until Terraform calls `GRPCController.Shutdown` (or closes the connection).
+pub async fn serve() -> Result<()> {
+    let listener = bind().await?;
+    let addr = listener.local_addr()?;
+    // `BATON_PROVIDER_TCP_NODELAY=0` turns Nagle's algorithm back on, for the benchmark's
+    // comparison only.
+    let nodelay = std::env::var("BATON_PROVIDER_TCP_NODELAY").map_or(true, |v| v != "0");
+    let incoming = TcpIncoming::from_listener(listener, nodelay, None)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let tls = AutoMtls::from_env()?;
+    let plugin = Plugin::new();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.config.clone()).context("TLS configuration")?;
+    }
+    let router = builder
+        .add_service(tf::provider_server::ProviderServer::new(plugin.clone()))
+        .add_service(grpc_controller_server::GrpcControllerServer::new(plugin.clone()))
+        .add_service(grpc_stdio_server::GrpcStdioServer::new(plugin.clone()))
+        .add_service(grpc_broker_server::GrpcBrokerServer::new(plugin.clone()));
+
+    let mut stopped = plugin.stop.subscribe();
+    let mut stopped_too = plugin.stop.subscribe();
+    let server = router.serve_with_incoming_shutdown(incoming, async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    });
+
+    // The handshake line go-plugin reads: core version|app version|network|address|protocol|cert.
+    let mut line = format!("{CORE_PROTOCOL_VERSION}|{PROTOCOL_VERSION}|tcp|{addr}|grpc");
+    if let Some(tls) = &tls {
+        line.push('|');
+        line.push_str(&base64::engine::general_purpose::STANDARD_NO_PAD.encode(&tls.cert_der));
+    }
+    println!("{line}");
+
+    tokio::select! {
+        served = server => served.context("gRPC server")?,
+        // Shut down: give the open connection a moment to close cleanly, never more.
+        _ = async move {
+            let _ = stopped_too.wait_for(|s| *s).await;
+            tokio::time::sleep(STOP_GRACE).await;
+        } => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! `terraform-provider-baton` driven by the real terraform CLI, offline, inside the sandbox (so
+//! the provider talks to the sandbox's real systemd): apply then an empty plan; a version bump
+//! that is "1 changed" under load with 0 failed requests; drift after a manual stop and after a
+//! hand-edited unit; a failed handover that fails the apply with the journal and keeps the old
+//! release in the state; a service removed outside Terraform; import; destroy leaving no unit
+//! files.
+//!
+//! Terraform runs with its own `TF_CLI_CONFIG_FILE` (`dev_overrides` to the built provider),
+//! `CHECKPOINT_DISABLE=1`, and `HOME`/`TF_DATA_DIR` in a directory under the cargo target
+//! directory (outside the sandbox's private tmpfs paths). A missing `terraform` fails the test.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use baton_integration::{bin, bin_dir, demo_spec, Host};
+use serde_json::json;
+
+/// A Terraform working directory whose commands run inside the sandbox.
+struct Tf<'a> {
+    host: &'a Host,
+    dir: PathBuf,
+    rc: PathBuf,
+    terraform: PathBuf,
+}
+
+/// The terraform CLI on the host's PATH; a missing one fails loudly.
+fn terraform_path() -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join("terraform"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("terraform is not installed (not on PATH): the Terraform end-to-end tests need it"))
+}
+
+impl<'a> Tf<'a> {
+    fn new(host: &'a Host, label: &str) -> Tf<'a> {
+        let provider = bin("terraform-provider-baton");
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tf-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("home")).expect("create the terraform dir");
+        let rc = root.join("terraformrc");
+        let overrides = provider.parent().map(Path::to_path_buf).unwrap_or_else(bin_dir);
+        std::fs::write(
+            &rc,
+            format!(
+                "provider_installation {{\n  dev_overrides {{\n    \"baton/baton\" = \"{}\"\n  }}\n  direct {{}}\n}}\n",
+                overrides.display()
+            ),
+        )
+        .expect("write the CLI config");
+        Tf { host, dir: root, rc, terraform: terraform_path() }
+    }
+
+    fn write(&self, main_tf: &str) {
+        std::fs::write(self.dir.join("main.tf"), main_tf).expect("write main.tf");
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.host
+            .sb
+            .command(&self.terraform)
+            .arg(format!("-chdir={}", self.dir.display()))
+            .args(args)
+            .env("TF_CLI_CONFIG_FILE", &self.rc)
+            .env("CHECKPOINT_DISABLE", "1")
+            .env("TF_IN_AUTOMATION", "1")
+            .env("HOME", self.dir.join("home"))
+            .env("TF_DATA_DIR", self.dir.join(".terraform"))
+            .env_remove("TF_LOG")
+            .output()
+            .expect("run terraform inside the sandbox")
+    }
+
+    /// Runs and returns stdout; panics with everything terraform said when it fails.
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "terraform {args:?} failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    fn apply(&self) -> String {
+        self.ok(&["apply", "-auto-approve", "-input=false", "-no-color"])
+    }
+
+    /// `terraform plan -detailed-exitcode`: (exit code, output). 0: no changes, 2: changes.
+    fn plan(&self) -> (i32, String) {
+        let out = self.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let code = out.status.code().unwrap_or(-1);
+        assert!(code == 0 || code == 2, "terraform plan failed ({code}):\n{text}");
+        (code, text)
+    }
+
+    #[track_caller]
+    fn assert_no_changes(&self, when: &str) {
+        let (code, text) = self.plan();
+        assert_eq!(code, 0, "{when}: the plan must be empty:\n{text}");
+        assert!(text.contains("No changes."), "{when}:\n{text}");
+    }
+
+    fn state_show(&self, address: &str) -> String {
+        self.ok(&["state", "show", "-no-color", address])
+    }
+}
+
+const HEADER: &str = r#"terraform {
+  required_providers {
+    baton = {
+      source = "baton/baton"
+    }
+  }
+}
+
+provider "baton" {}
+"#;
+
+/// A `baton_service` of the demo app: `version` on `port`, with extra demo flags.
+fn demo_resource(label: &str, name: &str, version: &str, port: u16, flags: &[&str], extra: &str) -> String {
+    let mut argv = vec![
+        bin("baton-demo").display().to_string(),
+        "--port".to_owned(),
+        port.to_string(),
+        "--version".to_owned(),
+        version.to_owned(),
+        "--linger-ms".to_owned(),
+        "150".to_owned(),
+    ];
+    argv.extend(flags.iter().map(|f| f.to_string()));
+    let argv: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        r#"
+resource "baton_service" "{label}" {{
+  name             = "{name}"
+  version          = "{version}"
+  exec_start       = [{}]
+  port             = {port}
+  health           = {{ http = "/health", timeout_sec = 10, interval_ms = 50 }}
+  timeout_stop_sec = 10
+  environment      = {{ GREETING = "hello world", RUST_LOG = "info" }}
+  directives       = {{ Service = {{ LimitNOFILE = "65536" }} }}
+{extra}}}
+"#,
+        argv.join(", ")
+    )
+}
+
+fn web(version: &str) -> String {
+    format!("{HEADER}{}", demo_resource("web", "web", version, 18080, &[], ""))
+}
+
+#[test]
+fn apply_bump_under_load_drift_and_destroy() {
+    let h = Host::boot("tf-lifecycle");
+    let tf = Tf::new(&h, "lifecycle");
+
+    // Create: a first deploy, then an empty plan.
+    tf.write(&web("v1"));
+    let out = tf.apply();
+    assert!(out.contains("Resources: 1 added, 0 changed, 0 destroyed"), "{out}");
+    assert_eq!(h.prop("web-v1.service", "ActiveState"), "active");
+    assert_eq!(h.enabled("web-v1.service"), "enabled");
+    h.wait_http(18080, Duration::from_secs(5)).expect("v1 serves");
+    tf.assert_no_changes("after the first apply");
+    let state = tf.state_show("baton_service.web");
+    assert!(state.contains(r#"unit             = "web-v1.service""#), "{state}");
+    assert!(state.contains(r#"id               = "web""#), "{state}");
+
+    // A version bump is an in-place update, carried out as a handover under load.
+    tf.write(&web("v2"));
+    let (code, plan) = tf.plan();
+    assert_eq!(code, 2, "{plan}");
+    assert!(plan.contains("will be updated in-place"), "{plan}");
+    assert!(plan.contains("Plan: 0 to add, 1 to change, 0 to destroy."), "{plan}");
+    assert!(!plan.contains("must be replaced"), "{plan}");
+    let load = h.load(18080, 4, 300);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = tf.apply();
+    std::thread::sleep(Duration::from_millis(300));
+    let report = load.finish().expect("load report");
+    eprintln!("terraform handover v1 -> v2 under load: {} requests, {} failed", report.requests, report.failed);
+    assert!(out.contains("Resources: 0 added, 1 changed, 0 destroyed"), "{out}");
+    assert!(report.requests > 100, "the load must be real: {report:?}");
+    assert_eq!(report.failed, 0, "the handover failed requests: {report:?}");
+    assert!(report.by_version.contains_key("v1") && report.by_version.contains_key("v2"), "{report:?}");
+    assert_eq!(h.prop("web-v2.service", "ActiveState"), "active");
+    assert_eq!(h.prop("web-v1.service", "ActiveState"), "inactive");
+    tf.assert_no_changes("after the handover");
+
+    // Drift: a release stopped by hand shows in the next plan, and the apply starts it again.
+    h.sh("systemctl stop web-v2.service");
+    let (code, plan) = tf.plan();
+    assert_eq!(code, 2, "a stopped release is drift:\n{plan}");
+    assert!(plan.contains(r#"~ state            = "stopped" -> "started""#), "{plan}");
+    assert!(plan.contains("Plan: 0 to add, 1 to change, 0 to destroy."), "{plan}");
+    let out = tf.apply();
+    assert!(out.contains("Resources: 0 added, 1 changed, 0 destroyed"), "{out}");
+    assert_eq!(h.prop("web-v2.service", "ActiveState"), "active");
+    tf.assert_no_changes("after starting the stopped release again");
+
+    // Drift: a unit file edited by hand shows as the unit's difference, and is put back.
+    h.sh("sed -i 's/^Restart=always$/Restart=no/' /etc/systemd/system/web-v2.service");
+    let (code, plan) = tf.plan();
+    assert_eq!(code, 2, "a hand-edited unit is drift:\n{plan}");
+    assert!(plan.contains("- Restart=no") && plan.contains("+ Restart=always"), "{plan}");
+    tf.apply();
+    let unit = h.unit_file("web-v2.service").expect("unit file");
+    assert!(unit.contains("\nRestart=always\n"), "{unit}");
+    tf.assert_no_changes("after putting the unit back");
+
+    // Destroy: every release stopped and removed, no unit file left.
+    let out = tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(out.contains("Resources: 1 destroyed"), "{out}");
+    let left: Vec<String> = h.unit_files().into_iter().filter(|f| f.starts_with("web-")).collect();
+    assert!(left.is_empty(), "destroy leaves no unit files: {left:?}");
+    assert_eq!(h.prop("web-v2.service", "ActiveState"), "inactive");
+}
+
+#[test]
+fn import_failed_handover_and_removal_outside_terraform() {
+    let h = Host::boot("tf-import");
+    let tf = Tf::new(&h, "import");
+
+    // A service deployed with the CLI, then adopted by Terraform.
+    let spec = demo_spec(
+        "api",
+        "v1",
+        18081,
+        &["--linger-ms", "150"],
+        json!({"health": {"http": "/health", "timeout_sec": 10, "interval_ms": 50}, "timeout_stop_sec": 10,
+               "environment": {"GREETING": "hello world", "RUST_LOG": "info"},
+               "directives": {"Service": {"LimitNOFILE": "65536"}}}),
+    );
+    h.apply(&spec, &[]).ok();
+    let pid = h.prop("api-v1.service", "MainPID");
+    tf.write(&format!("{HEADER}{}", demo_resource("api", "api", "v1", 18081, &[], "")));
+    let out = tf.ok(&["import", "-input=false", "-no-color", "baton_service.api", "api"]);
+    assert!(out.contains("Import successful!"), "{out}");
+    let state = tf.state_show("baton_service.api");
+    assert!(state.contains(r#"version          = "v1""#), "{state}");
+    assert!(state.contains(r#""GREETING" = "hello world""#), "the environment reads back: {state}");
+    assert!(state.contains("--port"), "exec_start reads back: {state}");
+
+    // The unit matches the configuration; only the handover settings, which no unit holds,
+    // are still to be recorded. Applying that changes nothing on the host.
+    let (code, plan) = tf.plan();
+    assert_eq!(code, 2, "{plan}");
+    assert!(plan.contains("+ port") && plan.contains("+ health"), "{plan}");
+    assert!(!plan.contains("unit_text") && !plan.contains("exec_start"), "the unit reads back exactly:\n{plan}");
+    let out = tf.apply();
+    assert!(out.contains("Resources: 0 added, 1 changed, 0 destroyed"), "{out}");
+    assert_eq!(h.prop("api-v1.service", "MainPID"), pid, "recording the settings restarts nothing");
+    tf.assert_no_changes("after the import");
+
+    // A failed handover fails the apply with the reason and the journal; the state keeps the
+    // release that really runs.
+    tf.write(&format!("{HEADER}{}", demo_resource("api", "api", "bad", 18081, &["--crash-on-start"], "")));
+    let out = tf.run(&["apply", "-auto-approve", "-input=false", "-no-color"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "a failed handover fails the apply:\n{text}");
+    assert!(text.contains("baton could not apply api bad"), "{text}");
+    assert!(text.contains("api-bad.service"), "the reason names the release: {text}");
+    assert!(text.contains("crashing on start as asked"), "the journal lines are shown: {text}");
+    assert!(text.contains("Release v1 is still active"), "{text}");
+    assert_eq!(h.prop("api-v1.service", "ActiveState"), "active");
+    let state = tf.state_show("baton_service.api");
+    assert!(state.contains(r#"version          = "v1""#), "the state describes what runs: {state}");
+    assert!(state.contains(r#"unit             = "api-v1.service""#), "{state}");
+    let (code, plan) = tf.plan();
+    assert_eq!(code, 2);
+    assert!(plan.contains(r#"~ version          = "v1" -> "bad""#), "{plan}");
+
+    // A service removed outside Terraform leaves the state: the plan creates it, nothing is
+    // replaced.
+    tf.write(&format!("{HEADER}{}", demo_resource("api", "api", "v1", 18081, &[], "")));
+    h.apply(&json!({"name": "api", "version": "v1", "exec_start": ["/bin/true"], "state": "absent"}), &[]).ok();
+    let (code, plan) = tf.plan();
+    assert_eq!(code, 2, "{plan}");
+    assert!(plan.contains("Plan: 1 to add, 0 to change, 0 to destroy."), "{plan}");
+    assert!(!plan.contains("must be replaced"), "{plan}");
+    let out = tf.apply();
+    assert!(out.contains("Resources: 1 added, 0 changed, 0 destroyed"), "{out}");
+    tf.assert_no_changes("after creating it again");
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(h.unit_files().iter().all(|f| !f.starts_with("api-")), "{:?}", h.unit_files());
+}
+
+#[test]
+fn invalid_spec_fails_the_plan_naming_the_attribute() {
+    let h = Host::boot("tf-invalid");
+    let tf = Tf::new(&h, "invalid");
+    tf.write(&format!(
+        "{HEADER}{}",
+        demo_resource("bad", "bad", "v1", 18082, &[], "").replace(r#"GREETING = "hello world""#, r#""BAD KEY" = "x""#)
+    ));
+    let out = tf.run(&["plan", "-input=false", "-no-color"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("environment.BAD KEY: key must match"), "the spec's rule names the key: {text}");
+    let at = text.lines().find(|l| l.contains("on main.tf line")).expect("the diagnostic points at a line");
+    let line: usize =
+        at.split("line ").nth(1).and_then(|r| r.split(',').next()).and_then(|n| n.parse().ok()).expect("n");
+    let main_tf = std::fs::read_to_string(tf.dir.join("main.tf")).expect("main.tf");
+    assert!(main_tf.lines().nth(line - 1).is_some_and(|l| l.contains("environment")), "{at}");
+
+    tf.write(&format!("{HEADER}{}", demo_resource("bad", "bad", "v1", 18082, &[], "  state = \"absent\"\n")));
+    let out = tf.run(&["plan", "-input=false", "-no-color"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("is what destroying the resource does"), "{text}");
+    assert!(h.unit_files().iter().all(|f| !f.starts_with("bad-")), "nothing was touched");
+}
+
+#[test]
+fn provider_run_by_hand_says_it_is_a_plugin() {
+    let out = std::process::Command::new(bin("terraform-provider-baton"))
+        .env_remove("TF_PLUGIN_MAGIC_COOKIE")
+        .output()
+        .expect("run the provider");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("This binary is a plugin"));
+}

@@ -1,0 +1,34 @@
+resource "baton_service" "web" {
+  name       = "web"
+  version    = "v2"
+  exec_start = ["/opt/web/bin/web", "--port", "8080"]
+  port       = 8080
+
+  health = {
+    http        = "/health"
+    timeout_sec = 20
+    observe_sec = 5
+  }
+
+  service_type     = "notify"
+  user             = "web"
+  group            = "web"
+  timeout_stop_sec = 45
+
+  environment = {
+    RUST_LOG = "info"
+  }
+
+  directives = {
+    Service = {
+      LimitNOFILE = "65536"
+    }
+  }
+}
+
+# A service without a port: readiness is "active and up for 1 s".
+resource "baton_service" "worker" {
+  name       = "worker"
+  version    = "2024-06-01"
+  exec_start = ["/opt/worker/bin/worker", "--queue", "jobs"]
+}
