@@ -9,6 +9,7 @@ mod proto;
 mod resource;
 mod schema;
 mod server;
+mod tls;
 
 use std::process::ExitCode;
 

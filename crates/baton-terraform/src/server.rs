@@ -1,6 +1,12 @@
 //! The plugin server: go-plugin's handshake and AutoMTLS, the tfplugin6 `Provider` service for
 //! `baton_service`, and go-plugin's controller, stdio and broker services.
 //!
+//! AutoMTLS (see [`crate::tls`]): Terraform passes its client certificate in
+//! `PLUGIN_CLIENT_CERT`; the server's own TLS acceptor requires a client certificate, lets in
+//! only a client that presents exactly that one and proves it holds its ECDSA P-521 key, and the
+//! handshake line announces the server's fresh self-signed certificate. tonic serves the
+//! connections the acceptor lets through.
+//!
 //! Two details keep Terraform fast:
 //! * every accepted connection gets `TCP_NODELAY`: a gRPC response leaves in more than one write
 //!   (headers, data, trailers, window updates), and Nagle's algorithm would hold the later ones
@@ -11,6 +17,7 @@
 // tonic's `Status` is the error of every gRPC method; the helpers return it as they are.
 #![allow(clippy::result_large_err)]
 
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,7 +29,6 @@ use tf_provider::Diagnostics;
 use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::model::Service;
@@ -30,6 +36,7 @@ use crate::proto::plugin::{self, grpc_broker_server, grpc_controller_server, grp
 use crate::proto::tfplugin6 as tf;
 use crate::proto::{decode, diagnostics, encode, path, schema};
 use crate::resource::ServiceResource;
+use crate::tls::AutoMtls;
 
 /// The resource type this provider serves.
 pub const RESOURCE: &str = "baton_service";
@@ -353,45 +360,6 @@ impl grpc_broker_server::GrpcBroker for Plugin {
     }
 }
 
-/// AutoMTLS: a fresh self-signed server certificate, and Terraform's client certificate
-/// (`PLUGIN_CLIENT_CERT`) as the only accepted client.
-struct AutoMtls {
-    config: ServerTlsConfig,
-    cert_der: Vec<u8>,
-}
-
-impl AutoMtls {
-    fn from_env() -> Result<Option<AutoMtls>> {
-        let client = std::env::var("PLUGIN_CLIENT_CERT").unwrap_or_default();
-        if client.trim().is_empty() {
-            return Ok(None);
-        }
-        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()])?;
-        let mut dn = rcgen::DistinguishedName::new();
-        dn.push(rcgen::DnType::OrganizationName, "baton");
-        dn.push(rcgen::DnType::CommonName, "localhost");
-        params.distinguished_name = dn;
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::DigitalSignature,
-            rcgen::KeyUsagePurpose::KeyEncipherment,
-            rcgen::KeyUsagePurpose::KeyAgreement,
-            rcgen::KeyUsagePurpose::KeyCertSign,
-        ];
-        params.extended_key_usages =
-            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let cert = params.self_signed(&key).context("generate the server certificate")?;
-        let config = ServerTlsConfig::new()
-            .identity(Identity::from_pem(cert.pem(), key.serialize_pem()))
-            .client_ca_root(Certificate::from_pem(client))
-            // Terraform's client certificate is ECDSA P-521, which the ring provider of rustls
-            // cannot verify: a client without a certificate is accepted, as tf-provider does.
-            .client_auth_optional(true);
-        Ok(Some(AutoMtls { config, cert_der: cert.der().to_vec() }))
-    }
-}
-
 /// Binds 127.0.0.1 on a port in `PLUGIN_MIN_PORT..=PLUGIN_MAX_PORT` (any port when unset).
 async fn bind() -> Result<tokio::net::TcpListener> {
     let port = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u16>().ok());
@@ -414,15 +382,9 @@ pub async fn serve() -> Result<()> {
     // `BATON_PROVIDER_TCP_NODELAY=0` turns Nagle's algorithm back on, for the benchmark's
     // comparison only.
     let nodelay = std::env::var("BATON_PROVIDER_TCP_NODELAY").map_or(true, |v| v != "0");
-    let incoming = TcpIncoming::from_listener(listener, nodelay, None)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let tls = AutoMtls::from_env()?;
     let plugin = Plugin::new();
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &tls {
-        builder = builder.tls_config(tls.config.clone()).context("TLS configuration")?;
-    }
-    let router = builder
+    let router = tonic::transport::Server::builder()
         .add_service(tf::provider_server::ProviderServer::new(plugin.clone()))
         .add_service(grpc_controller_server::GrpcControllerServer::new(plugin.clone()))
         .add_service(grpc_stdio_server::GrpcStdioServer::new(plugin.clone()))
@@ -430,9 +392,19 @@ pub async fn serve() -> Result<()> {
 
     let mut stopped = plugin.stop.subscribe();
     let mut stopped_too = plugin.stop.subscribe();
-    let server = router.serve_with_incoming_shutdown(incoming, async move {
+    let shutdown = async move {
         let _ = stopped.wait_for(|s| *s).await;
-    });
+    };
+    // With AutoMTLS the connections come TLS'd from our own acceptor, which lets Terraform's
+    // client certificate in and nothing else; without it (run by hand) they are plain TCP.
+    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match &tls {
+        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener, nodelay), shutdown)),
+        None => {
+            let incoming = TcpIncoming::from_listener(listener, nodelay, None)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
+        }
+    };
 
     // The handshake line go-plugin reads: core version|app version|network|address|protocol|cert.
     let mut line = format!("{CORE_PROTOCOL_VERSION}|{PROTOCOL_VERSION}|tcp|{addr}|grpc");
