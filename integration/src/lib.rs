@@ -291,8 +291,8 @@ impl Drop for Load {
     }
 }
 
-/// A spec for the demo app: `name`, `version` on `port`, with extra demo flags and spec fields.
-pub fn demo_spec(name: &str, version: &str, port: u16, demo_flags: &[&str], extra: Value) -> Value {
+/// The argv of the demo app serving `version` on `port`, with extra demo flags.
+pub fn demo_argv(version: &str, port: u16, demo_flags: &[&str]) -> Vec<String> {
     let mut argv = vec![
         bin("baton-demo").display().to_string(),
         "--port".to_owned(),
@@ -301,6 +301,26 @@ pub fn demo_spec(name: &str, version: &str, port: u16, demo_flags: &[&str], extr
         version.to_owned(),
     ];
     argv.extend(demo_flags.iter().map(|s| s.to_string()));
+    argv
+}
+
+/// `terraform -chdir=DIR` inside the sandbox, offline, with its own CLI config `rc` (never the
+/// user's), and its home and data directory under `dir`.
+pub fn terraform_command(host: &Host, terraform: &Path, dir: &Path, rc: &Path) -> Command {
+    let mut cmd = host.sb.command(terraform);
+    cmd.arg(format!("-chdir={}", dir.display()))
+        .env("TF_CLI_CONFIG_FILE", rc)
+        .env("CHECKPOINT_DISABLE", "1")
+        .env("TF_IN_AUTOMATION", "1")
+        .env("HOME", dir.join("home"))
+        .env("TF_DATA_DIR", dir.join(".terraform"))
+        .env_remove("TF_LOG");
+    cmd
+}
+
+/// A spec for the demo app: `name`, `version` on `port`, with extra demo flags and spec fields.
+pub fn demo_spec(name: &str, version: &str, port: u16, demo_flags: &[&str], extra: Value) -> Value {
+    let argv = demo_argv(version, port, demo_flags);
     let mut spec = json!({
         "name": name,
         "version": version,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use baton_integration::{bin, bin_dir, demo_spec, Host};
+use baton_integration::{bin, bin_dir, demo_argv, demo_spec, terraform_command, Host};
 use serde_json::json;
 
 /// A Terraform working directory whose commands run inside the sandbox.
@@ -58,17 +58,8 @@ impl<'a> Tf<'a> {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        self.host
-            .sb
-            .command(&self.terraform)
-            .arg(format!("-chdir={}", self.dir.display()))
+        terraform_command(self.host, &self.terraform, &self.dir, &self.rc)
             .args(args)
-            .env("TF_CLI_CONFIG_FILE", &self.rc)
-            .env("CHECKPOINT_DISABLE", "1")
-            .env("TF_IN_AUTOMATION", "1")
-            .env("HOME", self.dir.join("home"))
-            .env("TF_DATA_DIR", self.dir.join(".terraform"))
-            .env_remove("TF_LOG")
             .output()
             .expect("run terraform inside the sandbox")
     }
@@ -125,16 +116,7 @@ provider "baton" {}
 
 /// A `baton_service` of the demo app: `version` on `port`, with extra demo flags.
 fn demo_resource(label: &str, name: &str, version: &str, port: u16, flags: &[&str], extra: &str) -> String {
-    let mut argv = vec![
-        bin("baton-demo").display().to_string(),
-        "--port".to_owned(),
-        port.to_string(),
-        "--version".to_owned(),
-        version.to_owned(),
-        "--linger-ms".to_owned(),
-        "150".to_owned(),
-    ];
-    argv.extend(flags.iter().map(|f| f.to_string()));
+    let argv = demo_argv(version, port, &[&["--linger-ms", "150"], flags].concat());
     let argv: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
     format!(
         r#"

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use baton_integration::{bin, Host};
+use baton_integration::{bin, terraform_command, Host};
 use serde_json::{json, Value};
 
 const REPORT: &str = "bench-report.md";
@@ -76,18 +76,8 @@ impl<'a> Tf<'a> {
 
     fn timed(&self, args: &[&str]) -> Result<(Duration, String)> {
         let t0 = Instant::now();
-        let out = self
-            .host
-            .sb
-            .command("terraform")
-            .arg(format!("-chdir={}", self.dir.display()))
+        let out = terraform_command(self.host, Path::new("terraform"), &self.dir, &self.rc)
             .args(args)
-            .env("TF_CLI_CONFIG_FILE", &self.rc)
-            .env("CHECKPOINT_DISABLE", "1")
-            .env("TF_IN_AUTOMATION", "1")
-            .env("HOME", self.dir.join("home"))
-            .env("TF_DATA_DIR", self.dir.join(".terraform"))
-            .env_remove("TF_LOG")
             .output()
             .context("run terraform (is it installed?)")?;
         let took = t0.elapsed();
