@@ -29,28 +29,19 @@ pub fn read_back(text: &str, unit_dir: &str) -> Option<ReadBack> {
     let (name, version) = render::read_marks(text)?;
     let mut spec = RawSpec { name, version, unit_dir: Some(unit_dir.to_owned()), ..RawSpec::default() };
     let mut directives: BTreeMap<String, BTreeMap<String, DirectiveValue>> = BTreeMap::new();
-    let mut section = String::new();
+    let mut section = "";
     // Lines of the built-in template come first in each section; whatever follows the last of
     // them is an extra directive.
     let mut past_fixed = false;
     let mut seen_after = false;
-    for raw_line in text.lines() {
-        let line = raw_line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if line.starts_with('[') && line.ends_with(']') {
-            section = line[1..line.len() - 1].to_owned();
+    for (line_section, key, value) in render::unit_lines(text) {
+        if line_section != section {
+            section = line_section;
             past_fixed = false;
-            continue;
         }
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let (key, value) = (key.trim(), value.trim());
         if past_fixed {
             let unescaped = unescape_directive(key, value);
-            let entry = directives.entry(section.clone()).or_default();
+            let entry = directives.entry(section.to_owned()).or_default();
             match entry.remove(key) {
                 None => entry.insert(key.to_owned(), DirectiveValue::One(unescaped)),
                 Some(DirectiveValue::One(first)) => {
@@ -63,7 +54,7 @@ pub fn read_back(text: &str, unit_dir: &str) -> Option<ReadBack> {
             };
             continue;
         }
-        match (section.as_str(), key) {
+        match (section, key) {
             ("Unit", MARK_VERSION) => past_fixed = true,
             ("Unit", "After") if !seen_after => seen_after = true,
             ("Unit", _) => {}

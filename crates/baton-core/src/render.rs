@@ -219,26 +219,33 @@ fn render_with(spec: &ServiceSpec, source: &str, path: &str) -> Result<String, R
     tmpl.render(ctx).map_err(template_error)
 }
 
+/// The directives of a unit file as `(section, key, value)`, in order: section names without
+/// brackets, keys and values trimmed; blank lines and comments (`#`, `;`) skipped.
+pub fn unit_lines(unit_text: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+    let mut section = "";
+    unit_text.lines().filter_map(move |line| {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            return None;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name;
+            return None;
+        }
+        let (key, value) = line.split_once('=')?;
+        Some((section, key.trim(), value.trim()))
+    })
+}
+
 /// Reads baton's marks back from a unit file: `(service, version)` when both are present in
 /// `[Unit]`.
 pub fn read_marks(unit_text: &str) -> Option<(String, String)> {
-    let mut section = "";
     let (mut service, mut version) = (None, None);
-    for line in unit_text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') && line.ends_with(']') {
-            section = line;
-            continue;
-        }
-        if section != "[Unit]" {
-            continue;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            match k.trim() {
-                MARK_SERVICE => service = Some(v.trim().to_owned()),
-                MARK_VERSION => version = Some(v.trim().to_owned()),
-                _ => {}
-            }
+    for (section, key, value) in unit_lines(unit_text) {
+        match (section, key) {
+            ("Unit", MARK_SERVICE) => service = Some(value.to_owned()),
+            ("Unit", MARK_VERSION) => version = Some(value.to_owned()),
+            _ => {}
         }
     }
     Some((service?, version?))
@@ -247,23 +254,7 @@ pub fn read_marks(unit_text: &str) -> Option<(String, String)> {
 /// Reads a single-valued key of `[Service]` back from a unit file (the last one wins, as in
 /// systemd), e.g. `User`.
 pub fn read_service_key(unit_text: &str, key: &str) -> Option<String> {
-    let mut section = "";
-    let mut found = None;
-    for line in unit_text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') && line.ends_with(']') {
-            section = line;
-            continue;
-        }
-        if section == "[Service]" {
-            if let Some((k, v)) = line.split_once('=') {
-                if k.trim() == key {
-                    found = Some(v.trim().to_owned());
-                }
-            }
-        }
-    }
-    found
+    unit_lines(unit_text).filter(|(s, k, _)| *s == "Service" && *k == key).last().map(|(_, _, v)| v.to_owned())
 }
 
 #[cfg(test)]
