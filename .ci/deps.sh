@@ -9,8 +9,8 @@ command -v dbus-daemon >/dev/null || need+=(dbus)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 [ -x /lib/systemd/systemd ] || need+=(systemd)
 command -v journalctl >/dev/null || need+=(systemd)
-# protoc: the Terraform provider generates its gRPC code from tf-provider's .proto files.
-command -v protoc >/dev/null || need+=(protobuf-compiler)
+
+
 # The Ansible collection's tests install ansible-core into a venv (make .venv).
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then

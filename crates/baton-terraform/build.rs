@@ -1,6 +1,7 @@
 //! Generates the gRPC server code of Terraform's plugin protocol 6 (`tfplugin6`) and of
 //! go-plugin (`plugin`) from the `.proto` files that the `tf-provider` crate ships: baton keeps
-//! no copy of them. Needs `protoc` (Debian: protobuf-compiler).
+//! no copy of them. `protoc` and the well-known types (`google/protobuf/empty.proto`) come from
+//! the `protoc-bin-vendored` crate, so the build needs no system protoc and no protobuf headers.
 //!
 //! The files are found in tf-provider's package directory: `BATON_TF_PROTO_DIR` if set, else
 //! the Cargo registry's copy of the version this crate depends on, else `cargo metadata`.
@@ -25,13 +26,19 @@ fn main() {
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }
+    let protoc = protoc_bin_vendored::protoc_bin_path()
+        .unwrap_or_else(|e| panic!("protoc-bin-vendored has no protoc for this host: {e}"));
+    let well_known = protoc_bin_vendored::include_path()
+        .unwrap_or_else(|e| panic!("protoc-bin-vendored has no include directory: {e}"));
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc);
     if let Err(e) = tonic_build::configure()
         .protoc_arg("--experimental_allow_proto3_optional")
         .build_client(false)
-        .compile_protos(&files, std::slice::from_ref(&dir))
+        .compile_protos_with_config(config, &files, &[dir.clone(), well_known])
     {
         panic!(
-            "generating the tfplugin6 code from {} failed: {e}\n(is `protoc` installed? Debian: apt-get install protobuf-compiler)",
+            "generating the tfplugin6 code from {} failed: {e}",
             dir.display()
         );
     }
