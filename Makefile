@@ -1,7 +1,13 @@
 # baton — build, lint, test, demo and benchmarks. `make test` installs what it needs itself.
+# The Ansible collection's targets (venvs, sanity, lint) live in mk/ansible.mk; the portable
+# (old-glibc, size-tuned) release binaries in mk/release.mk.
 CARGO ?= cargo
 SHELL := /bin/bash
 export CARGO_TERM_COLOR ?= never
+
+.DEFAULT_GOAL := all
+include mk/ansible.mk
+include mk/release.mk
 
 .PHONY: all build lint test unit-test integration-test schemas demo bench deps clean collection .venv terraform-provider
 
@@ -14,16 +20,6 @@ build:
 ## deps: system packages the tests need (Debian), installed when missing
 deps:
 	@bash .ci/deps.sh
-
-## .venv: ansible-core (pinned major version) in a Python venv, for the Ansible collection's tests
-ANSIBLE_CORE ?= ansible-core>=2.18,<2.19
-VENV_STAMP := .venv/.ansible-core-2.18
-.venv: $(VENV_STAMP)
-$(VENV_STAMP):
-	rm -rf .venv
-	python3 -m venv .venv
-	.venv/bin/pip install --quiet --disable-pip-version-check --no-input '$(ANSIBLE_CORE)'
-	touch $@
 
 ## collection: the Ansible module binary, built into the collection (PROFILE=release for the bench)
 PROFILE ?= debug
@@ -54,7 +50,7 @@ integration-test: deps build collection .venv
 	$(CARGO) test -p baton-integration -- --test-threads=2
 
 ## test: lint, unit tests and end-to-end tests (the CI command)
-test: deps lint unit-test integration-test
+test: deps lint unit-test ansible-check integration-test
 
 ## demo: a real handover under load in a sandboxed systemd, with a report
 demo: deps build

@@ -1,0 +1,1 @@
+# The shipped binaries: size-tuned, portable to glibc 2.17.
