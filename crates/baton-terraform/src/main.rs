@@ -4,6 +4,7 @@
 //! Terraform starts this binary with `TF_PLUGIN_MAGIC_COOKIE` set and reads the handshake line
 //! (`1|6|tcp|127.0.0.1:PORT|grpc|CERT`) from its stdout; run by hand it says so and exits.
 
+mod check;
 mod model;
 mod proto;
 mod resource;

@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use baton_core::render;
-use baton_core::spec::{DirectiveValue, RawHealth, RawSpec, ServiceType, SpecError, State};
+use baton_core::spec::{DirectiveValue, RawHealth, RawSpec, ServiceType, State};
 use serde::{Deserialize, Serialize};
 use tf_provider::value::Value;
 use tf_provider::AttributePath;
@@ -108,59 +107,31 @@ pub struct AttrError {
 }
 
 impl AttrError {
-    fn new(path: AttributePath, msg: impl Into<String>) -> Self {
+    pub(crate) fn new(path: AttributePath, msg: impl Into<String>) -> Self {
         AttrError { path, msg: msg.into() }
     }
 }
 
-impl From<SpecError> for AttrError {
-    fn from(e: SpecError) -> Self {
-        AttrError { path: spec_path(&e.field), msg: e.to_string() }
-    }
+/// Every value that does not fit the spec: a plan reports them all at once.
+pub type AttrErrors = Vec<AttrError>;
+
+/// What stands in for a value not known yet while the known ones are checked: valid under
+/// every rule, so no error ever points at it.
+mod placeholder {
+    pub const IDENT: &str = "x";
+    pub const PROGRAM: &str = "/x";
+    pub const ARG: &str = "x";
+    pub const PORT: u32 = 1;
+    pub const HTTP: &str = "/";
 }
 
-/// The attribute path of a spec field such as `exec_start[2]`, `health.tcp`,
-/// `environment.FOO` or `directives.Service.LimitNOFILE`.
-pub fn spec_path(field: &str) -> AttributePath {
-    let (head, rest) = field.split_once('.').unwrap_or((field, ""));
-    let (attr, index) = match head.split_once('[') {
-        Some((a, i)) => (a, i.trim_end_matches(']').parse::<i64>().ok()),
-        None => (head, None),
-    };
-    if attr == "spec" || attr.is_empty() {
-        return AttributePath::root();
-    }
-    let mut path = AttributePath::new(attr.to_owned());
-    if let Some(i) = index {
-        path.add_index(i);
-    }
-    if rest.is_empty() {
-        return path;
-    }
-    match attr {
-        "health" => {
-            path.add_attribute(rest.to_owned());
-        }
-        "environment" => {
-            path.add_key(rest.to_owned());
-        }
-        "directives" => {
-            let (section, key) = rest.split_once('.').unwrap_or((rest, ""));
-            path.add_key(section.to_owned());
-            if !key.is_empty() {
-                let key = key.split('[').next().unwrap_or(key);
-                path.add_key(key.to_owned());
-            }
-        }
-        _ => {}
-    }
-    path
-}
-
-/// Reads values and notes whether any was unknown.
+/// Reads values into the raw spec: an unknown value becomes a placeholder (and is noted), a
+/// value the spec cannot even hold (a null item, a negative count, an unknown keyword) becomes
+/// an error and a placeholder, so that the other attributes are still checked.
 #[derive(Debug, Default)]
 struct Reader {
     unknown: bool,
+    errors: AttrErrors,
 }
 
 impl Reader {
@@ -175,39 +146,71 @@ impl Reader {
         }
     }
 
-    fn count<T: TryFrom<i64>>(
-        &mut self,
-        v: &Value<i64>,
-        path: AttributePath,
-        field: &str,
-    ) -> Result<Option<T>, AttrError> {
-        match self.opt(v) {
-            None => Ok(None),
-            Some(n) if n < 0 => Err(AttrError::new(path, format!("{field}: must not be negative, got {n}"))),
-            Some(n) => {
-                T::try_from(n).map(Some).map_err(|_| AttrError::new(path, format!("{field}: {n} is out of range")))
+    /// A value that the spec requires: the placeholder while unknown.
+    fn required(&mut self, v: &Value<String>, placeholder: &str) -> String {
+        match v {
+            Value::Unknown => {
+                self.unknown = true;
+                placeholder.to_owned()
+            }
+            other => other.as_ref_option().cloned().unwrap_or_default(),
+        }
+    }
+
+    fn count<T: TryFrom<i64>>(&mut self, v: &Value<i64>, path: AttributePath, field: &str) -> Option<T> {
+        let n = self.opt(v)?;
+        let msg = if n < 0 {
+            format!("{field}: must not be negative, got {n}")
+        } else {
+            format!("{field}: {n} is out of range")
+        };
+        match T::try_from(n) {
+            Ok(x) if n >= 0 => Some(x),
+            _ => {
+                self.errors.push(AttrError::new(path, msg));
+                None
             }
         }
     }
 
-    fn string_list(&mut self, v: &Value<Vec<Value<String>>>, field: &str) -> Result<Option<Vec<String>>, AttrError> {
-        let Some(items) = self.opt(v) else {
-            return Ok(None);
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            match item {
-                Value::Value(s) => out.push(s.clone()),
-                Value::Unknown => self.unknown = true,
-                Value::Null => {
-                    return Err(AttrError::new(
-                        AttributePath::new(field.to_owned()).index(i as i64),
-                        format!("{field}[{i}]: must not be null"),
-                    ))
-                }
+    fn keyword<T>(&mut self, v: &Value<String>, parse: impl Fn(&str) -> Result<T, AttrError>) -> Option<T> {
+        let s = self.opt(v)?;
+        match parse(&s) {
+            Ok(x) => Some(x),
+            Err(e) => {
+                self.errors.push(e);
+                None
             }
         }
-        Ok(Some(out))
+    }
+
+    fn string_list(&mut self, v: &Value<Vec<Value<String>>>, field: &str) -> Option<Vec<String>> {
+        let items = match v {
+            Value::Unknown => {
+                self.unknown = true;
+                return Some(vec![placeholder::PROGRAM.to_owned()]);
+            }
+            other => other.as_ref_option()?.clone(),
+        };
+        let stand_in = |i: usize| if i == 0 { placeholder::PROGRAM } else { placeholder::ARG }.to_owned();
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            out.push(match item {
+                Value::Value(s) => s.clone(),
+                Value::Unknown => {
+                    self.unknown = true;
+                    stand_in(i)
+                }
+                Value::Null => {
+                    self.errors.push(AttrError::new(
+                        AttributePath::new(field.to_owned()).index(i as i64),
+                        format!("{field}[{i}]: must not be null"),
+                    ));
+                    stand_in(i)
+                }
+            });
+        }
+        Some(out)
     }
 
     fn string_map(
@@ -215,24 +218,35 @@ impl Reader {
         v: &Value<BTreeMap<String, Value<String>>>,
         path: &AttributePath,
         field: &str,
-    ) -> Result<Option<BTreeMap<String, String>>, AttrError> {
-        let Some(entries) = self.opt(v) else {
-            return Ok(None);
-        };
+    ) -> Option<BTreeMap<String, String>> {
+        let entries = self.opt(v)?;
         let mut out = BTreeMap::new();
         for (k, item) in entries {
             match item {
                 Value::Value(s) => {
                     out.insert(k, s);
                 }
+                // Left out while unknown: no rule of a map's entry depends on another.
                 Value::Unknown => self.unknown = true,
-                Value::Null => {
-                    return Err(AttrError::new(path.clone().key(k.clone()), format!("{field}.{k}: must not be null")))
-                }
+                Value::Null => self
+                    .errors
+                    .push(AttrError::new(path.clone().key(k.clone()), format!("{field}.{k}: must not be null"))),
             }
         }
-        Ok(Some(out))
+        Some(out)
     }
+}
+
+/// The attributes lowered into the core's raw spec.
+#[derive(Debug)]
+pub(crate) struct Lowered {
+    /// The spec, with placeholders for unknown values and for values that broke a rule on the
+    /// way.
+    pub raw: RawSpec,
+    /// Whether a value was unknown.
+    pub unknown: bool,
+    /// The values the raw spec cannot hold.
+    pub errors: AttrErrors,
 }
 
 /// Parses `state`: `started` or `stopped` (`absent` is what destroying the resource does).
@@ -280,50 +294,63 @@ fn known_str(v: &Value<String>) -> Option<&str> {
 }
 
 impl Service {
-    /// The core's raw spec of these attributes; `Ok(None)` while a value is still unknown.
-    /// `id`, `unit` and `unit_text` are outputs and ignored.
-    pub fn to_raw(&self) -> Result<Option<RawSpec>, AttrError> {
+    /// The attributes as the core's raw spec (see [`Lowered`]). `id`, `unit` and `unit_text`
+    /// are outputs and ignored.
+    pub(crate) fn lower(&self) -> Lowered {
         let mut r = Reader::default();
-        let name = r.opt(&self.name);
-        let version = r.opt(&self.version);
-        let exec_start = r.string_list(&self.exec_start, "exec_start")?;
-        let port = r.count::<u32>(&self.port, AttributePath::new("port"), "port")?;
+        let name = r.required(&self.name, placeholder::IDENT);
+        let version = r.required(&self.version, placeholder::IDENT);
+        let exec_start = r.string_list(&self.exec_start, "exec_start");
+        let port = match &self.port {
+            Value::Unknown => {
+                r.unknown = true;
+                Some(placeholder::PORT)
+            }
+            // A port the spec cannot hold still counts as set: no error of `health` follows.
+            port => r
+                .count::<u32>(port, AttributePath::new("port"), "port")
+                .or(port.is_value().then_some(placeholder::PORT)),
+        };
         let health = match r.opt(&self.health) {
             None => None,
             Some(h) => {
                 let at = |a: &str| AttributePath::new("health").attribute(a.to_owned());
+                let http = match &h.http {
+                    Value::Unknown => {
+                        r.unknown = true;
+                        Some(placeholder::HTTP.to_owned())
+                    }
+                    http => http.as_ref_option().cloned(),
+                };
                 Some(RawHealth {
-                    http: r.opt(&h.http),
+                    http,
                     tcp: r.opt(&h.tcp),
-                    timeout_sec: r.count(&h.timeout_sec, at("timeout_sec"), "health.timeout_sec")?,
-                    interval_ms: r.count(&h.interval_ms, at("interval_ms"), "health.interval_ms")?,
-                    observe_sec: r.count(&h.observe_sec, at("observe_sec"), "health.observe_sec")?,
+                    timeout_sec: r.count(&h.timeout_sec, at("timeout_sec"), "health.timeout_sec"),
+                    interval_ms: r.count(&h.interval_ms, at("interval_ms"), "health.interval_ms"),
+                    observe_sec: r.count(&h.observe_sec, at("observe_sec"), "health.observe_sec"),
                 })
             }
         };
-        let service_type = r.opt(&self.service_type).map(|s| parse_service_type(&s)).transpose()?;
-        let environment = r.string_map(&self.environment, &AttributePath::new("environment"), "environment")?;
+        let service_type = r.keyword(&self.service_type, parse_service_type);
+        let environment = r.string_map(&self.environment, &AttributePath::new("environment"), "environment");
         let timeout_stop_sec =
-            r.count(&self.timeout_stop_sec, AttributePath::new("timeout_stop_sec"), "timeout_stop_sec")?;
-        let directives = match r.opt(&self.directives) {
-            None => None,
-            Some(sections) => {
-                let mut out = BTreeMap::new();
-                for (section, keys) in sections {
-                    let path = AttributePath::new("directives").key(section.clone());
-                    let field = format!("directives.{section}");
-                    if let Some(keys) = r.string_map(&keys, &path, &field)? {
-                        out.insert(section, keys.into_iter().map(|(k, v)| (k, DirectiveValue::One(v))).collect());
-                    }
+            r.count(&self.timeout_stop_sec, AttributePath::new("timeout_stop_sec"), "timeout_stop_sec");
+        let directives = r.opt(&self.directives).map(|sections| {
+            let mut out = BTreeMap::new();
+            for (section, keys) in sections {
+                let path = AttributePath::new("directives").key(section.clone());
+                let field = format!("directives.{section}");
+                if let Some(keys) = r.string_map(&keys, &path, &field) {
+                    out.insert(section, keys.into_iter().map(|(k, v)| (k, DirectiveValue::One(v))).collect());
                 }
-                Some(out)
             }
-        };
-        let state = r.opt(&self.state).map(|s| parse_state(&s)).transpose()?;
-        let keep = r.count(&self.keep, AttributePath::new("keep"), "keep")?;
+            out
+        });
+        let state = r.keyword(&self.state, parse_state);
+        let keep = r.count(&self.keep, AttributePath::new("keep"), "keep");
         let raw = RawSpec {
-            name: name.unwrap_or_default(),
-            version: version.unwrap_or_default(),
+            name,
+            version,
             exec_start: exec_start.unwrap_or_default(),
             port,
             health,
@@ -342,17 +369,28 @@ impl Service {
             migrate_requests: r.opt(&self.migrate_requests),
             unit_dir: r.opt(&self.unit_dir),
         };
-        Ok(if r.unknown { None } else { Some(raw) })
+        Lowered { raw, unknown: r.unknown, errors: r.errors }
     }
 
-    /// Checks the attributes that are known against every rule of the spec; nothing while a
-    /// value is unknown (it is checked again once known).
-    pub fn validate(&self) -> Result<(), AttrError> {
-        if let Some(raw) = self.to_raw()? {
-            let spec = raw.validate()?;
-            render::render(&spec).map_err(|e| AttrError::new(AttributePath::new("template"), e.to_string()))?;
+    /// The core's raw spec of these attributes; `Ok(None)` while a value is still unknown.
+    pub fn to_raw(&self) -> Result<Option<RawSpec>, AttrErrors> {
+        let low = self.lower();
+        if !low.errors.is_empty() {
+            return Err(low.errors);
         }
-        Ok(())
+        Ok((!low.unknown).then_some(low.raw))
+    }
+
+    /// Checks the attributes against every rule of the spec and returns every one that breaks
+    /// a rule (a value still unknown is checked again once known). With every value known and
+    /// valid, the unit file they render.
+    pub fn check(&self) -> Result<Option<String>, AttrErrors> {
+        crate::check::check(self.lower())
+    }
+
+    /// [`Service::check`] without the unit.
+    pub fn validate(&self) -> Result<(), AttrErrors> {
+        self.check().map(|_| ())
     }
 
     /// The unit name of the release `version`.
@@ -365,22 +403,14 @@ impl Service {
     }
 
     /// Sets `id`, `unit` and `unit_text` from the other attributes (unknown while they are).
-    pub fn compute_outputs(&mut self) -> Result<(), AttrError> {
+    pub fn compute_outputs(&mut self) -> Result<(), AttrErrors> {
         self.id = self.name.clone();
         self.unit = match &self.state {
             Value::Value(s) if s == "started" => self.release_unit(),
             Value::Value(_) | Value::Null => Value::Null,
             Value::Unknown => Value::Unknown,
         };
-        self.unit_text = match self.to_raw()? {
-            None => Value::Unknown,
-            Some(raw) => {
-                let spec = raw.validate()?;
-                let text =
-                    render::render(&spec).map_err(|e| AttrError::new(AttributePath::new("template"), e.to_string()))?;
-                Value::Value(text)
-            }
-        };
+        self.unit_text = self.check()?.map_or(Value::Unknown, Value::Value);
         Ok(())
     }
 
@@ -389,7 +419,7 @@ impl Service {
     ///
     /// Defaults come from the configuration, never from the prior state: a prior state that a
     /// refresh found drifted (`state = "stopped"`, `enabled = false`) plans back to the spec.
-    pub fn plan(proposed: &Service, config: &Service) -> Result<Service, AttrError> {
+    pub fn plan(proposed: &Service, config: &Service) -> Result<Service, AttrErrors> {
         let mut p = proposed.clone();
         p.service_type = or_default(&config.service_type, DEFAULT_SERVICE_TYPE.to_owned());
         p.timeout_stop_sec = or_default(&config.timeout_stop_sec, DEFAULT_TIMEOUT_STOP_SEC);
@@ -573,17 +603,25 @@ mod tests {
         assert!(c.validate().is_ok(), "unknown values are checked later");
     }
 
+    /// The only error of a configuration.
+    #[track_caller]
+    fn one_error(c: &Service) -> AttrError {
+        let mut errors = c.validate().expect_err("invalid");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        errors.remove(0)
+    }
+
     #[test]
     fn spec_errors_name_the_attribute() {
         let mut c = config();
         c.exec_start = Value::Value(vec![s("/bin/x"), s("a\nb")]);
-        let e = c.validate().expect_err("newline");
+        let e = one_error(&c);
         assert_eq!(e.path.steps, vec![AttributePathStep::Attribute("exec_start".into()), AttributePathStep::Index(1)]);
         assert!(e.msg.contains("newline"), "{}", e.msg);
 
         let mut c = config();
         c.environment = Value::Value([("BAD KEY".to_owned(), s("x"))].into());
-        let e = c.validate().expect_err("bad key");
+        let e = one_error(&c);
         assert_eq!(
             e.path.steps,
             vec![AttributePathStep::Attribute("environment".into()), AttributePathStep::Key("BAD KEY".into())]
@@ -591,17 +629,104 @@ mod tests {
 
         let mut c = config();
         c.state = s("absent");
-        assert!(c.validate().expect_err("absent").msg.contains("destroy"));
+        assert!(one_error(&c).msg.contains("destroy"));
         let mut c = config();
         c.port = Value::Value(-1);
-        assert!(c.validate().expect_err("negative").msg.contains("negative"));
+        assert!(one_error(&c).msg.contains("negative"));
         let mut c = config();
         c.health = Value::Value(Health { timeout_sec: Value::Value(0), ..Health::default() });
-        let e = c.validate().expect_err("timeout");
+        let e = one_error(&c);
         assert_eq!(
             e.path.steps,
             vec![AttributePathStep::Attribute("health".into()), AttributePathStep::Attribute("timeout_sec".into())]
         );
+    }
+
+    /// Every invalid attribute is reported, each at its path: what the spec cannot hold (a
+    /// keyword, a negative count, a null item) and what breaks the core's rules alike.
+    #[test]
+    fn every_invalid_attribute_is_reported() {
+        let mut c = config();
+        c.name = s("bad name");
+        c.exec_start = Value::Value(vec![s("relative"), Value::Null, s("ok")]);
+        c.port = Value::Value(-5);
+        c.service_type = s("forking");
+        c.restart = s("sometimes");
+        c.environment = Value::Value([("BAD KEY".to_owned(), s("x")), ("OK".to_owned(), s("y\nz"))].into());
+        c.directives = Value::Value(
+            [
+                ("Service".to_owned(), Value::Value([("ExecStart".to_owned(), s("/bin/y"))].into())),
+                ("Nope".to_owned(), Value::Value([("A".to_owned(), s("1"))].into())),
+            ]
+            .into(),
+        );
+        c.keep = Value::Value(500);
+        c.state = s("running");
+        let errors = c.validate().expect_err("invalid");
+        let at: Vec<String> = errors
+            .iter()
+            .map(|e| {
+                e.path
+                    .steps
+                    .iter()
+                    .map(|s| match s {
+                        AttributePathStep::Attribute(a) => format!(".{a}"),
+                        AttributePathStep::Key(k) => format!("[{k:?}]"),
+                        AttributePathStep::Index(i) => format!("[{i}]"),
+                    })
+                    .collect::<String>()
+            })
+            .collect();
+        let mut sorted = at.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            [
+                ".directives[\"Nope\"]",
+                ".directives[\"Service\"][\"ExecStart\"]",
+                ".environment[\"BAD KEY\"]",
+                ".environment[\"OK\"]",
+                ".exec_start[0]",
+                ".exec_start[1]",
+                ".keep",
+                ".name",
+                ".port",
+                ".restart",
+                ".service_type",
+                ".state",
+            ],
+            "{errors:#?}"
+        );
+        // Each message names the field and the rule.
+        let port = &errors[at.iter().position(|a| a == ".port").expect("port")];
+        assert!(port.msg.contains("port") && port.msg.contains("negative"), "{}", port.msg);
+        // The plan reports the same errors.
+        assert_eq!(Service::plan(&c, &c).expect_err("invalid").len(), errors.len());
+    }
+
+    /// A value still unknown does not stop the known ones from being checked, nor is an error
+    /// ever reported at it.
+    #[test]
+    fn known_values_are_checked_beside_unknown_ones() {
+        let mut c = config();
+        c.name = Value::Unknown;
+        c.port = Value::Unknown;
+        c.exec_start = Value::Value(vec![Value::Unknown, s("a\nb")]);
+        c.keep = Value::Value(500);
+        let errors = c.validate().expect_err("invalid");
+        let paths: Vec<_> = errors.iter().map(|e| e.path.steps.clone()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                vec![AttributePathStep::Attribute("exec_start".into()), AttributePathStep::Index(1)],
+                vec![AttributePathStep::Attribute("keep".into())],
+            ],
+            "{errors:?}"
+        );
+        let mut c = config();
+        c.exec_start = Value::Unknown;
+        c.health = Value::Value(Health { http: Value::Unknown, ..Health::default() });
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use baton_core::systemd::SystemdError;
 use tf_provider::value::Value;
 use tf_provider::{AttributePath, Diagnostic, Diagnostics};
 
-use crate::model::{AttrError, Service, DEFAULT_UNIT_DIR};
+use crate::model::{AttrErrors, Service, DEFAULT_UNIT_DIR};
 
 /// One system-bus connection shared by the reads (refresh and import) of a provider process;
 /// dropped and made again after an error. Changes (`apply`) connect on their own, as the CLI does.
@@ -83,8 +83,11 @@ pub fn warning(diags: &mut Diagnostics, summary: impl Into<String>, detail: impl
     });
 }
 
-fn attr_error(diags: &mut Diagnostics, e: AttrError) {
-    error(diags, "Invalid baton_service", e.msg, e.path);
+/// One error diagnostic per invalid attribute, at its path.
+fn attr_errors(diags: &mut Diagnostics, errors: AttrErrors) {
+    for e in errors {
+        error(diags, "Invalid baton_service", e.msg, e.path);
+    }
 }
 
 fn name_of(s: &Service) -> Result<String, String> {
@@ -208,7 +211,7 @@ fn final_state(planned: &Service, config: &Service, diags: &mut Diagnostics) -> 
     let done = match Service::plan(planned, config) {
         Ok(s) => s,
         Err(e) => {
-            attr_error(diags, e);
+            attr_errors(diags, e);
             return None;
         }
     };
@@ -219,17 +222,18 @@ fn final_state(planned: &Service, config: &Service, diags: &mut Diagnostics) -> 
             None
         }
         Err(e) => {
-            attr_error(diags, e);
+            attr_errors(diags, e);
             None
         }
     }
 }
 
 impl ServiceResource {
-    /// ValidateResourceConfig: every rule of the spec, on the values already known.
+    /// ValidateResourceConfig: every rule of the spec, on the values already known; every
+    /// invalid attribute is reported, each at its path.
     pub fn validate(&self, diags: &mut Diagnostics, config: &Service) {
         if let Err(e) = config.validate() {
-            attr_error(diags, e);
+            attr_errors(diags, e);
         }
     }
 
@@ -261,7 +265,7 @@ impl ServiceResource {
                 Some((p, replace))
             }
             Err(e) => {
-                attr_error(diags, e);
+                attr_errors(diags, e);
                 None
             }
         }
