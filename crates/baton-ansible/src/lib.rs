@@ -11,16 +11,18 @@
 //!    for an integer, `"yes"` for a boolean, `2` for a string), with Ansible's warnings;
 //! 3. hands the options to the core as a raw spec (`baton_core::spec::from_value`: unknown
 //!    options and wrong types fail naming the option), which validates, fills in the defaults and
-//!    applies it (check mode plans only, diff mode reports the unit text before and after);
-//! 4. returns the core's result with `invocation: {module_args}` and the warnings added; under
-//!    `no_log` every `environment` value is masked in the whole output (core's
+//!    applies it (check mode plans only, diff mode reports every unit file written or removed);
+//! 4. returns the core's result with `invocation: {module_args}` (every option, defaults filled
+//!    in from the validated spec, as `AnsibleModule` reports them) and the warnings added, and
+//!    each diff entry with `before_header`/`after_header` (its path) for Ansible's diff callback;
+//!    under `no_log` every `environment` value is masked in the whole output (core's
 //!    [`Redactor`](baton_core::result::Redactor)).
 
 pub mod coerce;
 
 use baton_core::handover::ApplyOptions;
 use baton_core::result::{Failure, Redactor, RunResult};
-use baton_core::spec::{self, RawSpec, MAX_SPEC_BYTES};
+use baton_core::spec::{self, RawSpec, ServiceSpec, MAX_SPEC_BYTES};
 use serde_json::{json, Map, Value};
 
 pub use coerce::Conversion;
@@ -117,16 +119,22 @@ impl Request {
         ApplyOptions { check: self.check, diff: self.diff, ..ApplyOptions::default() }
     }
 
-    /// The module's JSON output for `result`: the result, `invocation.module_args` and the
-    /// conversion warnings, with every secret masked under `no_log`.
-    pub fn respond(&self, mut result: RunResult) -> Value {
+    /// The module's JSON output for `result`: the result with Ansible's diff headers,
+    /// `invocation.module_args` (every option of `applied`, the validated spec, with its
+    /// defaults; the options as given when they did not validate) and the conversion warnings,
+    /// with every secret masked under `no_log`.
+    pub fn respond(&self, mut result: RunResult, applied: Option<&ServiceSpec>) -> Value {
         let redactor = self.redactor();
         if let Some(r) = &redactor {
             r.result(&mut result);
         }
         let mut out =
             serde_json::to_value(&result).unwrap_or_else(|e| failure(&format!("cannot encode the result: {e}")));
-        let mut module_args = Value::Object(self.options.clone());
+        add_diff_headers(&mut out);
+        let mut module_args = match applied {
+            Some(spec) => module_args(spec),
+            None => Value::Object(self.options.clone()),
+        };
         let mut warnings = self.warnings.clone();
         if let Some(r) = &redactor {
             r.value(&mut module_args);
@@ -145,6 +153,36 @@ impl Request {
     }
 }
 
+/// Every option of the module with the value `spec` gives it, as `AnsibleModule` reports
+/// `invocation.module_args`: defaults filled in, null for an option that is not set (also for
+/// `health`'s suboptions).
+pub fn module_args(spec: &ServiceSpec) -> Value {
+    let mut args = match serde_json::to_value(spec.to_raw()) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    for (name, _) in coerce::OPTIONS {
+        args.entry(*name).or_insert(Value::Null);
+    }
+    if let Some(Value::Object(health)) = args.get_mut("health") {
+        for (name, _) in coerce::HEALTH {
+            health.entry(*name).or_insert(Value::Null);
+        }
+    }
+    Value::Object(args)
+}
+
+/// Gives each diff entry the `before_header`/`after_header` Ansible's diff callback shows above
+/// it: the unit file's path (the core's `path` is kept).
+fn add_diff_headers(out: &mut Value) {
+    let Some(Value::Array(entries)) = out.get_mut("diff") else { return };
+    for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
+        let path = entry.get("path").cloned().unwrap_or(Value::Null);
+        entry.insert("before_header".to_owned(), path.clone());
+        entry.insert("after_header".to_owned(), path);
+    }
+}
+
 /// A failure as Ansible expects it: `{"failed": true, "msg": ..., "changed": false}`.
 pub fn failure(msg: &str) -> Value {
     serde_json::to_value(Failure::msg(msg)).unwrap_or_else(|_| json!({"failed": true, "msg": msg}))
@@ -157,18 +195,21 @@ pub fn run(input: &[u8], apply: impl FnOnce(RawSpec, &ApplyOptions) -> RunResult
         Ok(r) => r,
         Err(msg) => return (failure(&msg), false),
     };
-    let result = match spec::from_value(Value::Object(request.options.clone())) {
+    let raw = spec::from_value(Value::Object(request.options.clone()));
+    // The validated spec, for `invocation.module_args` (the core validates again, and refuses).
+    let applied = raw.as_ref().ok().and_then(|raw| raw.clone().validate().ok());
+    let result = match raw {
         Ok(raw) => apply(raw, &request.apply_options()),
         Err(e) => RunResult::Failed(Failure::msg(e.to_string())),
     };
     let ok = matches!(result, RunResult::Ok(_));
-    (request.respond(result), ok)
+    (request.respond(result, applied.as_ref()), ok)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use baton_core::result::{Diff, Outcome, MASK};
+    use baton_core::result::{FileDiff, Outcome, MASK};
 
     fn args(v: Value) -> Vec<u8> {
         v.to_string().into_bytes()
@@ -196,8 +237,12 @@ mod tests {
             msg: msg.to_owned(),
             name: "app".to_owned(),
             version: Some("v1".to_owned()),
-            unit: "app-v1.service".to_owned(),
-            diff: Some(Diff { before: String::new(), after: after.to_owned() }),
+            unit: Some("app-v1.service".to_owned()),
+            diff: Some(vec![FileDiff {
+                path: "/etc/systemd/system/app-v1.service".to_owned(),
+                before: String::new(),
+                after: after.to_owned(),
+            }]),
             ..Outcome::default()
         })
     }
@@ -213,11 +258,92 @@ mod tests {
         assert!(ok, "{out:#}");
         let (raw, check, diff) = seen.expect("apply called");
         assert_eq!((raw.name.as_str(), raw.version.as_str(), check, diff), ("app", "v1", true, true));
+        assert_eq!(out["changed"], true);
+    }
+
+    #[test]
+    fn module_args_hold_every_option_with_its_default() {
+        let input = args(with(base(), json!({"port": "8080", "environment": {"A": "1"}})));
+        let (out, ok) = run(&input, |_, _| ok_outcome("done", ""));
+        assert!(ok, "{out:#}");
         assert_eq!(
             out["invocation"]["module_args"],
-            json!({"name": "app", "version": "v1", "exec_start": ["/bin/app"]})
+            json!({
+                "name": "app", "version": "v1", "exec_start": ["/bin/app"], "port": 8080,
+                "health": {"http": null, "tcp": true, "timeout_sec": 30, "interval_ms": 200, "observe_sec": 0},
+                "service_type": "exec", "user": null, "group": null, "working_directory": null,
+                "environment": {"A": "1"}, "timeout_stop_sec": 30, "restart": "always", "directives": {},
+                "template": null, "state": "started", "enabled": true, "keep": 2, "migrate_requests": true,
+                "unit_dir": "/etc/systemd/system",
+            })
         );
-        assert_eq!(out["changed"], true);
+        let names: Vec<&str> = coerce::OPTIONS.iter().map(|(n, _)| *n).collect();
+        let reported = out["invocation"]["module_args"].as_object().expect("object");
+        assert_eq!(reported.len(), names.len(), "every option, nothing else");
+        assert!(names.iter().all(|n| reported.contains_key(*n)));
+    }
+
+    #[test]
+    fn options_that_do_not_validate_are_reported_as_given() {
+        let input = args(with(base(), json!({"keep": 500})));
+        let (out, ok) =
+            run(&input, |raw, _| RunResult::Failed(Failure::msg(raw.validate().expect_err("bad").to_string())));
+        assert!(!ok);
+        assert_eq!(out["msg"], "keep: must be between 0 and 100, got 500");
+        assert_eq!(
+            out["invocation"]["module_args"],
+            json!({"name": "app", "version": "v1", "exec_start": ["/bin/app"], "keep": 500})
+        );
+    }
+
+    #[test]
+    fn stopped_and_absent_need_only_the_name() {
+        for state in ["stopped", "absent"] {
+            let input = args(json!({"name": "app", "state": state, "_ansible_check_mode": true}));
+            let mut seen = None;
+            let (out, ok) = run(&input, |raw, _| {
+                seen = Some(raw.clone());
+                let spec = raw.validate().expect("valid without version and exec_start");
+                RunResult::Ok(Outcome { name: spec.name.to_string(), unit: spec.unit(), ..Outcome::default() })
+            });
+            assert!(ok, "{state}: {out:#}");
+            assert_eq!(seen.expect("applied").version, "");
+            let module_args = &out["invocation"]["module_args"];
+            assert_eq!((&module_args["state"], &module_args["version"]), (&json!(state), &Value::Null));
+            assert_eq!((&module_args["exec_start"], &module_args["keep"]), (&Value::Null, &json!(2)));
+            assert_eq!(out["unit"], Value::Null);
+        }
+    }
+
+    #[test]
+    fn every_diff_entry_gets_ansibles_headers() {
+        let input = args(with(base(), json!({"_ansible_diff": true})));
+        let (out, ok) = run(&input, |_, _| {
+            RunResult::Ok(Outcome {
+                changed: true,
+                diff: Some(vec![
+                    FileDiff { path: "/u/app-v2.service".to_owned(), before: String::new(), after: "new\n".to_owned() },
+                    FileDiff { path: "/u/app-v0.service".to_owned(), before: "old\n".to_owned(), after: String::new() },
+                ]),
+                ..Outcome::default()
+            })
+        });
+        assert!(ok);
+        assert_eq!(
+            out["diff"],
+            json!([
+                {"path": "/u/app-v2.service", "before_header": "/u/app-v2.service", "after_header": "/u/app-v2.service",
+                 "before": "", "after": "new\n"},
+                {"path": "/u/app-v0.service", "before_header": "/u/app-v0.service", "after_header": "/u/app-v0.service",
+                 "before": "old\n", "after": ""},
+            ])
+        );
+        // Without diff, none; nothing written, an empty list (Ansible shows nothing).
+        let (out, _) = run(&args(base()), |_, _| RunResult::Ok(Outcome::default()));
+        assert!(out.get("diff").is_none(), "{out:#}");
+        let (out, _) =
+            run(&args(base()), |_, _| RunResult::Ok(Outcome { diff: Some(Vec::new()), ..Outcome::default() }));
+        assert_eq!(out["diff"], json!([]));
     }
 
     #[test]
@@ -248,10 +374,17 @@ mod tests {
     #[test]
     fn missing_required_options_fail_naming_them() {
         let mut v = base();
-        v.as_object_mut().expect("object").remove("version");
+        v.as_object_mut().expect("object").remove("name");
         let (out, ok) = run(&args(v), |_, _| unreachable!("never applied"));
         assert!(!ok);
-        assert_eq!(out["msg"], "version: is required");
+        assert_eq!(out["msg"], "name: is required");
+        // `version` is the core's rule, for state started only.
+        let mut v = base();
+        v.as_object_mut().expect("object").remove("version");
+        let (out, ok) =
+            run(&args(v), |raw, _| RunResult::Failed(Failure::msg(raw.validate().expect_err("refused").to_string())));
+        assert!(!ok);
+        assert!(out["msg"].as_str().expect("msg").starts_with("version: is required when state is started"), "{out:#}");
     }
 
     #[test]
@@ -273,14 +406,26 @@ mod tests {
                    "exec_start": ["/bin/app", format!("--token={secret}")]}),
         ));
         let unit_line = format!("Environment={}\n", baton_core::render::quote_env("TOKEN", secret));
-        let (out, ok) = run(&input, |_, _| ok_outcome(&format!("started with {secret}"), &unit_line));
+        let (out, ok) = run(&input, |_, _| {
+            let mut r = ok_outcome(&format!("started with {secret}"), &unit_line);
+            if let RunResult::Ok(o) = &mut r {
+                // An old release removed by the run held the secret too.
+                o.diff.get_or_insert_with(Vec::new).push(FileDiff {
+                    path: "/etc/systemd/system/app-v0.service".to_owned(),
+                    before: unit_line.clone(),
+                    after: String::new(),
+                });
+            }
+            r
+        });
         assert!(ok);
         let text = out.to_string();
         assert!(!text.contains("s3cr3t"), "{out:#}");
         assert_eq!(out["invocation"]["module_args"]["environment"]["TOKEN"], MASK);
         assert_eq!(out["invocation"]["module_args"]["exec_start"][1], format!("--token={MASK}"));
         assert_eq!(out["msg"], format!("started with {MASK}"));
-        assert_eq!(out["diff"]["after"], format!("Environment=\"TOKEN={MASK}\"\n"));
+        assert_eq!(out["diff"][0]["after"], format!("Environment=\"TOKEN={MASK}\"\n"));
+        assert_eq!(out["diff"][1]["before"], format!("Environment=\"TOKEN={MASK}\"\n"));
         // Environment values are secrets: a number converted to a string is masked too.
         assert_eq!(out["invocation"]["module_args"]["environment"]["PORT"], MASK);
     }

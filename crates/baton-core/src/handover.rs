@@ -12,8 +12,8 @@ use crate::migrate::{self, MigrateStatus};
 use crate::plan::{self, Migrate, Plan, PlanError, Step};
 use crate::probe;
 use crate::render::{self, RenderError};
-use crate::result::{Diff, Failure, Outcome};
-use crate::spec::{ServiceSpec, State};
+use crate::result::{Failure, FailureKind, FileDiff, Outcome};
+use crate::spec::{Ident, ServiceSpec, State};
 use crate::state::{self, StateError};
 use crate::systemd::{JobResult, Systemd, SystemdError};
 use crate::unit_dir::{self, DiskError};
@@ -27,11 +27,15 @@ pub const JOURNAL_LINES: usize = 15;
 /// can `kill -9` it at exactly that point.
 pub const PAUSE_AFTER_ENV: &str = "BATON_PAUSE_AFTER";
 
+/// The exit status of a run paused by [`PAUSE_AFTER_ENV`] that nobody killed: outside the
+/// CLI's documented statuses (0 to 5), so a test cannot mistake it for a real outcome.
+pub const PAUSE_EXIT_STATUS: i32 = 99;
+
 fn pause_if(kind: &str, step: &Step) {
     if step.kind() == kind {
         eprintln!("baton: paused after {} ({PAUSE_AFTER_ENV})", step.describe());
         sleep(Duration::from_secs(600));
-        std::process::exit(3);
+        std::process::exit(PAUSE_EXIT_STATUS);
     }
 }
 
@@ -43,7 +47,7 @@ pub const SETTLE: Duration = Duration::from_secs(1);
 pub struct ApplyOptions {
     /// Plan only; touch nothing.
     pub check: bool,
-    /// Report the unit text before and after.
+    /// Report the text before and after of every unit file written or removed.
     pub diff: bool,
     /// Where the per-service locks live.
     pub lock_dir: PathBuf,
@@ -107,6 +111,9 @@ pub enum ApplyError {
         reason: String,
         /// What baton did about it.
         aftermath: String,
+        /// The release was restarted in place (same version, new unit text): the one that
+        /// served before is the one that failed, so nothing serves now.
+        in_place: bool,
     },
     /// systemd could not stop a release.
     #[error("stopping {unit} ended with job result '{result}'")]
@@ -116,6 +123,23 @@ pub enum ApplyError {
         /// The job result.
         result: String,
     },
+}
+
+impl ApplyError {
+    /// What kind of failure this is (the CLI's exit status).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            ApplyError::Render(_) | ApplyError::Plan(_) | ApplyError::Disk(DiskError::Foreign { .. }) => {
+                FailureKind::Refused
+            }
+            ApplyError::Lock(LockError::InvalidName { .. }) => FailureKind::Refused,
+            ApplyError::Disk(_) | ApplyError::Lock(_) => FailureKind::Environment,
+            ApplyError::Systemd(SystemdError::Connect { .. } | SystemdError::Call { .. }) => FailureKind::Environment,
+            ApplyError::Systemd(SystemdError::JobTimeout { .. }) => FailureKind::Failed,
+            ApplyError::NotReady { in_place: false, .. } => FailureKind::RolledBack,
+            ApplyError::NotReady { in_place: true, .. } | ApplyError::StopFailed { .. } => FailureKind::Failed,
+        }
+    }
 }
 
 impl From<StateError> for ApplyError {
@@ -150,6 +174,7 @@ pub struct ApplyFailure {
 
 impl From<ApplyFailure> for Failure {
     fn from(f: ApplyFailure) -> Self {
+        let kind = f.error.kind();
         let mut msg = f.error.to_string();
         if !f.journal.is_empty() {
             msg.push_str(". Last journal lines:\n");
@@ -165,6 +190,7 @@ impl From<ApplyFailure> for Failure {
             actions: f.actions,
             journal: f.journal,
             elapsed_ms: f.elapsed_ms,
+            kind,
         }
     }
 }
@@ -178,6 +204,8 @@ struct Run<'a> {
     actions: Vec<String>,
     warnings: Vec<String>,
     changed: bool,
+    /// The unit files written or removed so far, before and after.
+    diff: Vec<FileDiff>,
 }
 
 /// Brings the service to the spec: validate (done by the caller), lock, read state, plan, then
@@ -189,7 +217,16 @@ pub fn apply(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Outcome, Box<ApplyFailure>> {
     let started = Instant::now();
-    let mut run = Run { spec, sd, progress, started, actions: Vec::new(), warnings: Vec::new(), changed: false };
+    let mut run = Run {
+        spec,
+        sd,
+        progress,
+        started,
+        actions: Vec::new(),
+        warnings: Vec::new(),
+        changed: false,
+        diff: Vec::new(),
+    };
     let mut version_now = None;
     let result = run.apply(opts, &mut version_now);
     let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -226,11 +263,13 @@ impl Run<'_> {
             (self.progress)(Progress::Step(format!("lock service {}", spec.name)));
             Some(lock::acquire(&opts.lock_dir, spec.name.as_str(), opts.lock_timeout).map_err(plain)?)
         };
-        let target = spec.unit();
+        // A spec without a release (`stopped`/`absent` with only `name`) reads the state with a
+        // unit name no release can have (versions are never empty), as `status` does.
+        let target = spec.unit().unwrap_or_else(|| format!("{}-.service", spec.name));
         let state = state::read(self.sd, &spec.unit_dir, spec.name.as_str(), &target).map_err(plain)?;
         *version_now = state.active_version();
-        let rendered = match spec.state {
-            State::Absent => None,
+        let rendered = match (spec.state, &spec.version) {
+            (State::Absent, _) | (_, None) => None,
             _ => Some(render::render(spec).map_err(plain)?),
         };
         let migrate = match migrate::read() {
@@ -246,6 +285,7 @@ impl Run<'_> {
 
         if opts.check {
             self.actions = plan.steps.iter().map(Step::describe).collect();
+            self.diff = plan.steps.iter().filter_map(|step| file_diff(step, &state)).collect();
             self.changed = plan.changes();
             let msg = if self.changed {
                 format!("check mode: {} step(s) would run", plan.steps.len())
@@ -280,16 +320,17 @@ impl Run<'_> {
             rolled_back: false,
             elapsed_ms: 0,
             warnings: self.warnings.clone(),
-            diff: opts.diff.then(|| Diff { before: plan.before.clone(), after: plan.after.clone() }),
+            diff: opts.diff.then(|| self.diff.clone()),
         }
     }
 
     fn summary(&self, plan: &Plan) -> String {
         let spec = self.spec;
+        let version = spec.version.as_ref().map(Ident::as_str).unwrap_or_default();
         if !self.changed {
             return match spec.state {
                 State::Started => {
-                    format!("{} {} is active; nothing changed", spec.name, spec.version)
+                    format!("{} {version} is active; nothing changed", spec.name)
                 }
                 State::Stopped => format!("{} is stopped; nothing changed", spec.name),
                 State::Absent => format!("{} is absent; nothing changed", spec.name),
@@ -297,11 +338,11 @@ impl Run<'_> {
         }
         let secs = self.started.elapsed().as_secs_f64();
         match (spec.state, plan.previous_version.as_deref()) {
-            (State::Started, Some(prev)) if prev != spec.version.as_str() => {
-                format!("{} handed over from {prev} to {} in {secs:.1} s", spec.name, spec.version)
+            (State::Started, Some(prev)) if prev != version => {
+                format!("{} handed over from {prev} to {version} in {secs:.1} s", spec.name)
             }
             (State::Started, _) => {
-                format!("{} {} is active ({secs:.1} s)", spec.name, spec.version)
+                format!("{} {version} is active ({secs:.1} s)", spec.name)
             }
             (State::Stopped, _) => format!("{} stopped ({secs:.1} s)", spec.name),
             (State::Absent, _) => format!("{} removed ({secs:.1} s)", spec.name),
@@ -324,6 +365,7 @@ impl Run<'_> {
         match step {
             Step::WriteUnit { unit, text, .. } => {
                 unit_dir::write_atomic(&self.spec.unit_dir, unit, text).map_err(plain)?;
+                self.diff.extend(file_diff(step, state));
                 self.record(step.describe());
             }
             Step::Reload => {
@@ -342,7 +384,7 @@ impl Run<'_> {
                         }
                         self.actions.push(ready);
                     }
-                    Err(reason) => return Err(self.roll_back(unit, reason, had_old)),
+                    Err(reason) => return Err(self.roll_back(unit, reason, had_old, false)),
                 }
             }
             Step::Restart { unit } => {
@@ -354,7 +396,7 @@ impl Run<'_> {
                         self.record(format!("start {unit}"));
                         self.actions.push(ready);
                     }
-                    Err(reason) => return Err(self.roll_back(unit, reason, false)),
+                    Err(reason) => return Err(self.roll_back(unit, reason, false, true)),
                 }
             }
             Step::MigrateRequests => match migrate::ensure_on(false) {
@@ -389,6 +431,7 @@ impl Run<'_> {
             }
             Step::RemoveUnit { path, .. } => {
                 unit_dir::remove(path).map_err(plain)?;
+                self.diff.extend(file_diff(step, state));
                 self.record(step.describe());
             }
         }
@@ -407,7 +450,8 @@ impl Run<'_> {
     }
 
     /// Stops a release that failed to become ready; the old one keeps serving.
-    fn roll_back(&mut self, unit: &str, reason: String, had_old: bool) -> RunError {
+    /// `in_place`: the release was restarted in place, so nothing serves once it is stopped.
+    fn roll_back(&mut self, unit: &str, reason: String, had_old: bool, in_place: bool) -> RunError {
         (self.progress)(Progress::Step(format!("roll back: stop {unit}")));
         let journal = self.sd.journal(unit, JOURNAL_LINES);
         let stopped = self.sd.stop(unit, Duration::from_secs(self.spec.timeout_stop_sec + 15));
@@ -418,7 +462,7 @@ impl Run<'_> {
             (Err(e), _) => format!("stopping {unit} failed too: {e}"),
         };
         self.actions.push(format!("stop {unit} (rolled back)"));
-        (ApplyError::NotReady { unit: unit.to_owned(), reason, aftermath }, true, journal)
+        (ApplyError::NotReady { unit: unit.to_owned(), reason, aftermath, in_place }, true, journal)
     }
 
     /// Starts `unit` (unless `start` is false) and waits until it is ready: job done, active,
@@ -565,7 +609,27 @@ use Check::{Fatal, Retry};
 
 /// The release active once the spec is applied: `version` when started, none otherwise.
 fn target_version(spec: &ServiceSpec) -> Option<String> {
-    (spec.state == State::Started).then(|| spec.version.to_string())
+    spec.version.as_ref().filter(|_| spec.state == State::Started).map(Ident::to_string)
+}
+
+/// The diff entry of a step that writes or removes a unit file: its text before (as read when
+/// the run began; empty for a new file) and after (empty once removed). None for other steps.
+fn file_diff(step: &Step, state: &state::ServiceState) -> Option<FileDiff> {
+    let text_on_disk = |path: &std::path::Path| {
+        if path == state.target_path {
+            return state.target_text.clone().unwrap_or_default();
+        }
+        state.releases.iter().find(|r| r.file.path == path).map(|r| r.file.text.clone()).unwrap_or_default()
+    };
+    match step {
+        Step::WriteUnit { path, text, .. } => {
+            Some(FileDiff { path: path.display().to_string(), before: text_on_disk(path), after: text.clone() })
+        }
+        Step::RemoveUnit { path, .. } => {
+            Some(FileDiff { path: path.display().to_string(), before: text_on_disk(path), after: String::new() })
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -626,10 +690,57 @@ mod tests {
         assert!(sd.is_active("app-v1.service") && sd.is_enabled("app-v1.service"));
         assert!(!sd.is_active("app-v2.service"));
         let failure = Failure::from(*err);
+        assert_eq!(failure.kind, FailureKind::RolledBack);
         assert!(
             failure.msg.contains("job result 'failed'") && failure.msg.contains("previous release is still serving")
         );
         assert!(failure.msg.contains("fake journal line"));
+    }
+
+    #[test]
+    fn failures_are_classified() {
+        let kind = |r: Result<Outcome, Box<ApplyFailure>>| Failure::from(*r.expect_err("fails")).kind;
+
+        // A release restarted in place that does not come back: nothing serves, not a rollback.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sd = FakeSystemd::new();
+        apply(&spec(dir.path(), "v1", ""), &sd, &opts(dir.path()), &mut |_| {}).expect("deploy");
+        sd.fail_next_start("app-v1.service", JobResult::Failed);
+        let changed = spec(dir.path(), "v1", r#","environment":{"A":"1"}"#);
+        assert_eq!(kind(apply(&changed, &sd, &opts(dir.path()), &mut |_| {})), FailureKind::Failed);
+
+        // The first release failing is rolled back (nothing served before, nothing serves now).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sd = FakeSystemd::new();
+        sd.fail_next_start("app-v1.service", JobResult::Failed);
+        assert_eq!(
+            kind(apply(&spec(dir.path(), "v1", ""), &sd, &opts(dir.path()), &mut |_| {})),
+            FailureKind::RolledBack
+        );
+
+        // A unit file in the way that baton did not write: refused, left alone.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("app-v1.service"), "[Service]\nExecStart=/bin/true\n").expect("write");
+        let sd = FakeSystemd::new();
+        assert_eq!(kind(apply(&spec(dir.path(), "v1", ""), &sd, &opts(dir.path()), &mut |_| {})), FailureKind::Refused);
+        assert!(sd.calls().is_empty(), "{:?}", sd.calls());
+
+        // The lock held by another run past the timeout: the environment.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let held = lock::acquire(&dir.path().join("locks"), "app", Duration::ZERO).expect("lock");
+        let o = ApplyOptions { lock_timeout: Duration::from_millis(100), ..opts(dir.path()) };
+        assert_eq!(
+            kind(apply(&spec(dir.path(), "v1", ""), &FakeSystemd::new(), &o, &mut |_| {})),
+            FailureKind::Environment
+        );
+        drop(held);
+
+        // A unit directory that cannot be written (a file stands where it should be).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, "").expect("write");
+        let s = spec(&not_a_dir, "v1", "");
+        assert_eq!(kind(apply(&s, &FakeSystemd::new(), &opts(dir.path()), &mut |_| {})), FailureKind::Environment);
     }
 
     #[test]
@@ -643,7 +754,92 @@ mod tests {
         assert!(sd.calls().is_empty());
         assert!(std::fs::read_dir(dir.path()).expect("ls").next().is_none());
         let diff = out.diff.expect("diff");
-        assert!(diff.before.is_empty() && diff.after.contains("X-Baton-Version=v1"));
+        assert_eq!(diff.len(), 1, "{diff:?}");
+        assert_eq!(diff[0].path, dir.path().join("app-v1.service").display().to_string());
+        assert!(diff[0].before.is_empty() && diff[0].after.contains("X-Baton-Version=v1"));
+    }
+
+    /// A spec with only `name` (and `unit_dir`) and the given state.
+    fn name_only(dir: &std::path::Path, state: &str) -> ServiceSpec {
+        let json = format!(r#"{{"name":"app","state":"{state}","unit_dir":"{}"}}"#, dir.display());
+        parse(json.as_bytes()).expect("valid")
+    }
+
+    fn read(path: &std::path::Path) -> String {
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    }
+
+    #[test]
+    fn the_diff_has_one_entry_per_unit_file_written_or_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sd = FakeSystemd::new();
+        let (v1, v2) = (dir.path().join("app-v1.service"), dir.path().join("app-v2.service"));
+        apply(&spec(dir.path(), "v1", ""), &sd, &opts(dir.path()), &mut |_| {}).expect("v1");
+        let v1_text = read(&v1);
+
+        // v2 with keep 0: writes v2's unit and removes v1's. Check mode plans the same diff as the
+        // real run reports.
+        let s2 = spec(dir.path(), "v2", r#","keep":0"#);
+        let check = ApplyOptions { check: true, diff: true, ..opts(dir.path()) };
+        let mut planned = apply(&s2, &sd, &check, &mut |_| {}).expect("check");
+        let done = apply(&s2, &sd, &ApplyOptions { diff: true, ..opts(dir.path()) }, &mut |_| {}).expect("v2");
+        let diff = done.diff.clone().expect("diff");
+        assert_eq!(
+            diff,
+            [
+                FileDiff { path: v2.display().to_string(), before: String::new(), after: read(&v2) },
+                FileDiff { path: v1.display().to_string(), before: v1_text, after: String::new() },
+            ]
+        );
+        assert!(!v1.exists());
+        assert_eq!(planned.diff.as_ref(), Some(&diff), "check mode plans the diff the run reports");
+
+        // The result as the front-ends print it.
+        planned.elapsed_ms = 0;
+        let json = serde_json::to_string_pretty(&crate::result::RunResult::Ok(planned)).expect("json");
+        insta::assert_snapshot!(json.replace(&dir.path().display().to_string(), "/u"));
+
+        // Nothing to write or remove: an empty diff; without diff requested, none.
+        let again = apply(&s2, &sd, &ApplyOptions { diff: true, ..opts(dir.path()) }, &mut |_| {}).expect("again");
+        assert_eq!(again.diff, Some(Vec::new()));
+        assert_eq!(apply(&s2, &sd, &opts(dir.path()), &mut |_| {}).expect("again").diff, None);
+    }
+
+    #[test]
+    fn stopped_and_absent_need_only_the_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sd = FakeSystemd::new();
+        apply(&spec(dir.path(), "v1", ""), &sd, &opts(dir.path()), &mut |_| {}).expect("v1");
+        apply(&spec(dir.path(), "v2", ""), &sd, &opts(dir.path()), &mut |_| {}).expect("v2");
+        let diff = ApplyOptions { diff: true, ..opts(dir.path()) };
+
+        // stopped: every release stopped, the files kept, enablement left as it was.
+        let out = apply(&name_only(dir.path(), "stopped"), &sd, &diff, &mut |_| {}).expect("stopped");
+        assert!(out.changed, "{out:?}");
+        assert_eq!((out.version, out.unit, out.previous_version.as_deref()), (None, None, Some("v2")));
+        assert!(!sd.is_active("app-v1.service") && !sd.is_active("app-v2.service"));
+        assert!(sd.is_enabled("app-v2.service"));
+        assert_eq!(unit_dir::releases(dir.path(), "app").expect("scan").len(), 2);
+        assert_eq!(out.diff, Some(Vec::new()), "no file written or removed");
+        let again = apply(&name_only(dir.path(), "stopped"), &sd, &diff, &mut |_| {}).expect("again");
+        assert!(!again.changed && again.msg == "app is stopped; nothing changed", "{again:?}");
+
+        // absent: every release disabled and removed, one diff entry per removed file.
+        let (v1, v2) = (dir.path().join("app-v1.service"), dir.path().join("app-v2.service"));
+        let texts = (read(&v1), read(&v2));
+        let out = apply(&name_only(dir.path(), "absent"), &sd, &diff, &mut |_| {}).expect("absent");
+        assert!(out.changed && out.version.is_none(), "{out:?}");
+        assert!(unit_dir::releases(dir.path(), "app").expect("scan").is_empty());
+        assert!(!sd.is_enabled("app-v2.service"));
+        assert_eq!(
+            out.diff.expect("diff"),
+            [
+                FileDiff { path: v1.display().to_string(), before: texts.0, after: String::new() },
+                FileDiff { path: v2.display().to_string(), before: texts.1, after: String::new() },
+            ]
+        );
+        let again = apply(&name_only(dir.path(), "absent"), &sd, &diff, &mut |_| {}).expect("again");
+        assert!(!again.changed, "{again:?}");
     }
 
     #[test]

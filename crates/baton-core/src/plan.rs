@@ -112,10 +112,6 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// The release active before the run.
     pub previous_version: Option<String>,
-    /// The target unit's text before (empty when none).
-    pub before: String,
-    /// The target unit's text after (empty when it will be removed).
-    pub after: String,
     /// Things the operator should know.
     pub warnings: Vec<String>,
 }
@@ -149,16 +145,15 @@ pub enum Migrate {
     Unsupported,
 }
 
-/// Plans the run. `rendered` is the target unit's text (None for `absent`).
+/// Plans the run. `rendered` is the target unit's text (None for `absent`, and for a `stopped`
+/// spec that names no release).
 pub fn plan(
     spec: &ServiceSpec,
     state: &ServiceState,
     rendered: Option<&str>,
     migrate: Migrate,
 ) -> Result<Plan, PlanError> {
-    let target_unit = spec.unit();
     let previous_version = state.active_version();
-    let before = state.target_text.clone().unwrap_or_default();
     let mut steps = Vec::new();
     let mut warnings = Vec::new();
 
@@ -174,20 +169,33 @@ pub fn plan(
         for r in &state.releases {
             steps.push(Step::RemoveUnit { unit: r.unit().to_owned(), path: r.file.path.clone() });
         }
-        return Ok(Plan { steps, previous_version, before, after: String::new(), warnings });
+        return Ok(Plan { steps, previous_version, warnings });
     }
 
+    let (Some(version), Some(target_unit)) = (&spec.version, spec.unit()) else {
+        // `stopped` without a release: stop every release, keep the files; enablement is left
+        // as it is unless `enabled: false` asks to disable them all.
+        for r in state.running() {
+            steps.push(stop_step(r.unit(), r.version(), &r.file.text));
+        }
+        let enabled: Vec<String> =
+            state.releases.iter().filter(|r| r.status.is_enabled()).map(|r| r.unit().to_owned()).collect();
+        if !spec.enabled && !enabled.is_empty() {
+            steps.push(Step::Disable { units: enabled });
+        }
+        return Ok(Plan { steps, previous_version, warnings });
+    };
     let text = rendered.unwrap_or_default().to_owned();
     // Never overwrite a unit baton did not write.
     if let Some(existing) = &state.target_text {
-        unit_dir::check_owned(&state.target_path, existing, spec.name.as_str(), spec.version.as_str())?;
+        unit_dir::check_owned(&state.target_path, existing, spec.name.as_str(), version.as_str())?;
     }
     let write = state.target_text.as_deref() != Some(text.as_str());
     let target_running = state.target_status.is_running();
     let others_running: Vec<_> = state.running().filter(|r| r.unit() != target_unit).collect();
 
     if spec.state == State::Started && spec.port.is_some() {
-        preflight_same_user(spec, &others_running)?;
+        preflight_same_user(spec, &target_unit, &others_running)?;
     }
 
     if write {
@@ -204,7 +212,7 @@ pub fn plan(
             // A running release whose unit file is newer than its start runs an old version of
             // the unit (a run was killed between writing it and restarting): restart it too.
             let stale = target_running
-                && state.release(spec.version.as_str()).is_some_and(|r| {
+                && state.release(version.as_str()).is_some_and(|r| {
                     let active_since = std::time::UNIX_EPOCH
                         + std::time::Duration::from_micros(state.target_status.active_enter_timestamp_us);
                     state.target_status.active_enter_timestamp_us > 0 && r.file.modified > active_since
@@ -235,7 +243,7 @@ pub fn plan(
         }
         State::Stopped => {
             if target_running {
-                steps.push(stop_step(&target_unit, spec.version.as_str(), &text));
+                steps.push(stop_step(&target_unit, version.as_str(), &text));
             }
         }
         State::Absent => unreachable!("handled above"),
@@ -272,7 +280,7 @@ pub fn plan(
         }
     }
 
-    Ok(Plan { steps, previous_version, before, after: text, warnings })
+    Ok(Plan { steps, previous_version, warnings })
 }
 
 fn stop_step(unit: &str, version: &str, text: &str) -> Step {
@@ -281,7 +289,11 @@ fn stop_step(unit: &str, version: &str, text: &str) -> Step {
 }
 
 /// SO_REUSEPORT only lets sockets of the same effective UID share a port.
-fn preflight_same_user(spec: &ServiceSpec, others: &[&crate::state::Release]) -> Result<(), PlanError> {
+fn preflight_same_user(
+    spec: &ServiceSpec,
+    target_unit: &str,
+    others: &[&crate::state::Release],
+) -> Result<(), PlanError> {
     let new_user = spec.user.clone().unwrap_or_else(|| "root".to_owned());
     for r in others {
         let old_user = read_service_key(&r.file.text, "User").unwrap_or_else(|| "root".to_owned());
@@ -291,7 +303,7 @@ fn preflight_same_user(spec: &ServiceSpec, others: &[&crate::state::Release]) ->
                  processes of the same user share port {}, so the new release could not bind beside the old one. \
                  Nothing was changed",
                 r.unit(),
-                spec.unit(),
+                target_unit,
                 spec.port.unwrap_or_default()
             )));
         }
@@ -320,9 +332,9 @@ mod tests {
         let s = spec(version, "");
         Release {
             file: UnitFile {
-                unit: s.unit(),
+                unit: target(&s),
                 version: version.to_owned(),
-                path: PathBuf::from(format!("/u/{}", s.unit())),
+                path: PathBuf::from(format!("/u/{}", target(&s))),
                 text: render(&s).expect("renders"),
                 modified: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 - age_s),
             },
@@ -335,10 +347,16 @@ mod tests {
         }
     }
 
+    /// The target unit, or for a spec naming no release a name no release has (as the
+    /// handover reads the state).
+    fn target(spec: &ServiceSpec) -> String {
+        spec.unit().unwrap_or_else(|| format!("{}-.service", spec.name))
+    }
+
     fn state(spec: &ServiceSpec, releases: Vec<Release>) -> ServiceState {
-        let target = releases.iter().find(|r| r.unit() == spec.unit()).cloned();
+        let target = releases.iter().find(|r| r.unit() == self::target(spec)).cloned();
         ServiceState {
-            target_path: PathBuf::from(format!("/u/{}", spec.unit())),
+            target_path: PathBuf::from(format!("/u/{}", self::target(spec))),
             target_text: target.as_ref().map(|r| r.file.text.clone()),
             target_status: target.map(|r| r.status).unwrap_or_else(|| UnitStatus {
                 load_state: crate::systemd::NOT_LOADED.to_owned(),
@@ -349,8 +367,8 @@ mod tests {
     }
 
     fn actions(spec: &ServiceSpec, st: &ServiceState) -> Vec<String> {
-        let text = render(spec).expect("renders");
-        let rendered = (spec.state != State::Absent).then_some(text.as_str());
+        let text = spec.version.as_ref().map(|_| render(spec).expect("renders"));
+        let rendered = text.as_deref().filter(|_| spec.state != State::Absent);
         plan(spec, st, rendered, Migrate::Off).expect("plan").steps.iter().map(Step::describe).collect()
     }
 
@@ -455,6 +473,39 @@ mod tests {
             ["stop app-v1.service", "disable app-v1.service", "remove /u/app-v0.service", "remove /u/app-v1.service"]
         );
         assert!(actions(&s, &state(&s, vec![])).is_empty());
+    }
+
+    /// A spec with only `name` (and `unit_dir`) and the given `state`.
+    fn name_only(state: &str, extra: &str) -> ServiceSpec {
+        let json = format!(r#"{{"name":"app","unit_dir":"/u","state":"{state}"{extra}}}"#);
+        parse(json.as_bytes()).expect("valid")
+    }
+
+    #[test]
+    fn stopped_without_a_release_stops_every_release_and_keeps_enablement() {
+        let releases =
+            || vec![release("v1", true, false, 9), release("v2", true, true, 0), release("v0", false, false, 20)];
+        let s = name_only("stopped", "");
+        assert_eq!(actions(&s, &state(&s, releases())), ["stop app-v1.service", "stop app-v2.service"]);
+        // `enabled: false` disables them too; nothing is written or removed either way.
+        let s = name_only("stopped", r#","enabled":false"#);
+        assert_eq!(
+            actions(&s, &state(&s, releases())),
+            ["stop app-v1.service", "stop app-v2.service", "disable app-v2.service"]
+        );
+        // Already stopped: nothing to do.
+        let s = name_only("stopped", "");
+        assert!(actions(&s, &state(&s, vec![release("v1", false, true, 0)])).is_empty());
+    }
+
+    #[test]
+    fn absent_without_a_release_removes_every_release() {
+        let s = name_only("absent", "");
+        let st = state(&s, vec![release("v0", false, false, 9), release("v1", true, true, 0)]);
+        assert_eq!(
+            actions(&s, &st),
+            ["stop app-v1.service", "disable app-v1.service", "remove /u/app-v0.service", "remove /u/app-v1.service"]
+        );
     }
 
     #[test]

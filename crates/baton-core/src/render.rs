@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use crate::spec::ServiceSpec;
+use crate::spec::{Ident, ServiceSpec};
 
 /// The built-in unit template, embedded in the binary.
 pub const BUILTIN_TEMPLATE: &str = include_str!("unit.service.j2");
@@ -39,6 +39,13 @@ pub enum RenderError {
         path: String,
         /// minijinja's message with its line.
         detail: String,
+    },
+    /// The spec names no release (`stopped` or `absent` without `version`): there is no unit to
+    /// render.
+    #[error("version: is required to render a unit (the spec of {service} names no release)")]
+    NoRelease {
+        /// The service.
+        service: String,
     },
     /// The rendered unit lacks baton's ownership marks.
     #[error("template: {path} renders a unit without the `{MARK_SERVICE}={service}` and `{MARK_VERSION}={version}` lines in [Unit]; baton cannot own a unit it cannot recognise")]
@@ -145,6 +152,9 @@ struct Context<'a> {
 
 /// Renders the unit of the release `spec.version`.
 pub fn render(spec: &ServiceSpec) -> Result<String, RenderError> {
+    let Some(version) = &spec.version else {
+        return Err(RenderError::NoRelease { service: spec.name.to_string() });
+    };
     let (source, path) = match &spec.template {
         None => (BUILTIN_TEMPLATE.to_owned(), "built-in".to_owned()),
         Some(p) => {
@@ -154,15 +164,10 @@ pub fn render(spec: &ServiceSpec) -> Result<String, RenderError> {
             (text, path)
         }
     };
-    let unit = render_with(spec, &source, &path)?;
-    let marks_ok =
-        has_mark(&unit, MARK_SERVICE, spec.name.as_str()) && has_mark(&unit, MARK_VERSION, spec.version.as_str());
+    let unit = render_with(spec, version, &source, &path)?;
+    let marks_ok = has_mark(&unit, MARK_SERVICE, spec.name.as_str()) && has_mark(&unit, MARK_VERSION, version.as_str());
     if !marks_ok {
-        return Err(RenderError::MissingMarks {
-            path,
-            service: spec.name.to_string(),
-            version: spec.version.to_string(),
-        });
+        return Err(RenderError::MissingMarks { path, service: spec.name.to_string(), version: version.to_string() });
     }
     Ok(unit)
 }
@@ -171,7 +176,7 @@ fn has_mark(unit: &str, key: &str, value: &str) -> bool {
     unit.lines().any(|l| l.trim() == format!("{key}={value}"))
 }
 
-fn render_with(spec: &ServiceSpec, source: &str, path: &str) -> Result<String, RenderError> {
+fn render_with(spec: &ServiceSpec, version: &Ident, source: &str, path: &str) -> Result<String, RenderError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
@@ -200,9 +205,9 @@ fn render_with(spec: &ServiceSpec, source: &str, path: &str) -> Result<String, R
         .collect();
     let ctx = Context {
         name: spec.name.as_str(),
-        version: spec.version.as_str(),
-        unit: spec.unit(),
-        description: format!("{} {} (managed by baton)", spec.name, spec.version),
+        version: version.as_str(),
+        unit: spec.unit_name(version),
+        description: format!("{} {version} (managed by baton)", spec.name),
         mark_service: MARK_SERVICE,
         mark_version: MARK_VERSION,
         service_type: spec.service_type.as_str(),

@@ -4,12 +4,16 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The unit text before and after a run (with diff requested).
+/// One unit file a run wrote or removed (in check mode: would), before and after; the result
+/// carries one per file (with diff requested). Ansible's module adds `before_header` and
+/// `after_header` (the path) for its diff callback.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Diff {
-    /// The unit file of the target release before the run (empty when there was none).
+pub struct FileDiff {
+    /// The unit file's path.
+    pub path: String,
+    /// Its text before the run (empty when it did not exist).
     pub before: String,
-    /// The unit file after the run (empty when removed).
+    /// Its text after the run (empty when the run removed it).
     pub after: String,
 }
 
@@ -27,8 +31,9 @@ pub struct Outcome {
     pub version: Option<String>,
     /// The release that was active before the run.
     pub previous_version: Option<String>,
-    /// The unit of the release the spec names.
-    pub unit: String,
+    /// The unit of the release the spec names (null when a `stopped` or `absent` spec names
+    /// none).
+    pub unit: Option<String>,
     /// The steps taken, in order (in check mode: planned).
     pub actions: Vec<String>,
     /// Whether a new release failed and was stopped, leaving the old one serving.
@@ -37,9 +42,10 @@ pub struct Outcome {
     pub elapsed_ms: u64,
     /// Things an operator should know that did not stop the run.
     pub warnings: Vec<String>,
-    /// The unit text before and after, when diff was requested.
+    /// With diff requested: one entry per unit file written or removed, in the order of the
+    /// steps (empty when no file changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub diff: Option<Diff>,
+    pub diff: Option<Vec<FileDiff>>,
 }
 
 /// A failed run: `{"failed": true, "msg": ...}` plus whatever is known of the service.
@@ -71,12 +77,65 @@ pub struct Failure {
     /// Wall time of the run, in milliseconds.
     #[serde(default)]
     pub elapsed_ms: u64,
+    /// What kind of failure this is: the CLI's exit status tells it. Not part of the JSON (the
+    /// contract's failure shape is the same in all front-ends); it is [`FailureKind::Failed`]
+    /// when read back from JSON.
+    #[serde(skip)]
+    pub kind: FailureKind,
 }
 
 impl Failure {
-    /// A failure with just a message (bad input, nothing touched).
+    /// A failure with just a message, of the catch-all kind [`FailureKind::Failed`].
     pub fn msg(msg: impl Into<String>) -> Self {
         Failure { failed: true, msg: msg.into(), ..Failure::default() }
+    }
+
+    /// Input refused before anything was touched (a bad spec, a template that does not render).
+    pub fn refused(msg: impl Into<String>) -> Self {
+        Failure::msg(msg).with_kind(FailureKind::Refused)
+    }
+
+    /// The same failure, of `kind`.
+    #[must_use]
+    pub fn with_kind(self, kind: FailureKind) -> Self {
+        Failure { kind, ..self }
+    }
+}
+
+/// What kind of failure a run ended in, for a caller that must tell them apart without reading
+/// the message (the CLI maps each to its own exit status).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// Anything the other kinds do not cover, e.g. systemd could not stop the old release, or a
+    /// release restarted in place (same version, new unit text) did not come back.
+    #[default]
+    Failed,
+    /// The input was refused and nothing was touched: a spec that breaks a rule, a template
+    /// that does not render, a unit file in the way that baton did not write, a preflight check
+    /// (old and new release cannot share the port).
+    Refused,
+    /// The new release never became ready (or turned unhealthy while observed) and was stopped;
+    /// the release that served before, if any, still serves.
+    RolledBack,
+    /// The machine stood in the way: systemd unreachable or refusing a call, the service's lock
+    /// held by another run past the timeout, the unit or lock directory unreadable or unwritable.
+    /// Running again later, or after fixing the host, may succeed with the same input.
+    Environment,
+}
+
+impl FailureKind {
+    /// Every kind, in the order of their exit statuses.
+    pub const ALL: [FailureKind; 4] =
+        [FailureKind::Failed, FailureKind::Refused, FailureKind::RolledBack, FailureKind::Environment];
+
+    /// A short lowercase name, e.g. `rolled-back`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Failed => "failed",
+            FailureKind::Refused => "refused",
+            FailureKind::RolledBack => "rolled-back",
+            FailureKind::Environment => "environment",
+        }
     }
 }
 
@@ -146,7 +205,7 @@ impl Redactor {
     }
 
     /// Masks every secret in the text a result carries: `msg`, `actions`, `warnings`,
-    /// `journal` and the diff's unit text, where the value of every `Environment=` line is
+    /// `journal` and the unit text of every diff entry, where the value of every `Environment=` line is
     /// masked too (the unit on disk may hold earlier secrets that the request does not name).
     /// Identifiers (`name`, `version`, `unit`) are left alone: the spec allows no
     /// secret-bearing characters there.
@@ -157,7 +216,7 @@ impl Redactor {
                 mask(&mut o.msg);
                 o.actions.iter_mut().for_each(mask);
                 o.warnings.iter_mut().for_each(mask);
-                if let Some(d) = &mut o.diff {
+                for d in o.diff.iter_mut().flatten() {
                     for text in [&mut d.before, &mut d.after] {
                         mask(text);
                         mask_environment_lines(text);
@@ -222,7 +281,11 @@ mod tests {
             version: Some("v2".to_owned()),
             actions: vec![format!("write app-v2.service ({msg})")],
             warnings: vec![format!("warning: {msg}")],
-            diff: Some(Diff { before: before.to_owned(), after: after.to_owned() }),
+            // The unit written, and an old release removed (it held the `before` text too).
+            diff: Some(vec![
+                FileDiff { path: "/u/app-v2.service".to_owned(), before: before.to_owned(), after: after.to_owned() },
+                FileDiff { path: "/u/app-v0.service".to_owned(), before: before.to_owned(), after: String::new() },
+            ]),
             ..Outcome::default()
         })
     }
@@ -236,8 +299,10 @@ mod tests {
         assert_eq!(o.actions, ["write app-v2.service (token ******** seen)"]);
         assert_eq!(o.warnings, ["warning: token ******** seen"]);
         let d = o.diff.expect("diff");
-        assert_eq!(d.before, "Environment=\"TOKEN=********\"\n");
-        assert_eq!(d.after, "Environment=\"TOKEN=********\"\n");
+        assert_eq!(d[0].before, "Environment=\"TOKEN=********\"\n");
+        assert_eq!(d[0].after, "Environment=\"TOKEN=********\"\n");
+        assert_eq!(d[1].before, "Environment=\"TOKEN=********\"\n", "every entry is masked");
+        assert_eq!((d[0].path.as_str(), d[1].path.as_str()), ("/u/app-v2.service", "/u/app-v0.service"));
         assert_eq!(o.name, "app");
         assert_eq!(o.version.as_deref(), Some("v2"));
     }
@@ -250,7 +315,7 @@ mod tests {
         let mut r = outcome("ok", "", &line);
         redact(&mut r, &[secret]);
         let RunResult::Ok(o) = r else { panic!("still an outcome") };
-        assert_eq!(o.diff.expect("diff").after, "Environment=\"PASSWORD=********\"\n");
+        assert_eq!(o.diff.expect("diff")[0].after, "Environment=\"PASSWORD=********\"\n");
     }
 
     #[test]
@@ -298,9 +363,9 @@ mod tests {
         let mut r = outcome("ok", unit, "");
         redact(&mut r, &[]);
         let RunResult::Ok(o) = r else { panic!("still an outcome") };
-        assert_eq!(
-            o.diff.expect("diff").before,
-            "[Service]\nEnvironment=\"OLD=********\"\nEnvironment=********\nEnvironmentFile=/etc/app.env\nExecStart=/bin/app\nEnvironment=\"X=********\""
-        );
+        let masked = "[Service]\nEnvironment=\"OLD=********\"\nEnvironment=********\nEnvironmentFile=/etc/app.env\nExecStart=/bin/app\nEnvironment=\"X=********\"";
+        for d in o.diff.expect("diff") {
+            assert_eq!(d.before, masked, "{}", d.path);
+        }
     }
 }

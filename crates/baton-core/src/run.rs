@@ -3,7 +3,7 @@
 
 use crate::handover::{self, ApplyOptions, Progress};
 use crate::render;
-use crate::result::{Failure, RunResult};
+use crate::result::{Failure, FailureKind, RunResult};
 use crate::spec::{RawSpec, ServiceSpec, State};
 use crate::systemd::dbus::DbusSystemd;
 use crate::systemd::Systemd;
@@ -12,18 +12,21 @@ use crate::systemd::Systemd;
 pub fn apply(raw: RawSpec, opts: &ApplyOptions, progress: &mut dyn FnMut(Progress)) -> RunResult {
     let spec = match raw.validate() {
         Ok(s) => s,
-        Err(e) => return RunResult::Failed(Failure::msg(e.to_string())),
+        Err(e) => return RunResult::Failed(Failure::refused(e.to_string())),
     };
     // A template that cannot render is bad input too: refuse it before anything is touched.
-    if spec.state != State::Absent {
+    if spec.state != State::Absent && spec.version.is_some() {
         if let Err(e) = render::render(&spec) {
-            return RunResult::Failed(Failure { name: Some(spec.name.to_string()), ..Failure::msg(e.to_string()) });
+            return RunResult::Failed(Failure { name: Some(spec.name.to_string()), ..Failure::refused(e.to_string()) });
         }
     }
     let sd = match DbusSystemd::connect() {
         Ok(sd) => sd,
         Err(e) => {
-            return RunResult::Failed(Failure { name: Some(spec.name.to_string()), ..Failure::msg(e.to_string()) })
+            return RunResult::Failed(Failure {
+                name: Some(spec.name.to_string()),
+                ..Failure::msg(e.to_string()).with_kind(FailureKind::Environment)
+            })
         }
     };
     apply_with(&spec, &sd, opts, progress)

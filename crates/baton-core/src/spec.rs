@@ -46,12 +46,20 @@ impl SpecError {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "baton service spec")]
+#[schemars(extend(
+    "if" = {"properties": {"state": {"const": "started"}}},
+    "then" = {"required": ["version", "exec_start"]}
+))]
 pub struct RawSpec {
     /// The service, `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`.
     pub name: String,
-    /// The release to be active, same charset as `name`.
+    /// The release to be active, same charset as `name`. Required when `state` is `started`
+    /// (the default); `stopped` and `absent` act on every release without it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub version: String,
-    /// The argv of the release; the first item is an absolute path.
+    /// The argv of the release; the first item is an absolute path. Required when `state` is
+    /// `started`; with `stopped`, given together with `version` (that release's unit is written).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exec_start: Vec<String>,
     /// The SO_REUSEPORT port (1–65535): enables listener verification and a default TCP probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -325,9 +333,12 @@ pub struct Directive {
 pub struct ServiceSpec {
     /// The service.
     pub name: Ident,
-    /// The release to be active.
-    pub version: Ident,
-    /// argv of the release; the first item is an absolute path.
+    /// The release to be active; always set for `started`. None when a `stopped` or `absent`
+    /// spec names no release (it then acts on every release of the service).
+    pub version: Option<Ident>,
+    /// argv of the release; the first item is an absolute path. Never empty with `started` or
+    /// with a `stopped` spec that names a release; empty when `version` is None (an `absent`
+    /// spec renders nothing and may name a release without it).
     pub exec_start: Vec<String>,
     /// The SO_REUSEPORT port.
     pub port: Option<u16>,
@@ -369,9 +380,62 @@ impl ServiceSpec {
         unit_name(&self.name, version)
     }
 
-    /// The unit name of the release the spec asks for.
-    pub fn unit(&self) -> String {
-        self.unit_name(&self.version)
+    /// The unit name of the release the spec names (None when it names none).
+    pub fn unit(&self) -> Option<String> {
+        self.version.as_ref().map(|v| self.unit_name(v))
+    }
+
+    /// The spec with every default written out: the options a front-end reports as what it
+    /// applied (Ansible's `invocation.module_args`). Validating it gives this spec again.
+    pub fn to_raw(&self) -> RawSpec {
+        let directives = self
+            .directives
+            .iter()
+            .map(|(section, list)| {
+                let mut keys: BTreeMap<String, DirectiveValue> = BTreeMap::new();
+                for d in list {
+                    match keys.get_mut(&d.key) {
+                        None => {
+                            keys.insert(d.key.clone(), DirectiveValue::One(d.value.clone()));
+                        }
+                        Some(DirectiveValue::One(first)) => {
+                            let first = std::mem::take(first);
+                            keys.insert(d.key.clone(), DirectiveValue::Many(vec![first, d.value.clone()]));
+                        }
+                        Some(DirectiveValue::Many(values)) => values.push(d.value.clone()),
+                    }
+                }
+                (section.clone(), keys)
+            })
+            .collect();
+        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+        RawSpec {
+            name: self.name.to_string(),
+            version: self.version.as_ref().map(Ident::to_string).unwrap_or_default(),
+            exec_start: self.exec_start.clone(),
+            port: self.port.map(u32::from),
+            health: Some(RawHealth {
+                http: self.health.http.clone(),
+                tcp: Some(self.health.tcp),
+                timeout_sec: Some(self.health.timeout_sec),
+                interval_ms: Some(self.health.interval_ms),
+                observe_sec: Some(self.health.observe_sec),
+            }),
+            service_type: Some(self.service_type),
+            user: self.user.clone(),
+            group: self.group.clone(),
+            working_directory: self.working_directory.as_ref().map(path),
+            environment: Some(self.environment.clone()),
+            timeout_stop_sec: Some(self.timeout_stop_sec),
+            restart: Some(self.restart.clone()),
+            directives: Some(directives),
+            template: self.template.as_ref().map(path),
+            state: Some(self.state),
+            enabled: Some(self.enabled),
+            keep: Some(self.keep),
+            migrate_requests: Some(self.migrate_requests),
+            unit_dir: Some(path(&self.unit_dir)),
+        }
     }
 }
 
@@ -441,11 +505,40 @@ impl RawSpec {
     /// Checks every rule of the contract and applies the defaults.
     pub fn validate(self) -> Result<ServiceSpec, SpecError> {
         let name = Ident::parse("name", &self.name)?;
-        let version = Ident::parse("version", &self.version)?;
-
-        if self.exec_start.is_empty() {
-            return Err(SpecError::new("exec_start", "must hold at least the program's absolute path"));
+        let state = self.state.unwrap_or_default();
+        // `started` runs a release, so it needs one; `stopped` and `absent` act on every release
+        // of the service and need only its name. A `stopped` spec may still name a release (with
+        // its argv) to have its unit written and enabled, as a `started` one would.
+        let (given_version, given_argv) = (!self.version.is_empty(), !self.exec_start.is_empty());
+        match state {
+            State::Started if !given_version => {
+                return Err(SpecError::new(
+                    "version",
+                    "is required when state is started (the release to run); only stopped and absent work without it",
+                ))
+            }
+            State::Started if !given_argv => return Err(SpecError::new(
+                "exec_start",
+                "must hold at least the program's absolute path: the release's argv is required when state is started",
+            )),
+            State::Stopped if given_version && !given_argv => {
+                return Err(SpecError::new(
+                    "exec_start",
+                    "is required with `version` when state is stopped (the release's unit is written); \
+                     leave out both to stop every release",
+                ))
+            }
+            State::Stopped if given_argv && !given_version => {
+                return Err(SpecError::new(
+                    "version",
+                    "is required with `exec_start` when state is stopped (the release whose unit is written); \
+                     leave out both to stop every release",
+                ))
+            }
+            _ => {}
         }
+        let version = if given_version { Some(Ident::parse("version", &self.version)?) } else { None };
+
         if self.exec_start.len() > MAX_ARGS {
             return Err(SpecError::new(
                 "exec_start",
@@ -455,7 +548,9 @@ impl RawSpec {
         for (i, arg) in self.exec_start.iter().enumerate() {
             check_value(&format!("exec_start[{i}]"), arg, true)?;
         }
-        check_path("exec_start[0]", &self.exec_start[0])?;
+        if let Some(program) = self.exec_start.first() {
+            check_path("exec_start[0]", program)?;
+        }
 
         let port = match self.port {
             None => None,
@@ -565,7 +660,7 @@ impl RawSpec {
             restart,
             directives,
             template,
-            state: self.state.unwrap_or_default(),
+            state,
             enabled: self.enabled.unwrap_or(true),
             keep,
             migrate_requests: self.migrate_requests.unwrap_or(true),
@@ -672,7 +767,7 @@ mod tests {
     #[test]
     fn minimal_spec_gets_defaults() {
         let s = spec(BASE).expect("valid");
-        assert_eq!(s.unit(), "app-v1.service");
+        assert_eq!(s.unit().as_deref(), Some("app-v1.service"));
         assert_eq!(s.timeout_stop_sec, 30);
         assert_eq!(s.restart, "always");
         assert_eq!(s.keep, 2);
@@ -703,7 +798,8 @@ mod tests {
         assert!(err(r#"{"name":"a","version":"v 1","exec_start":["/x"]}"#).starts_with("version: contains a space"));
         assert!(err(r#"{"name":"a","version":"v1","exec_start":["x"]}"#)
             .starts_with("exec_start[0]: must be an absolute path"));
-        assert!(err(r#"{"name":"a","version":"v1","exec_start":[]}"#).starts_with("exec_start: must hold"));
+        assert!(err(r#"{"name":"a","version":"v1","exec_start":[]}"#)
+            .starts_with("exec_start: must hold at least the program's absolute path"));
         assert!(err(r#"{"name":"a","version":"v1","exec_start":["/x","a","b\nc"]}"#)
             .starts_with("exec_start[2]: contains a newline"));
         assert!(err(r#"{"name":"a","version":"v1","exec_start":["/x"],"environment":{"A=B":"c"}}"#)
@@ -744,6 +840,64 @@ mod tests {
         );
         assert_eq!(err(r#"{"version":"v1","exec_start":["/x"]}"#), "name: is required");
         assert!(err(r#"{"name":"a","version":"v1","exec_start":["/x"]} {}"#).starts_with("spec: has trailing data"));
+    }
+
+    #[test]
+    fn only_started_needs_version_and_exec_start() {
+        // started (also by default) names the missing field.
+        assert_eq!(
+            err(r#"{"name":"a","exec_start":["/x"]}"#),
+            "version: is required when state is started (the release to run); only stopped and absent work without it"
+        );
+        assert!(err(r#"{"name":"a","state":"started","version":"v1"}"#)
+            .starts_with("exec_start: must hold at least the program's absolute path"));
+        assert!(err(r#"{"name":"a"}"#).starts_with("version: is required when state is started"));
+        // stopped and absent need only the name (and optionally unit_dir).
+        for state in ["stopped", "absent"] {
+            let s = spec(&format!(r#"{{"name":"a","state":"{state}","unit_dir":"/srv/units"}}"#)).expect(state);
+            assert_eq!((s.version, s.unit_dir), (None, PathBuf::from("/srv/units")));
+            assert!(s.exec_start.is_empty());
+        }
+        // stopped may name a release, with its argv (its unit is written): both or neither.
+        let s = spec(r#"{"name":"a","state":"stopped","version":"v1","exec_start":["/x"]}"#).expect("both");
+        assert_eq!(s.unit().as_deref(), Some("a-v1.service"));
+        assert!(err(r#"{"name":"a","state":"stopped","version":"v1"}"#)
+            .starts_with("exec_start: is required with `version` when state is stopped"));
+        assert!(err(r#"{"name":"a","state":"stopped","exec_start":["/x"]}"#)
+            .starts_with("version: is required with `exec_start` when state is stopped"));
+        // absent ignores a release but still refuses a bad value.
+        assert!(spec(r#"{"name":"a","state":"absent","version":"v1"}"#).is_ok());
+        assert!(err(r#"{"name":"a","state":"absent","version":"v 1"}"#).starts_with("version: contains a space"));
+        assert!(err(r#"{"name":"a","state":"absent","exec_start":["x"]}"#)
+            .starts_with("exec_start[0]: must be an absolute"));
+    }
+
+    #[test]
+    fn to_raw_writes_out_every_default_and_validates_to_the_same_spec() {
+        let full = r#"{"name":"a","version":"v1","exec_start":["/x","y"],"port":80,"health":{"http":"/h"},
+            "user":"web","working_directory":"/srv","environment":{"K":"v"},
+            "directives":{"Service":{"ExecStartPre":["/bin/true","/bin/false"],"Nice":"5"},"Install":{}}}"#;
+        for doc in [BASE, full, r#"{"name":"a","state":"stopped"}"#, r#"{"name":"a","state":"absent","version":"v1"}"#]
+        {
+            let s = spec(doc).expect("valid");
+            assert_eq!(s.to_raw().validate().expect("valid again"), s, "{doc}");
+        }
+        let raw = serde_json::to_value(spec(BASE).expect("valid").to_raw()).expect("json");
+        assert_eq!(raw["keep"], 2);
+        assert_eq!(raw["timeout_stop_sec"], 30);
+        assert_eq!(raw["state"], "started");
+        assert_eq!(
+            raw["health"],
+            serde_json::json!({"tcp": false, "timeout_sec": 30, "interval_ms": 200, "observe_sec": 0})
+        );
+        let raw = serde_json::to_value(spec(full).expect("valid").to_raw()).expect("json");
+        assert_eq!(
+            raw["directives"]["Service"],
+            serde_json::json!({"ExecStartPre": ["/bin/true", "/bin/false"], "Nice": "5"})
+        );
+        let raw =
+            serde_json::to_value(spec(r#"{"name":"a","state":"stopped"}"#).expect("valid").to_raw()).expect("json");
+        assert!(raw.get("version").is_none() && raw.get("exec_start").is_none(), "{raw}");
     }
 
     #[test]
