@@ -5,6 +5,9 @@
 //! (`1|6|tcp|127.0.0.1:PORT|grpc|CERT`) from its stdout; run by hand it says so and exits.
 
 mod check;
+mod data_source;
+#[cfg(test)]
+mod docs;
 mod model;
 mod proto;
 mod resource;

@@ -9,7 +9,8 @@
 use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, Schema, StringKind};
 use tf_provider::{AttributePath, AttributePathStep, Diagnostics};
 
-use crate::model::Service;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// go-plugin's services: broker, controller, stdio.
 #[allow(missing_debug_implementations, unreachable_pub, dead_code, clippy::all, clippy::pedantic)]
@@ -28,8 +29,8 @@ use tfplugin6 as tf;
 /// MessagePack's nil: a null object.
 const NIL: [u8; 1] = [0xc0];
 
-/// Decodes an object of `baton_service` (MessagePack, or JSON for a raw state); `None` for null.
-pub fn decode(v: Option<&tf::DynamicValue>) -> Result<Option<Service>, String> {
+/// Decodes an object (MessagePack, or JSON for a raw state); `None` for null.
+pub fn decode<T: DeserializeOwned>(v: Option<&tf::DynamicValue>) -> Result<Option<T>, String> {
     let Some(v) = v else {
         return Ok(None);
     };
@@ -45,8 +46,8 @@ pub fn decode(v: Option<&tf::DynamicValue>) -> Result<Option<Service>, String> {
     serde_json::from_slice(&v.json).map(Some).map_err(|e| format!("cannot decode the value: {e}"))
 }
 
-/// Encodes an object of `baton_service` (null for `None`).
-pub fn encode(s: Option<&Service>) -> Result<tf::DynamicValue, String> {
+/// Encodes an object (null for `None`).
+pub fn encode<T: Serialize>(s: Option<&T>) -> Result<tf::DynamicValue, String> {
     let msgpack = match s {
         None => NIL.to_vec(),
         Some(s) => rmp_serde::to_vec_named(s).map_err(|e| format!("cannot encode the value: {e}"))?,
@@ -150,6 +151,7 @@ pub fn schema(s: &Schema) -> tf::Schema {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Service;
     use tf_provider::value::Value;
 
     #[test]
@@ -164,9 +166,9 @@ mod tests {
         };
         let v = encode(Some(&s)).expect("encodes");
         assert_eq!(decode(Some(&v)).expect("decodes"), Some(s));
-        assert_eq!(decode(Some(&encode(None).expect("null"))).expect("decodes"), None);
+        assert_eq!(decode::<Service>(Some(&encode::<Service>(None).expect("null"))).expect("decodes"), None);
         let json = tf::DynamicValue { msgpack: Vec::new(), json: br#"{"name":"web","port":1}"#.to_vec() };
-        let from_json = decode(Some(&json)).expect("decodes").expect("object");
+        let from_json: Service = decode(Some(&json)).expect("decodes").expect("object");
         assert_eq!(from_json.port, Value::Value(1));
         assert_eq!(from_json.unit, Value::Null, "attributes missing from an old state are null");
     }

@@ -33,7 +33,7 @@ pub struct SharedBus {
 }
 
 impl SharedBus {
-    fn get(&self) -> Result<Arc<DbusSystemd>, SystemdError> {
+    pub(crate) fn get(&self) -> Result<Arc<DbusSystemd>, SystemdError> {
         let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
@@ -43,7 +43,7 @@ impl SharedBus {
         Ok(c)
     }
 
-    fn reset(&self) {
+    pub(crate) fn reset(&self) {
         *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
@@ -66,6 +66,13 @@ impl SharedBus {
 #[derive(Debug, Default, Clone)]
 pub struct ServiceResource {
     bus: Arc<SharedBus>,
+}
+
+impl ServiceResource {
+    /// A resource whose reads go through `bus`.
+    pub fn new(bus: Arc<SharedBus>) -> Self {
+        ServiceResource { bus }
+    }
 }
 
 /// An error diagnostic. Built field by field: tf-provider's constructors append a backtrace to

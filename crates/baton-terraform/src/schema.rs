@@ -18,7 +18,7 @@ fn string() -> AttributeType {
 }
 
 /// The `health` nested attribute's attributes.
-fn health_attributes() -> HashMap<String, Attribute> {
+pub(crate) fn health_attributes() -> HashMap<String, Attribute> {
     use AttributeConstraint::{Optional, OptionalComputed};
     use AttributeType::{Bool, Number};
     [
@@ -58,7 +58,7 @@ pub fn service() -> Schema {
             attr(
                 string(),
                 Required,
-                "The service, `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`. Its releases are the units `<name>-<version>.service`. Changing it replaces the resource.",
+                "The service, `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`. Its releases are the units `<name>-<version>.service`. Changing it replaces the resource (it is another service).",
             ),
         ),
         (
@@ -74,7 +74,7 @@ pub fn service() -> Schema {
             attr(
                 List(Box::new(string())),
                 Required,
-                "argv of the release; the first item is an absolute path. Quoted for systemd: no argument can add a directive or expand `$` or `%`.",
+                "argv of the release; the first item is an absolute path. Every argument is quoted for systemd: none can add a directive or expand `$` or `%`.",
             ),
         ),
         (
@@ -82,7 +82,7 @@ pub fn service() -> Schema {
             attr(
                 Number,
                 Optional,
-                "The SO_REUSEPORT port (1–65535): enables the listener check and a default TCP probe.",
+                "The SO_REUSEPORT port (1–65535): enables the check that the new release holds a listening socket on it, and a default TCP probe.",
             ),
         ),
         (
@@ -95,9 +95,9 @@ pub fn service() -> Schema {
         ),
         (
             "service_type",
-            attr(string(), OptionalComputed, "systemd `Type=`: `exec`, `simple` or `notify`. Defaults to `exec`."),
+            attr(string(), OptionalComputed, "systemd `Type=`: `exec`, `simple` or `notify` (with `notify`, `READY=1` is part of readiness). Defaults to `exec`."),
         ),
-        ("user", attr(string(), Optional, "systemd `User=`: a name or a numeric id.")),
+        ("user", attr(string(), Optional, "systemd `User=`: a name or a numeric id. The old and the new release must run as the same user to share the port.")),
         ("group", attr(string(), Optional, "systemd `Group=`: a name or a numeric id.")),
         ("working_directory", attr(string(), Optional, "systemd `WorkingDirectory=`, an absolute path.")),
         (
@@ -125,26 +125,26 @@ pub fn service() -> Schema {
             attr(
                 Map(Box::new(Map(Box::new(string())))),
                 Optional,
-                "Extra unit directives: section (`Unit`, `Service` or `Install`) → key → value, e.g. `{ Service = { LimitNOFILE = \"65536\" } }`.",
+                "Extra unit directives: section (`Unit`, `Service` or `Install`) → key → value, e.g. `{ Service = { LimitNOFILE = \"65536\" } }`. Values are single lines, `%` is escaped (and `$` in `Exec*` keys); keys baton renders itself are refused. A key repeated in the unit (the JSON spec's list form) cannot be written in a map: use a custom `template` for that.",
             ),
         ),
-        ("template", attr(string(), Optional, "Absolute path of a custom minijinja template replacing the built-in one.")),
+        ("template", attr(string(), Optional, "Absolute path of a custom minijinja template replacing the built-in one (same escaped context; it must keep the `X-Baton-Service`/`X-Baton-Version` lines).")),
         (
             "state",
             attr(
                 string(),
                 OptionalComputed,
-                "`started` (exactly `version` active) or `stopped` (every release stopped, files kept). Defaults to `started`. Destroying the resource removes the service.",
+                "`started` (exactly `version` active, every other release stopped) or `stopped` (every release stopped, files kept). Defaults to `started`. There is no `absent`: destroying the resource removes the service.",
             ),
         ),
-        ("enabled", attr(Bool, OptionalComputed, "Whether the release is enabled for boot. Defaults to true.")),
-        ("keep", attr(Number, OptionalComputed, "Inactive releases kept on disk for rollback (0–100). Defaults to 2.")),
+        ("enabled", attr(Bool, OptionalComputed, "Whether the release is enabled for boot (every other release is disabled). Defaults to true.")),
+        ("keep", attr(Number, OptionalComputed, "Inactive releases kept on disk for rollback (0–100); older ones are removed. Defaults to 2.")),
         (
             "migrate_requests",
             attr(
                 Bool,
                 OptionalComputed,
-                "Ensure `net.ipv4.tcp_migrate_req=1` before an old release is stopped. Defaults to true.",
+                "Ensure `net.ipv4.tcp_migrate_req=1` before an old release is stopped, so connections queued on its listener move to the new one instead of being reset. Defaults to true.",
             ),
         ),
         (
@@ -164,7 +164,7 @@ pub fn service() -> Schema {
             attr(
                 string(),
                 Computed,
-                "The unit file of the release `version` as on disk; a unit edited by hand shows here as drift.",
+                "The unit file of the release `version`, as on disk. A unit edited by hand shows here as drift.",
             ),
         ),
     ]
@@ -181,6 +181,62 @@ pub fn service() -> Schema {
                  (or of anything in the unit) is applied in place as a zero-downtime handover: the new release \
                  starts beside the old one on the same SO_REUSEPORT port, must become ready, then systemd stops \
                  the old one.",
+            ),
+            ..Block::default()
+        },
+    }
+}
+
+/// The schema of the `baton_service` data source.
+pub fn service_data() -> Schema {
+    use AttributeConstraint::{Computed, OptionalComputed, Required};
+    use AttributeType::{Bool, List, Number};
+    let attributes: HashMap<String, Attribute> = [
+        ("id", attr(string(), Computed, "The service's name.")),
+        ("name", attr(string(), Required, "The service, `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`.")),
+        (
+            "unit_dir",
+            attr(string(), OptionalComputed, "Where its unit files live. Defaults to `/etc/systemd/system`."),
+        ),
+        (
+            "version",
+            attr(
+                string(),
+                Computed,
+                "The active release: the running one that became active last (as baton counts it); null when none runs.",
+            ),
+        ),
+        (
+            "state",
+            attr(string(), Computed, "`started` when a release runs, `stopped` when releases are on disk but none runs."),
+        ),
+        ("unit", attr(string(), Computed, "The active release's unit, e.g. `web-v2.service`; null when none runs.")),
+        (
+            "enabled",
+            attr(Bool, Computed, "Whether the active release is enabled for boot; null when none runs."),
+        ),
+        ("main_pid", attr(Number, Computed, "The active release's main PID (systemd's `MainPID`); null when none runs.")),
+        (
+            "releases",
+            attr(
+                List(Box::new(string())),
+                Computed,
+                "The version of every release on disk (the active one, and the ones kept for rollback), in the order of their unit names.",
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    Schema {
+        version: 1,
+        block: Block {
+            version: 1,
+            attributes,
+            description: Description::markdown(
+                "A baton service as it is now, read from its unit files and from systemd (what `baton status` shows): \
+                 the active release, its unit, whether it is enabled for boot, its main PID, and every release on disk. \
+                 A service with no release on disk is an error.",
             ),
             ..Block::default()
         },
@@ -205,23 +261,4 @@ pub fn provider() -> Schema {
 /// The schema of `provider_meta "baton"`: none (Terraform then sends an empty value).
 pub fn provider_meta() -> Schema {
     Schema { version: 1, block: Block { version: 1, description: Description::plain(""), ..Block::default() } }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every attribute of the schema is documented in `docs/resources/service.md`.
-    #[test]
-    fn every_attribute_is_documented() {
-        let doc_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../plugins/terraform/docs/resources/service.md");
-        let doc = std::fs::read_to_string(doc_path).expect("docs/resources/service.md");
-        let schema = service();
-        let mut names: Vec<String> = schema.block.attributes.keys().cloned().collect();
-        names.extend(health_attributes().keys().map(|k| format!("health.{k}")));
-        for name in names {
-            let short = name.rsplit('.').next().unwrap_or(&name);
-            assert!(doc.contains(&format!("`{short}`")), "{name} is not documented in {doc_path}");
-        }
-    }
 }

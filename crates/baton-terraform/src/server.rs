@@ -25,21 +25,26 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tf_provider::Diagnostics;
 use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::data_source::{ServiceDataSource, ServiceInfo};
 use crate::model::Service;
 use crate::proto::plugin::{self, grpc_broker_server, grpc_controller_server, grpc_stdio_server};
 use crate::proto::tfplugin6 as tf;
 use crate::proto::{decode, diagnostics, encode, path, schema};
-use crate::resource::ServiceResource;
+use crate::resource::{ServiceResource, SharedBus};
 use crate::tls::AutoMtls;
 
 /// The resource type this provider serves.
 pub const RESOURCE: &str = "baton_service";
+/// The data source this provider serves (same name as the resource, as is the custom).
+pub const DATA_SOURCE: &str = "baton_service";
 
 /// go-plugin's core protocol version, the first field of the handshake line.
 const CORE_PROTOCOL_VERSION: u32 = 1;
@@ -55,12 +60,19 @@ type Broker = Pin<Box<dyn Stream<Item = Result<plugin::ConnInfo, Status>> + Send
 #[derive(Debug, Clone)]
 pub struct Plugin {
     resource: ServiceResource,
+    data_source: ServiceDataSource,
     stop: Arc<watch::Sender<bool>>,
 }
 
 impl Plugin {
     fn new() -> Self {
-        Plugin { resource: ServiceResource::default(), stop: Arc::new(watch::channel(false).0) }
+        // One system-bus connection for the reads of the resource and of the data source.
+        let bus = Arc::new(SharedBus::default());
+        Plugin {
+            resource: ServiceResource::new(bus.clone()),
+            data_source: ServiceDataSource::new(bus),
+            stop: Arc::new(watch::channel(false).0),
+        }
     }
 
     /// A stream that yields nothing and ends when the server stops.
@@ -78,11 +90,19 @@ fn check_type(type_name: &str) -> Result<(), Status> {
     }
 }
 
-fn value(v: Option<&tf::DynamicValue>, what: &str) -> Result<Option<Service>, Status> {
+fn check_data_source(type_name: &str) -> Result<(), Status> {
+    if type_name == DATA_SOURCE {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!("the baton provider has no data source {type_name:?}")))
+    }
+}
+
+fn value<T: DeserializeOwned>(v: Option<&tf::DynamicValue>, what: &str) -> Result<Option<T>, Status> {
     decode(v).map_err(|e| Status::invalid_argument(format!("{what}: {e}")))
 }
 
-fn out(s: Option<&Service>) -> Result<tf::DynamicValue, Status> {
+fn out<T: Serialize>(s: Option<&T>) -> Result<tf::DynamicValue, Status> {
     encode(s).map_err(Status::internal)
 }
 
@@ -105,7 +125,7 @@ impl tf::provider_server::Provider for Plugin {
         Ok(Response::new(tf::get_metadata::Response {
             server_capabilities: Some(capabilities()),
             diagnostics: Vec::new(),
-            data_sources: Vec::new(),
+            data_sources: vec![tf::get_metadata::DataSourceMetadata { type_name: DATA_SOURCE.to_owned() }],
             resources: vec![tf::get_metadata::ResourceMetadata { type_name: RESOURCE.to_owned() }],
             functions: Vec::new(),
         }))
@@ -118,7 +138,7 @@ impl tf::provider_server::Provider for Plugin {
         Ok(Response::new(tf::get_provider_schema::Response {
             provider: Some(schema(&crate::schema::provider())),
             resource_schemas: [(RESOURCE.to_owned(), schema(&crate::schema::service()))].into(),
-            data_source_schemas: Default::default(),
+            data_source_schemas: [(DATA_SOURCE.to_owned(), schema(&crate::schema::service_data()))].into(),
             functions: Default::default(),
             diagnostics: Vec::new(),
             provider_meta: Some(schema(&crate::schema::provider_meta())),
@@ -140,7 +160,7 @@ impl tf::provider_server::Provider for Plugin {
         let r = request.into_inner();
         check_type(&r.type_name)?;
         let mut diags = Diagnostics::default();
-        if let Some(config) = value(r.config.as_ref(), "config")? {
+        if let Some(config) = value::<Service>(r.config.as_ref(), "config")? {
             self.resource.validate(&mut diags, &config);
         }
         Ok(Response::new(tf::validate_resource_config::Response { diagnostics: diagnostics(diags) }))
@@ -150,10 +170,13 @@ impl tf::provider_server::Provider for Plugin {
         &self,
         request: Request<tf::validate_data_resource_config::Request>,
     ) -> Result<Response<tf::validate_data_resource_config::Response>, Status> {
-        let name = request.into_inner().type_name;
-        Ok(Response::new(tf::validate_data_resource_config::Response {
-            diagnostics: error("No such data source", format!("the baton provider has no data source {name:?}")),
-        }))
+        let r = request.into_inner();
+        check_data_source(&r.type_name)?;
+        let mut diags = Diagnostics::default();
+        if let Some(config) = value::<ServiceInfo>(r.config.as_ref(), "config")? {
+            self.data_source.validate(&mut diags, &config);
+        }
+        Ok(Response::new(tf::validate_data_resource_config::Response { diagnostics: diagnostics(diags) }))
     }
 
     async fn upgrade_resource_state(
@@ -164,7 +187,7 @@ impl tf::provider_server::Provider for Plugin {
         check_type(&r.type_name)?;
         // Every schema version so far reads into the same attributes (missing ones are null).
         let json = r.raw_state.map(|s| s.json).unwrap_or_default();
-        let state = value(Some(&tf::DynamicValue { msgpack: Vec::new(), json }), "raw state")?;
+        let state = value::<Service>(Some(&tf::DynamicValue { msgpack: Vec::new(), json }), "raw state")?;
         Ok(Response::new(tf::upgrade_resource_state::Response {
             upgraded_state: Some(out(state.as_ref())?),
             diagnostics: Vec::new(),
@@ -185,7 +208,7 @@ impl tf::provider_server::Provider for Plugin {
         let r = request.into_inner();
         check_type(&r.type_name)?;
         let mut diags = Diagnostics::default();
-        let new_state = match value(r.current_state.as_ref(), "current state")? {
+        let new_state = match value::<Service>(r.current_state.as_ref(), "current state")? {
             Some(state) => self.resource.read(&mut diags, state).await,
             None => None,
         };
@@ -202,9 +225,9 @@ impl tf::provider_server::Provider for Plugin {
     ) -> Result<Response<tf::plan_resource_change::Response>, Status> {
         let r = request.into_inner();
         check_type(&r.type_name)?;
-        let prior = value(r.prior_state.as_ref(), "prior state")?;
-        let proposed = value(r.proposed_new_state.as_ref(), "proposed state")?;
-        let config = value(r.config.as_ref(), "config")?;
+        let prior = value::<Service>(r.prior_state.as_ref(), "prior state")?;
+        let proposed = value::<Service>(r.proposed_new_state.as_ref(), "proposed state")?;
+        let config = value::<Service>(r.config.as_ref(), "config")?;
         let mut diags = Diagnostics::default();
         let (planned, replace) = match (proposed, config) {
             // A destroy: nothing to plan.
@@ -232,9 +255,9 @@ impl tf::provider_server::Provider for Plugin {
     ) -> Result<Response<tf::apply_resource_change::Response>, Status> {
         let r = request.into_inner();
         check_type(&r.type_name)?;
-        let prior = value(r.prior_state.as_ref(), "prior state")?;
-        let planned = value(r.planned_state.as_ref(), "planned state")?;
-        let config = value(r.config.as_ref(), "config")?;
+        let prior = value::<Service>(r.prior_state.as_ref(), "prior state")?;
+        let planned = value::<Service>(r.planned_state.as_ref(), "planned state")?;
+        let config = value::<Service>(r.config.as_ref(), "config")?;
         let mut diags = Diagnostics::default();
         let new_state = match (prior, planned, config) {
             (None, Some(planned), Some(config)) => self.resource.create(&mut diags, &planned, &config).await,
@@ -294,10 +317,17 @@ impl tf::provider_server::Provider for Plugin {
         &self,
         request: Request<tf::read_data_source::Request>,
     ) -> Result<Response<tf::read_data_source::Response>, Status> {
-        let name = request.into_inner().type_name;
+        let r = request.into_inner();
+        check_data_source(&r.type_name)?;
+        let mut diags = Diagnostics::default();
+        let state = match value::<ServiceInfo>(r.config.as_ref(), "config")? {
+            Some(config) => self.data_source.read(&mut diags, config).await,
+            None => None,
+        };
+        let failed = !diags.errors.is_empty();
         Ok(Response::new(tf::read_data_source::Response {
-            state: None,
-            diagnostics: error("No such data source", format!("the baton provider has no data source {name:?}")),
+            state: if failed { None } else { Some(out(state.as_ref())?) },
+            diagnostics: diagnostics(diags),
         }))
     }
 
@@ -423,4 +453,26 @@ pub async fn serve() -> Result<()> {
         } => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The registry manifest shipped beside the docs announces the protocol this server speaks.
+    #[test]
+    fn registry_manifest_names_the_protocol_served() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../plugins/terraform/terraform-registry-manifest.json");
+        let text = std::fs::read_to_string(path).expect("terraform-registry-manifest.json");
+        let manifest: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(manifest["version"], 1, "{manifest}");
+        let versions = manifest["metadata"]["protocol_versions"].as_array().expect("protocol_versions");
+        assert_eq!(versions, &[serde_json::json!(format!("{PROTOCOL_VERSION}.0"))], "{manifest}");
+    }
+
+    #[test]
+    fn the_data_source_and_the_resource_share_a_name() {
+        assert!(check_type(RESOURCE).is_ok() && check_data_source(DATA_SOURCE).is_ok());
+        assert!(check_data_source("baton_nothing").is_err());
+    }
 }

@@ -1,0 +1,251 @@
+//! The `baton_service` data source: a service's releases as they are now, read from its unit
+//! files and from systemd (the same read as `baton status`), for outputs and other resources.
+//!
+//! A service with no release on disk is an error naming the service and the directory: a typo in
+//! `name` must not read as "nothing deployed". (Terraform reads a data source that depends on a
+//! resource still to be created only after that resource was applied.)
+
+use std::path::Path;
+use std::sync::Arc;
+
+use baton_core::status::{self, ServiceStatus};
+use baton_core::systemd::Systemd;
+use serde::{Deserialize, Serialize};
+use tf_provider::value::Value;
+use tf_provider::{AttributePath, Diagnostics};
+
+use crate::model::{Service, DEFAULT_UNIT_DIR};
+use crate::resource::{error, SharedBus};
+
+/// The attributes of the `baton_service` data source.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceInfo {
+    /// Computed: the service's name.
+    pub id: Value<String>,
+    /// The service.
+    pub name: Value<String>,
+    /// Where its unit files live.
+    pub unit_dir: Value<String>,
+    /// Computed: the active release (null when none runs).
+    pub version: Value<String>,
+    /// Computed: `started` or `stopped`.
+    pub state: Value<String>,
+    /// Computed: the active unit (null when none runs).
+    pub unit: Value<String>,
+    /// Computed: whether the active release is enabled for boot (null when none runs).
+    pub enabled: Value<bool>,
+    /// Computed: the active release's main PID (null when none runs).
+    pub main_pid: Value<i64>,
+    /// Computed: every release on disk, in the order of their unit names.
+    pub releases: Value<Vec<Value<String>>>,
+}
+
+/// A read that found nothing to describe, or could not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    /// No release of the service in the unit directory.
+    NotFound(String),
+    /// systemd or the unit directory could not be read.
+    Failed(String),
+}
+
+/// A value, or null.
+fn known<T>(v: Option<T>) -> Value<T> {
+    v.map_or(Value::Null, Value::Value)
+}
+
+/// The data source's attributes from a service's status; `None` when it has no release.
+pub fn from_status(config: &ServiceInfo, unit_dir: &str, st: &ServiceStatus) -> Option<ServiceInfo> {
+    if st.releases.is_empty() {
+        return None;
+    }
+    let active = st.active_version.as_deref().and_then(|v| st.releases.iter().find(|r| r.version == v));
+    Some(ServiceInfo {
+        id: Value::Value(st.name.clone()),
+        name: config.name.clone(),
+        unit_dir: Value::Value(unit_dir.to_owned()),
+        version: known(active.map(|r| r.version.clone())),
+        state: Value::Value(if active.is_some() { "started" } else { "stopped" }.to_owned()),
+        unit: known(active.map(|r| r.unit.clone())),
+        enabled: known(active.map(|r| r.enabled)),
+        main_pid: known(active.map(|r| i64::from(r.main_pid))),
+        releases: Value::Value(st.releases.iter().map(|r| Value::Value(r.version.clone())).collect()),
+    })
+}
+
+/// Reads the service `config` names from `sd` and its unit directory.
+pub fn read(sd: &dyn Systemd, config: &ServiceInfo) -> Result<ServiceInfo, ReadError> {
+    let name = config.name.as_ref_option().cloned().unwrap_or_default();
+    let unit_dir = config.unit_dir.as_ref_option().map_or(DEFAULT_UNIT_DIR, String::as_str).to_owned();
+    let st = status::read(sd, Path::new(&unit_dir), &name).map_err(|e| ReadError::Failed(e.to_string()))?;
+    from_status(config, &unit_dir, &st).ok_or_else(|| {
+        ReadError::NotFound(format!(
+            "there is no release of service {name:?} in {unit_dir}: no unit file there carries \
+             X-Baton-Service={name} (deploy it first, or check `name` and `unit_dir`)"
+        ))
+    })
+}
+
+/// Runs `f` on the shared connection; after a failed read, once more on a fresh connection
+/// (systemd may have been re-executed since the last call).
+fn with_systemd<T>(bus: &SharedBus, f: impl Fn(&dyn Systemd) -> Result<T, ReadError>) -> Result<T, ReadError> {
+    let failed = |e: baton_core::systemd::SystemdError| ReadError::Failed(e.to_string());
+    match f(&*bus.get().map_err(failed)?) {
+        Err(ReadError::Failed(_)) => {
+            bus.reset();
+            f(&*bus.get().map_err(failed)?)
+        }
+        done => done,
+    }
+}
+
+/// The `baton_service` data source.
+#[derive(Debug, Clone)]
+pub struct ServiceDataSource {
+    bus: Arc<SharedBus>,
+}
+
+impl ServiceDataSource {
+    /// A data source reading through `bus`.
+    pub fn new(bus: Arc<SharedBus>) -> Self {
+        ServiceDataSource { bus }
+    }
+
+    /// ValidateDataResourceConfig: `name` and `unit_dir` under the spec's rules, both reported.
+    pub fn validate(&self, diags: &mut Diagnostics, config: &ServiceInfo) {
+        // The resource's checks, with everything else still "unknown" (so never at fault).
+        let as_service = Service {
+            name: config.name.clone(),
+            unit_dir: config.unit_dir.clone(),
+            version: Value::Unknown,
+            exec_start: Value::Unknown,
+            ..Service::default()
+        };
+        if let Err(errors) = as_service.validate() {
+            for e in errors {
+                error(diags, "Invalid baton_service data source", e.msg, e.path);
+            }
+        }
+    }
+
+    /// ReadDataSource: the service as it is now.
+    pub async fn read(&self, diags: &mut Diagnostics, config: ServiceInfo) -> Option<ServiceInfo> {
+        self.validate(diags, &config);
+        if !diags.errors.is_empty() {
+            return None;
+        }
+        let bus = self.bus.clone();
+        let wanted = config.clone();
+        let read = tokio::task::spawn_blocking(move || with_systemd(&bus, |sd| read(sd, &wanted)))
+            .await
+            .map_err(|e| ReadError::Failed(format!("the baton worker thread failed: {e}")))
+            .and_then(|r| r);
+        let name = config.name.as_ref_option().cloned().unwrap_or_default();
+        match read {
+            Ok(info) => Some(info),
+            Err(ReadError::NotFound(msg)) => {
+                error(diags, format!("baton service {name:?} not found"), msg, AttributePath::new("name"));
+                None
+            }
+            Err(ReadError::Failed(msg)) => {
+                error(diags, format!("Cannot read baton service {name:?}"), msg, AttributePath::root());
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_core::systemd::fake::FakeSystemd;
+
+    fn s(v: &str) -> Value<String> {
+        Value::Value(v.to_owned())
+    }
+
+    /// Writes the unit file of `version` of `web` into `dir`, as baton renders it.
+    fn deploy(dir: &Path, version: &str) -> String {
+        let spec = baton_core::spec::parse(
+            format!(
+                r#"{{"name":"web","version":"{version}","exec_start":["/bin/web"],"unit_dir":"{}"}}"#,
+                dir.display()
+            )
+            .as_bytes(),
+        )
+        .expect("valid spec");
+        let text = baton_core::render::render(&spec).expect("renders");
+        let unit = format!("web-{version}.service");
+        std::fs::write(dir.join(&unit), text).expect("write the unit");
+        unit
+    }
+
+    fn config(dir: &Path) -> ServiceInfo {
+        ServiceInfo { name: s("web"), unit_dir: s(&dir.display().to_string()), ..ServiceInfo::default() }
+    }
+
+    #[test]
+    fn reads_the_active_release_and_every_release_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sd = FakeSystemd::new();
+        deploy(dir.path(), "v1");
+        let v2 = deploy(dir.path(), "v2");
+        sd.set_running(&v2, true);
+        let info = read(&sd, &config(dir.path())).expect("found");
+        assert_eq!(info.id, s("web"));
+        assert_eq!(info.version, s("v2"));
+        assert_eq!(info.state, s("started"));
+        assert_eq!(info.unit, s("web-v2.service"));
+        assert_eq!(info.enabled, Value::Value(true));
+        let pid = sd.unit_status(&v2).expect("status").main_pid;
+        assert!(pid > 0);
+        assert_eq!(info.main_pid, Value::Value(i64::from(pid)));
+        assert_eq!(info.releases, Value::Value(vec![s("v1"), s("v2")]));
+        assert_eq!(info.unit_dir, s(&dir.path().display().to_string()));
+    }
+
+    #[test]
+    fn a_stopped_service_has_releases_but_no_active_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sd = FakeSystemd::new();
+        deploy(dir.path(), "v1");
+        let info = read(&sd, &config(dir.path())).expect("found");
+        assert_eq!(info.state, s("stopped"));
+        assert_eq!(info.version, Value::Null);
+        assert_eq!(info.unit, Value::Null);
+        assert_eq!(info.enabled, Value::Null);
+        assert_eq!(info.main_pid, Value::Null);
+        assert_eq!(info.releases, Value::Value(vec![s("v1")]));
+    }
+
+    #[test]
+    fn a_missing_service_is_an_error_naming_it_and_the_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sd = FakeSystemd::new();
+        deploy(dir.path(), "v1");
+        let mut c = config(dir.path());
+        c.name = s("wbe");
+        match read(&sd, &c) {
+            Err(ReadError::NotFound(msg)) => {
+                assert!(msg.contains("\"wbe\"") && msg.contains(&dir.path().display().to_string()), "{msg}")
+            }
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn validation_reports_name_and_unit_dir() {
+        let ds = ServiceDataSource::new(Arc::default());
+        let mut diags = Diagnostics::default();
+        ds.validate(
+            &mut diags,
+            &ServiceInfo { name: s("bad name"), unit_dir: s("relative"), ..ServiceInfo::default() },
+        );
+        let at: Vec<_> = diags.errors.iter().map(|d| d.attribute.steps.clone()).collect();
+        assert_eq!(at, vec![AttributePath::new("name").steps, AttributePath::new("unit_dir").steps], "{diags:?}");
+        let mut diags = Diagnostics::default();
+        ds.validate(&mut diags, &ServiceInfo { name: Value::Unknown, ..ServiceInfo::default() });
+        assert!(diags.errors.is_empty(), "{diags:?}");
+    }
+}
