@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 include mk/ansible.mk
 include mk/release.mk
 
-.PHONY: all build lint test unit-test integration-test schemas demo bench deps clean collection .venv terraform-provider
+.PHONY: all build lint test unit-test integration-test schemas demo bench deps clean collection terraform-provider
 
 all: build
 
@@ -20,13 +20,6 @@ build:
 ## deps: system packages the tests need (Debian), installed when missing
 deps:
 	@bash .ci/deps.sh
-
-## collection: the Ansible module binary, built into the collection (PROFILE=release for the bench)
-PROFILE ?= debug
-MODULE := plugins/ansible_collections/baton/systemd/plugins/modules/service
-collection:
-	$(CARGO) build -p baton-ansible --bin service $(if $(filter release,$(PROFILE)),--release)
-	install -m 0755 $(or $(CARGO_TARGET_DIR),target)/$(PROFILE)/service $(MODULE)
 
 ## terraform-provider: the Terraform provider (release), for dev_overrides or a filesystem mirror
 terraform-provider: deps
@@ -46,11 +39,11 @@ unit-test:
 	$(CARGO) test --workspace --exclude baton-integration
 
 ## integration-test: end-to-end tests against a sandboxed real systemd (needs root)
-integration-test: deps build collection .venv
+integration-test: deps build dist collection .venv
 	$(CARGO) test -p baton-integration -- --test-threads=2
 
 ## test: lint, unit tests and end-to-end tests (the CI command)
-test: deps lint unit-test ansible-check integration-test
+test: deps lint check-no-protoc unit-test ansible-check integration-test
 
 ## demo: a real handover under load in a sandboxed systemd, with a report
 demo: deps build
@@ -59,7 +52,7 @@ demo: deps build
 ## bench: side-by-side figures, written to bench-report.md
 bench: deps .venv
 	$(CARGO) build --release --workspace --bins
-	$(MAKE) collection PROFILE=release
+	$(MAKE) dist collection
 	$(CARGO) run -q --release -p baton-integration --bin baton-bench
 	$(CARGO) run -q --release -p baton-integration --bin baton-ansible-bench
 	$(CARGO) run -q --release -p baton-integration --bin baton-terraform-bench

@@ -1,18 +1,43 @@
 #!/usr/bin/env bash
-# Installs the system packages baton's tests need, only when missing (Debian; needs root).
+# Installs the Debian packages baton's build and tests use, only when missing (needs root).
+# Each package is checked by the files the project really uses from it (and by dpkg), not by a
+# command name that another package could also provide. The Rust build itself needs no system
+# package: protoc and the protobuf well-known types come from the protoc-bin-vendored crate.
 set -euo pipefail
+
+# package: the files of it that the project uses
+declare -A uses=(
+  [util-linux]="/usr/bin/unshare /usr/bin/nsenter /usr/bin/setarch"
+  [mount]="/usr/bin/mount"
+  [iproute2]="/usr/bin/ip /sbin/ip"
+  [dbus]="/usr/bin/dbus-daemon"
+  [systemd]="/lib/systemd/systemd /usr/bin/systemd-analyze /usr/bin/journalctl /usr/bin/systemctl"
+  [binutils]="/usr/bin/objdump"
+  [debootstrap]="/usr/sbin/debootstrap"
+  [python3-venv]="/usr/lib/python3*/ensurepip/__init__.py"
+)
+
+installed() { dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed; }
+has_files() {
+  local f
+  for f in $1; do
+    # A file may live under /usr (merged /usr) or be matched by a glob.
+    compgen -G "$f" >/dev/null || compgen -G "/usr$f" >/dev/null || return 1
+  done
+}
+
 need=()
-command -v unshare >/dev/null || need+=(util-linux)
-command -v nsenter >/dev/null || need+=(util-linux)
-command -v ip >/dev/null || need+=(iproute2)
-command -v dbus-daemon >/dev/null || need+=(dbus)
-command -v systemd-analyze >/dev/null || need+=(systemd)
-[ -x /lib/systemd/systemd ] || need+=(systemd)
-command -v journalctl >/dev/null || need+=(systemd)
+for pkg in "${!uses[@]}"; do
+  case "$pkg" in
+    # iproute2 ships ip in /sbin or /usr/bin depending on the release: one of them suffices.
+    iproute2) { [ -x /usr/bin/ip ] || [ -x /sbin/ip ]; } && installed "$pkg" || need+=("$pkg") ;;
+    # python3-venv: the machine's python3 must have ensurepip and venv (pyenv builds have them
+    # without the Debian package).
+    python3-venv) python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3 python3-venv) ;;
+    *) has_files "${uses[$pkg]}" && installed "$pkg" || need+=("$pkg") ;;
+  esac
+done
 
-
-# The Ansible collection's tests install ansible-core into a venv (make .venv).
-python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3 python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "deps: missing ${need[*]} and not root: install them with apt-get" >&2

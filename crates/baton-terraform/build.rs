@@ -37,10 +37,7 @@ fn main() {
         .build_client(false)
         .compile_protos_with_config(config, &files, &[dir.clone(), well_known])
     {
-        panic!(
-            "generating the tfplugin6 code from {} failed: {e}",
-            dir.display()
-        );
+        panic!("generating the tfplugin6 code from {} failed: {e}", dir.display());
     }
 }
 

@@ -6,6 +6,7 @@
 //! `cargo build --workspace --bins`); `BATON_BIN_DIR` points elsewhere.
 
 pub mod ansible;
+pub mod dist;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,13 +1,15 @@
 //! `make bench`: figures measured side by side in one run against a sandboxed real systemd,
 //! written to `bench-report.md` and printed:
 //! - wall time of a no-op `baton apply` against one bare `systemctl show`, and their ratio;
-//! - baton's own overhead per handover: total minus the app's time to become ready minus its drain.
+//! - baton's own overhead per handover: total minus the app's time to become ready minus its drain;
+//! - the shipped binaries (module, CLI, provider): size per build profile, the newest glibc
+//!   symbol version each needs, and the bytes Ansible ships per host per task.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use baton_integration::{bin, demo_spec, Host};
+use baton_integration::{ansible, bin, demo_spec, dist, Host};
 use serde_json::{json, Value};
 
 const RUNS: usize = 30;
@@ -72,6 +74,8 @@ fn run() -> Result<()> {
         if cfg!(debug_assertions) { "debug" } else { "release" }
     )?;
 
+    shipped_binaries(&mut report)?;
+
     // A service with a few releases on disk, so the no-op reads a realistic state.
     let spec = |v: &str| demo_spec("bench", v, 8090, &["--linger-ms", "0"], json!({"keep": 2}));
     for v in ["v1", "v2", "v3"] {
@@ -131,6 +135,61 @@ fn run() -> Result<()> {
     std::fs::write("bench-report.md", &report).context("write bench-report.md")?;
     print!("{report}");
     eprintln!("written to bench-report.md");
+    Ok(())
+}
+
+/// Sizes of the shipped binaries per build profile and the newest glibc symbol each needs.
+fn shipped_binaries(report: &mut String) -> Result<()> {
+    let target = ansible::target_dir();
+    let size = |p: std::path::PathBuf| std::fs::metadata(p).map(|m| m.len()).ok();
+    let show = |n: Option<u64>| n.map_or_else(|| "not built".to_owned(), |n| format!("{n} B"));
+    writeln!(report, "## Shipped binaries\n")?;
+    writeln!(
+        report,
+        "`make dist`: profile `dist` (opt-level z, fat LTO, 1 codegen unit, stripped, panic=unwind), \
+         cargo-zigbuild for `{}.2.17`.\n",
+        dist::TRIPLE
+    )?;
+    writeln!(
+        report,
+        "| binary | debug | release | **dist** | dist / release | newest glibc symbol (dist) | host build |"
+    )?;
+    writeln!(report, "|---|---|---|---|---|---|---|")?;
+    for name in dist::SHIPPED {
+        let shipped = dist::shipped(name);
+        let (debug, release, small) =
+            (size(target.join("debug").join(name)), size(target.join("release").join(name)), size(shipped.clone()));
+        let newest = |p: &std::path::Path| {
+            dist::glibc_versions(p).ok().and_then(|v| v.last().map(|v| format!("GLIBC_{}", dist::show_version(v))))
+        };
+        let host = newest(&target.join("release").join(name)).unwrap_or_else(|| "-".to_owned());
+        writeln!(
+            report,
+            "| `{name}` | {} | {} | **{}** | {} | {} | {host} |",
+            show(debug),
+            show(release),
+            show(small),
+            match (small, release) {
+                (Some(s), Some(r)) => format!("{:.2}×", s as f64 / r as f64),
+                _ => "-".to_owned(),
+            },
+            newest(&shipped).unwrap_or_else(|| "-".to_owned()),
+        )?;
+    }
+    // A binary module is copied to the host as is, with its args file, for every task.
+    let module = size(dist::shipped("service")).unwrap_or(0);
+    let args =
+        json!({"name": "bench", "version": "v2", "exec_start": ["/usr/local/bin/app", "--port", "8090"], "port": 8090,
+        "_ansible_check_mode": false, "_ansible_diff": false, "_ansible_no_log": false})
+        .to_string()
+        .len() as u64;
+    writeln!(
+        report,
+        "\nBytes Ansible ships per host per task: the module {module} B + its args file {args} B = **{} B** \
+         (limit for the module: {} B).\n",
+        module + args,
+        dist::MODULE_MAX_BYTES
+    )?;
     Ok(())
 }
 
