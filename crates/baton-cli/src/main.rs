@@ -1,73 +1,23 @@
 //! The `baton` command-line front-end: reads a JSON spec, calls the core, prints the contract's
-//! result as JSON on stdout (and, on a terminal, progress on stderr). No logic of its own.
+//! result as JSON on stdout (and progress on stderr), and exits with a status that tells the
+//! kind of failure apart (see `cli::exit_statuses`). No logic of its own.
+
+mod cli;
+mod progress;
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use baton_core::handover::{ApplyOptions, Progress};
-use baton_core::result::{Failure, RunResult};
+use baton_core::handover::ApplyOptions;
+use baton_core::result::{Failure, FailureKind, RunResult};
 use baton_core::spec::{self, RawSpec, MAX_SPEC_BYTES};
 use baton_core::systemd::dbus::DbusSystemd;
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::Parser as _;
 
-/// Zero-downtime version handovers of SO_REUSEPORT services under systemd.
-#[derive(Debug, Parser)]
-#[command(name = "baton", version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Bring a service to its spec: write its unit, hand over to the new release, stop the old.
-    Apply {
-        /// The JSON spec file, or `-` for stdin (the default).
-        #[arg(default_value = "-")]
-        file: String,
-        /// Plan only: report the actions that would run and touch nothing.
-        #[arg(long)]
-        check: bool,
-        /// Report the unit text before and after.
-        #[arg(long)]
-        diff: bool,
-        /// Seconds to wait for another run of the same service to finish.
-        #[arg(long, default_value_t = 60)]
-        lock_timeout: u64,
-        /// Directory of the per-service lock files.
-        #[arg(long, default_value = baton_core::lock::DEFAULT_DIR)]
-        lock_dir: PathBuf,
-        /// Progress on stderr: auto (when stderr is a terminal), always or never.
-        #[arg(long, default_value = "auto", value_parser = ["auto", "always", "never"])]
-        progress: String,
-    },
-    /// Print the unit file a spec renders to.
-    Render {
-        /// The JSON spec file, or `-` for stdin (the default).
-        #[arg(default_value = "-")]
-        file: String,
-    },
-    /// Print the JSON Schema of the spec (or of the result).
-    Schema {
-        /// The result's schema instead of the spec's.
-        #[arg(long)]
-        result: bool,
-    },
-    /// Show a service's releases: which is active and enabled, its main PID and since when.
-    Status {
-        /// The service.
-        name: String,
-        /// JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Where unit files live.
-        #[arg(long, default_value = "/etc/systemd/system")]
-        unit_dir: PathBuf,
-    },
-}
+use cli::{Cli, Command};
+use progress::Reporter;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -75,25 +25,40 @@ fn main() -> ExitCode {
         Err(e) if !e.use_stderr() => {
             // --help and --version.
             let _ = e.print();
-            return ExitCode::SUCCESS;
+            return ExitCode::from(cli::EXIT_OK);
         }
         Err(e) => {
+            // clap's message and usage on stderr, exit status 2 (clap's convention); the JSON
+            // failure on stdout too, so that a caller that always parses stdout gets one.
             let _ = e.print();
-            let msg = e.render().to_string();
-            let first = msg.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
-            return fail(&Failure::msg(format!("usage: {first}")));
+            let msg = match e.kind() {
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
+                    format!("usage: baton needs a command: {}; see baton --help", command_list())
+                }
+                _ => {
+                    // clap's message without the usage and the hint that follow it, in one line.
+                    let text = e.render().to_string();
+                    let lines: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+                    format!("usage: {}", lines.join(" ").trim_start_matches("error: "))
+                }
+            };
+            print_json(&Failure::msg(msg));
+            return ExitCode::from(cli::EXIT_USAGE);
         }
     };
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => fail(&Failure::msg(format!("{e:#}"))),
-    }
+    run(cli)
 }
 
-/// Prints a failure as the contract's JSON and returns exit status 1.
+fn command_list() -> String {
+    let cmd = cli::command();
+    let names: Vec<&str> = cmd.get_subcommands().map(|s| s.get_name()).collect();
+    names.join(", ")
+}
+
+/// Prints a failure as the contract's JSON and returns the exit status of its kind.
 fn fail(f: &Failure) -> ExitCode {
-    print_json(&f);
-    ExitCode::FAILURE
+    print_json(f);
+    ExitCode::from(cli::exit_status(f.kind))
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
@@ -102,140 +67,150 @@ fn print_json<T: serde::Serialize>(value: &T) {
     let _ = writeln!(out);
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+fn run(cli: Cli) -> ExitCode {
+    let Cli { quiet, verbose, command } = cli;
+    match command {
         Command::Apply { file, check, diff, lock_timeout, lock_dir, progress } => {
-            let raw = match read_spec(&file)? {
+            let raw = match read_spec(&file) {
                 Ok(raw) => raw,
-                Err(e) => return Ok(fail(&Failure::msg(e.to_string()))),
+                Err(e) => return fail(&refused(e)),
             };
-            let show = match progress.as_str() {
-                "always" => true,
-                "never" => false,
-                _ => std::io::stderr().is_terminal(),
-            };
+            let show = !quiet
+                && match progress.as_str() {
+                    "always" => true,
+                    "never" => false,
+                    _ => verbose || std::io::stderr().is_terminal(),
+                };
+            let mut reporter = Reporter::new(show, verbose);
+            if verbose {
+                describe(&mut reporter, &raw, &lock_dir, check);
+            }
             let opts = ApplyOptions { check, diff, lock_dir, lock_timeout: Duration::from_secs(lock_timeout) };
-            let mut reporter = Reporter::new(show);
             let result = baton_core::run::apply(raw, &opts, &mut |p| reporter.report(p));
             reporter.finish();
-            print_json(&result);
-            Ok(match result {
-                RunResult::Ok(_) => ExitCode::SUCCESS,
-                RunResult::Failed(_) => ExitCode::FAILURE,
-            })
+            match result {
+                RunResult::Ok(outcome) => {
+                    print_json(&outcome);
+                    ExitCode::from(cli::EXIT_OK)
+                }
+                RunResult::Failed(failure) => fail(&failure),
+            }
         }
         Command::Render { file } => {
-            let spec = match read_spec(&file)?.and_then(|raw| raw.validate()) {
+            let spec = match read_spec(&file).and_then(|raw| raw.validate().map_err(|e| e.to_string())) {
                 Ok(s) => s,
-                Err(e) => return Ok(fail(&Failure::msg(e.to_string()))),
+                Err(e) => return fail(&refused(e)),
             };
             match baton_core::render::render(&spec) {
                 Ok(text) => {
                     print!("{text}");
-                    Ok(ExitCode::SUCCESS)
+                    ExitCode::from(cli::EXIT_OK)
                 }
-                Err(e) => Ok(fail(&Failure::msg(e.to_string()))),
+                Err(e) => fail(&refused(e)),
             }
         }
         Command::Schema { result } => {
             let schema = if result { schemars::schema_for!(RunResult) } else { schemars::schema_for!(RawSpec) };
             print_json(&schema);
-            Ok(ExitCode::SUCCESS)
+            ExitCode::from(cli::EXIT_OK)
         }
         Command::Status { name, json, unit_dir } => {
             let name = match spec::Ident::parse("name", &name) {
                 Ok(n) => n,
-                Err(e) => return Ok(fail(&Failure::msg(e.to_string()))),
+                Err(e) => return fail(&refused(e)),
             };
-            let sd = DbusSystemd::connect()?;
-            let status = baton_core::status::read(&sd, &unit_dir, name.as_str())?;
-            if json {
-                print_json(&status);
-            } else {
-                print!("{}", baton_core::status::table(&status));
+            if verbose {
+                eprintln!("baton: unit directory {}; system bus {}", unit_dir.display(), bus_address());
             }
-            Ok(ExitCode::SUCCESS)
+            let environment =
+                |e: &dyn std::fmt::Display| Failure::msg(e.to_string()).with_kind(FailureKind::Environment);
+            let sd = match DbusSystemd::connect() {
+                Ok(sd) => sd,
+                Err(e) => return fail(&environment(&e)),
+            };
+            match baton_core::status::read(&sd, &unit_dir, name.as_str()) {
+                Ok(status) if json => print_json(&status),
+                Ok(status) => print!("{}", baton_core::status::table(&status)),
+                Err(e) => return fail(&environment(&e)),
+            }
+            ExitCode::from(cli::EXIT_OK)
         }
+        Command::Completions { shell } => {
+            cli::completions(shell, &mut std::io::stdout().lock());
+            ExitCode::from(cli::EXIT_OK)
+        }
+        Command::Man { command, dir } => man(command.as_deref(), dir.as_deref()),
     }
 }
 
-/// Reads a spec from a file or stdin; an I/O error is the outer error, a bad spec the inner.
-fn read_spec(file: &str) -> anyhow::Result<Result<RawSpec, spec::SpecError>> {
+/// `baton man`: one page on stdout, or every page into a directory.
+fn man(command: Option<&str>, dir: Option<&std::path::Path>) -> ExitCode {
+    let Some(dir) = dir else {
+        return match cli::man_page_of(command) {
+            Ok(page) => {
+                let _ = std::io::stdout().lock().write_all(&page);
+                ExitCode::from(cli::EXIT_OK)
+            }
+            Err(e) => fail(&Failure::msg(format!("cannot render the man page: {e}"))),
+        };
+    };
+    let written = cli::man_pages().and_then(|pages| {
+        std::fs::create_dir_all(dir)?;
+        pages.into_iter().map(|(name, text)| std::fs::write(dir.join(&name), text).map(|()| name)).collect()
+    });
+    match written {
+        Ok(names) => {
+            let names: Vec<String> = names;
+            eprintln!("baton: wrote {} to {}", names.join(", "), dir.display());
+            ExitCode::from(cli::EXIT_OK)
+        }
+        Err(e) => fail(
+            &Failure::msg(format!("cannot write the man pages to {}: {e}", dir.display()))
+                .with_kind(FailureKind::Environment),
+        ),
+    }
+}
+
+/// With `-v`: what the run is about to touch.
+fn describe(reporter: &mut Reporter, raw: &RawSpec, lock_dir: &std::path::Path, check: bool) {
+    // Validated again by the core; here only to name the paths (an invalid spec is reported
+    // by the core's own refusal).
+    let Ok(spec) = raw.clone().validate() else { return };
+    let unit = match spec.unit() {
+        Some(unit) => spec.unit_dir.join(unit).display().to_string(),
+        None => format!("every release of {} in {}", spec.name, spec.unit_dir.display()),
+    };
+    reporter.detail(&format!("unit file: {unit} (state {})", spec.state.as_str()));
+    if !check {
+        reporter.detail(&format!("lock file: {}", lock_dir.join(format!("{}.lock", spec.name)).display()));
+    }
+    reporter.detail(&format!("system bus: {}", bus_address()));
+}
+
+fn bus_address() -> String {
+    std::env::var("DBUS_SYSTEM_BUS_ADDRESS").unwrap_or_else(|_| "the default system bus".to_owned())
+}
+
+/// A refusal: bad input, nothing touched.
+fn refused(e: impl std::fmt::Display) -> Failure {
+    Failure::refused(e.to_string())
+}
+
+/// Reads a spec from a file or stdin; the error (a spec that cannot be read or parsed) is
+/// refused input.
+fn read_spec(file: &str) -> Result<RawSpec, String> {
     let mut buf = Vec::new();
     let limit = MAX_SPEC_BYTES as u64 + 1;
     if file == "-" {
-        std::io::stdin().lock().take(limit).read_to_end(&mut buf).context("cannot read the spec from stdin")?;
+        std::io::stdin()
+            .lock()
+            .take(limit)
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("cannot read the spec from stdin: {e}"))?;
     } else {
         std::fs::File::open(file)
             .and_then(|f| f.take(limit).read_to_end(&mut buf))
-            .with_context(|| format!("cannot read the spec file {file}"))?;
+            .map_err(|e| format!("cannot read the spec file {file}: {e}"))?;
     }
-    Ok(spec::parse_raw(&buf))
-}
-
-/// Prints progress lines to stderr with the elapsed time.
-#[derive(Debug)]
-struct Reporter {
-    enabled: bool,
-    started: std::time::Instant,
-    waiting: bool,
-    tty: bool,
-    last_wait_line: Option<std::time::Instant>,
-}
-
-impl Reporter {
-    fn new(enabled: bool) -> Self {
-        Reporter {
-            enabled,
-            started: std::time::Instant::now(),
-            waiting: false,
-            tty: std::io::stderr().is_terminal(),
-            last_wait_line: None,
-        }
-    }
-
-    fn report(&mut self, p: Progress) {
-        if !self.enabled {
-            return;
-        }
-        let t = self.started.elapsed().as_secs_f64();
-        let mut err = std::io::stderr().lock();
-        match p {
-            Progress::Step(s) => {
-                self.clear_wait(&mut err);
-                let _ = writeln!(err, "[{t:6.1}s] {s}");
-            }
-            Progress::Done(_) => {}
-            Progress::Waiting { what, elapsed, limit } => {
-                let line = format!(
-                    "[{t:6.1}s]   waiting: {what} ({:.1} s / {:.0} s)",
-                    elapsed.as_secs_f64(),
-                    limit.as_secs_f64()
-                );
-                if self.tty {
-                    let _ = write!(err, "\r\x1b[2K{line}");
-                    self.waiting = true;
-                } else if self.last_wait_line.is_none_or(|l| l.elapsed() >= Duration::from_secs(1)) {
-                    // Not a terminal: one line a second at most.
-                    let _ = writeln!(err, "{line}");
-                    self.last_wait_line = Some(std::time::Instant::now());
-                }
-            }
-        }
-    }
-
-    fn clear_wait(&mut self, err: &mut impl Write) {
-        if self.waiting {
-            let _ = writeln!(err);
-            self.waiting = false;
-        }
-    }
-
-    fn finish(&mut self) {
-        if self.enabled {
-            let mut err = std::io::stderr().lock();
-            self.clear_wait(&mut err);
-            let _ = writeln!(err, "[{:6.1}s] done", self.started.elapsed().as_secs_f64());
-        }
-    }
+    spec::parse_raw(&buf).map_err(|e| e.to_string())
 }

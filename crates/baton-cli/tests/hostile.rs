@@ -1,6 +1,7 @@
 //! The hostile-spec corpus (`tests/hostile/`, listed in `cases.tsv` with the start of the
-//! message each must produce): every spec is refused with exit status 1, `{"failed": true}` and
-//! a message naming the field, before baton connects to systemd or takes a lock.
+//! message each must produce): every spec is refused with exit status 3 (refused, nothing
+//! touched), `{"failed": true}` and a message naming the field, before baton connects to systemd
+//! or takes a lock.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -41,7 +42,7 @@ fn assert_refused(case: &str, input: &[u8], expected: &str) {
     let locks = lock_dir.path().join("locks");
     let r = apply(input, &locks);
     let msg = r.json["msg"].as_str().unwrap_or_default();
-    assert_eq!(r.code, 1, "{case}: exit status");
+    assert_eq!(r.code, 3, "{case}: exit status of a refusal");
     assert_eq!(r.json["failed"], true, "{case}: {}", r.json);
     assert!(msg.contains(expected), "{case}: expected {expected:?} in {msg:?}");
     assert!(!msg.contains("cannot connect to systemd"), "{case}: got past validation: {msg}");
@@ -110,13 +111,13 @@ fn templates_that_cannot_render_are_refused() {
 #[test]
 fn bad_command_lines_are_failures_too() {
     let out = Command::new(env!("CARGO_BIN_EXE_baton")).args(["apply", "--no-such-flag"]).output().expect("run");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     let json: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["failed"], true);
     assert!(json["msg"].as_str().unwrap_or_default().contains("--no-such-flag"));
     let out =
         Command::new(env!("CARGO_BIN_EXE_baton")).args(["apply", "/nonexistent/spec.json"]).output().expect("run");
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3), "an unreadable spec is refused input");
     let json: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert!(json["msg"].as_str().unwrap_or_default().contains("cannot read the spec file /nonexistent/spec.json"));
 }
