@@ -55,6 +55,14 @@ fn the_service_target_passes_against_a_real_systemd() {
     // What Ansible printed for the diff task: the unit's new Environment= line.
     assert!(out.contains("+Environment=\"GREETING=hello from ansible\""), "the diff as Ansible shows it: {out}");
     assert!(out.contains("+X-Baton-Version=v2"), "a new release's unit is all added lines: {out}");
+    // Each diff entry is headed by its unit file's path (before_header/after_header), and a
+    // handover with keep 0 shows both the file written and the file removed.
+    assert!(out.contains("+++ after: /etc/systemd/system/play-v1.service"), "the diff header: {out}");
+    assert!(
+        out.contains("--- before: /etc/systemd/system/play-if-v1.service")
+            && out.contains("+++ after: /etc/systemd/system/play-if-v2.service"),
+        "the handover's two files: {out}"
+    );
     // no_log: Ansible censors the task, and the module returned the secret nowhere.
     assert!(out.contains("the output has been hidden due to the fact that 'no_log: true'"), "{out}");
     assert!(!out.contains(SECRET), "the secret leaked into the output:\n{out}");
@@ -132,8 +140,10 @@ fn under_no_log_the_module_masks_secrets_in_invocation_diff_and_msg() {
     assert!(!planned.to_string().contains("secret"), "{planned:#}");
     assert_eq!(planned["changed"], true);
     assert_eq!(planned["invocation"]["module_args"]["environment"]["TOKEN"], "********");
+    assert_eq!(planned["diff"].as_array().map(Vec::len), Some(1), "{planned:#}");
+    assert_eq!(planned["diff"][0]["before_header"], "/etc/systemd/system/sec-v1.service");
     for side in ["before", "after"] {
-        let text = planned["diff"][side].as_str().expect("diff text");
+        let text = planned["diff"][0][side].as_str().expect("diff text");
         assert!(text.contains("\nEnvironment=\"TOKEN=********\"\n"), "{side}: {text}");
     }
     assert_eq!(
@@ -141,8 +151,11 @@ fn under_no_log_the_module_masks_secrets_in_invocation_diff_and_msg() {
         Some(true),
         "check mode wrote nothing"
     );
-    // The coerced options are what `invocation` reports.
+    // The coerced options are what `invocation` reports, with every default filled in.
     assert_eq!(planned["invocation"]["module_args"]["port"], 8182);
+    assert_eq!(planned["invocation"]["module_args"]["keep"], 2);
+    assert_eq!(planned["invocation"]["module_args"]["timeout_stop_sec"], 10);
+    assert_eq!(planned["invocation"]["module_args"]["restart"], "always");
 }
 
 /// The type ansible-doc should give a spec field, from the spec's JSON Schema.
@@ -201,6 +214,13 @@ fn ansible_doc_renders_the_documentation_of_every_option_and_return_key() {
     assert_eq!(keys(&options["health"]["suboptions"]), keys(health_props), "health suboptions");
 
     // Types, required, descriptions.
+    // `version` and `exec_start` are required for state=started only (the schema's if/then).
+    assert_eq!(spec_schema["if"]["properties"]["state"]["const"], "started");
+    assert_eq!(spec_schema["then"]["required"], serde_json::json!(["version", "exec_start"]));
+    for name in ["version", "exec_start"] {
+        let text = options[name]["description"].to_string();
+        assert!(text.contains("Required when O(state=started)"), "{name}: {text}");
+    }
     let required: BTreeSet<String> = spec_schema["required"]
         .as_array()
         .expect("required")
@@ -268,16 +288,21 @@ fn ansible_doc_renders_the_documentation_of_every_option_and_return_key() {
 
     // Every key of the result (both shapes) is a documented return value.
     let result_schema = schema("result.schema.json");
+    let defs = result_schema["$defs"].as_object().expect("defs");
     let mut result_keys = BTreeSet::new();
-    for def in result_schema["$defs"].as_object().expect("defs").values() {
-        result_keys.extend(keys(&def["properties"]));
+    for (name, def) in defs {
+        // A diff entry's keys are documented under `diff`.
+        if name != "FileDiff" {
+            result_keys.extend(keys(&def["properties"]));
+        }
     }
     assert!(result_keys.contains("previous_version") && result_keys.contains("journal"), "{result_keys:?}");
-    // `before`/`after` are the diff's, documented under it.
-    result_keys.remove("before");
-    result_keys.remove("after");
     assert_eq!(keys(&module["return"]), result_keys, "RETURN vs the result's keys");
-    assert_eq!(keys(&module["return"]["diff"]["contains"]), BTreeSet::from(["after".to_owned(), "before".to_owned()]));
+    // A diff entry: the core's keys plus the headers the module adds for Ansible's diff callback.
+    let mut entry = keys(&defs["FileDiff"]["properties"]);
+    entry.extend(["before_header".to_owned(), "after_header".to_owned()]);
+    assert_eq!(keys(&module["return"]["diff"]["contains"]), entry);
+    assert_eq!(module["return"]["diff"]["type"], "list");
     assert!(!module["examples"].as_str().unwrap_or("").is_empty(), "EXAMPLES");
 }
 

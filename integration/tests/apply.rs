@@ -79,9 +79,18 @@ fn stopped_and_absent() {
     assert_eq!(h.prop("svc-v2.service", "ActiveState"), "inactive");
     assert_eq!(h.unit_files(), ["svc-v1.service", "svc-v2.service"], "stopped keeps the files");
     assert!(!h.apply(&sleeper("svc", "v2", json!({"state": "stopped"})), &[]).ok().changed());
+    // stopped and absent need only the name.
+    let name_only = |state: &str| json!({"name": "svc", "state": state});
+    let again = h.apply(&name_only("stopped"), &[]).ok();
+    assert!(!again.changed(), "{:#}", again.json);
+    assert_eq!(again.json["unit"], Value::Null);
+    assert_eq!(h.enabled("svc-v2.service"), "enabled", "stopped without a version leaves enablement as it is");
 
-    let absent = h.apply(&sleeper("svc", "v2", json!({"state": "absent"})), &[]).ok();
+    let absent = h.apply(&name_only("absent"), &["--diff"]).ok();
     assert!(absent.changed());
+    let removed: Vec<&str> =
+        absent.json["diff"].as_array().expect("diff").iter().filter_map(|d| d["path"].as_str()).collect();
+    assert_eq!(removed, ["/etc/systemd/system/svc-v1.service", "/etc/systemd/system/svc-v2.service"]);
     assert!(h.unit_files().is_empty(), "absent removes every release: {:?}", h.unit_files());
     assert!(h.sh("ls /etc/systemd/system/multi-user.target.wants/ 2>/dev/null || true").trim().is_empty());
     assert!(!h.apply(&sleeper("svc", "v2", json!({"state": "absent"})), &[]).ok().changed());
@@ -107,12 +116,44 @@ fn check_mode_touches_nothing() {
             "stop chk-v1.service"
         ]
     );
-    assert_eq!(planned.json["diff"]["before"], "");
-    assert!(planned.json["diff"]["after"].as_str().unwrap_or("").contains("X-Baton-Version=v2"));
+    assert_eq!(planned.json["diff"][0]["path"], "/etc/systemd/system/chk-v2.service");
+    assert_eq!(planned.json["diff"][0]["before"], "");
+    assert!(planned.json["diff"][0]["after"].as_str().unwrap_or("").contains("X-Baton-Version=v2"));
     assert_eq!(snapshot(&h, &units), before, "check mode changed files or systemd state");
     let absent = h.apply(&sleeper("chk", "v1", json!({"state": "absent"})), &["--check"]).ok();
     assert!(absent.changed());
     assert_eq!(snapshot(&h, &units), before);
+}
+
+#[test]
+fn the_diff_has_one_entry_per_unit_file_written_or_removed() {
+    let h = Host::boot("diff");
+    let keep0 = |version: &str| demo_spec("dif", version, 8190, &[], json!({"keep": 0}));
+    h.apply(&keep0("v1"), &[]).ok();
+    let v1 = h.unit_file("dif-v1.service").expect("v1's unit");
+
+    // v2 with keep 0 writes v2's unit and removes v1's: two entries, planned as done.
+    let planned = h.apply(&keep0("v2"), &["--check", "--diff"]).ok();
+    let done = h.apply(&keep0("v2"), &["--diff"]).ok();
+    assert!(done.changed());
+    let v2 = h.unit_file("dif-v2.service").expect("v2's unit");
+    assert_eq!(
+        done.json["diff"],
+        json!([
+            {"path": "/etc/systemd/system/dif-v2.service", "before": "", "after": v2},
+            {"path": "/etc/systemd/system/dif-v1.service", "before": v1, "after": ""},
+        ]),
+        "{:#}",
+        done.json
+    );
+    assert_eq!(planned.json["diff"], done.json["diff"], "check mode plans the diff the run reports");
+    assert_eq!(h.unit_files(), ["dif-v2.service"]);
+    assert_eq!(h.prop("dif-v2.service", "ActiveState"), "active");
+
+    // Nothing written or removed: an empty list.
+    let again = h.apply(&keep0("v2"), &["--diff"]).ok();
+    assert!(!again.changed());
+    assert_eq!(again.json["diff"], json!([]));
 }
 
 #[test]
