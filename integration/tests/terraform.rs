@@ -2,8 +2,10 @@
 //! the provider talks to the sandbox's real systemd): apply then an empty plan; a version bump
 //! that is "1 changed" under load with 0 failed requests; drift after a manual stop and after a
 //! hand-edited unit; a failed handover that fails the apply with the journal and keeps the old
-//! release in the state; a service removed outside Terraform; import; destroy leaving no unit
-//! files.
+//! release in the state; a service removed outside Terraform; import, by command and by an
+//! `import {}` block; every invalid attribute reported in one plan, each at its line; the
+//! `baton_service` data source read after an apply and a handover, and a missing service;
+//! `terraform validate` of the documented examples; destroy leaving no unit files.
 //!
 //! Terraform runs with its own `TF_CLI_CONFIG_FILE` (`dev_overrides` to the built provider),
 //! `CHECKPOINT_DISABLE=1`, and `HOME`/`TF_DATA_DIR` in a directory under the cargo target
@@ -275,23 +277,81 @@ fn import_failed_handover_and_removal_outside_terraform() {
     assert!(h.unit_files().iter().all(|f| !f.starts_with("api-")), "{:?}", h.unit_files());
 }
 
+/// The error diagnostics of a failed terraform run: (summary, the configuration line it points
+/// at, the detail's first line).
+fn diagnostics(tf: &Tf, text: &str) -> Vec<(String, String, String)> {
+    let main_tf = std::fs::read_to_string(tf.dir.join("main.tf")).expect("main.tf");
+    let lines: Vec<&str> = text.lines().map(|l| l.trim_start_matches(['│', '╷', '╵', ' ']).trim_end()).collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let Some(summary) = l.strip_prefix("Error: ") else { continue };
+        let rest = &lines[i + 1..];
+        let end = rest.iter().position(|l| l.starts_with("Error: ")).unwrap_or(rest.len());
+        let rest = &rest[..end];
+        let at = rest
+            .iter()
+            .find_map(|l| l.split("on main.tf line ").nth(1))
+            .and_then(|r| r.split([',', ':']).next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| main_tf.lines().nth(n - 1))
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        // The detail follows the source excerpt (`NN: ...`) and a blank line.
+        let detail = rest
+            .iter()
+            .skip_while(|l| !l.starts_with("on main.tf"))
+            .skip(1)
+            .skip_while(|l| !l.is_empty())
+            .find(|l| !l.is_empty())
+            .unwrap_or(&"")
+            .to_string();
+        out.push((summary.to_owned(), at, detail));
+    }
+    out
+}
+
 #[test]
-fn invalid_spec_fails_the_plan_naming_the_attribute() {
+fn every_invalid_attribute_fails_one_plan_each_at_its_line() {
     let h = Host::boot("tf-invalid");
     let tf = Tf::new(&h, "invalid");
+    // Three broken attributes of the resource, two of the data source: one plan shows all five,
+    // each pointing at its own line.
+    let resource =
+        demo_resource("bad", "bad", "v1", 18082, &[], "  keep             = 500\n  restart          = \"sometimes\"\n")
+            .replace(r#"GREETING = "hello world""#, r#""BAD KEY" = "x""#);
     tf.write(&format!(
-        "{HEADER}{}",
-        demo_resource("bad", "bad", "v1", 18082, &[], "").replace(r#"GREETING = "hello world""#, r#""BAD KEY" = "x""#)
+        "{HEADER}{resource}\ndata \"baton_service\" \"bad\" {{\n  name     = \"bad name\"\n  unit_dir = \"relative/dir\"\n}}\n"
     ));
     let out = tf.run(&["plan", "-input=false", "-no-color"]);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success(), "{text}");
+    let mut found = diagnostics(&tf, &text);
+    found.sort();
+    let summary = |s: &str| s.to_owned();
+    let got: Vec<(String, String, String)> = found
+        .iter()
+        .map(|(s, at, detail)| {
+            (
+                s.clone(),
+                at.split_whitespace().next().unwrap_or("").to_owned(),
+                detail.split(':').next().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (summary("Invalid baton_service"), "environment".into(), "environment.BAD KEY".into()),
+            (summary("Invalid baton_service"), "keep".into(), "keep".into()),
+            (summary("Invalid baton_service"), "restart".into(), "restart".into()),
+            (summary("Invalid baton_service data source"), "name".into(), "name".into()),
+            (summary("Invalid baton_service data source"), "unit_dir".into(), "unit_dir".into()),
+        ],
+        "one plan reports every invalid attribute at its line:\n{text}"
+    );
     assert!(text.contains("environment.BAD KEY: key must match"), "the spec's rule names the key: {text}");
-    let at = text.lines().find(|l| l.contains("on main.tf line")).expect("the diagnostic points at a line");
-    let line: usize =
-        at.split("line ").nth(1).and_then(|r| r.split(',').next()).and_then(|n| n.parse().ok()).expect("n");
-    let main_tf = std::fs::read_to_string(tf.dir.join("main.tf")).expect("main.tf");
-    assert!(main_tf.lines().nth(line - 1).is_some_and(|l| l.contains("environment")), "{at}");
+    assert!(text.contains("keep: must be between 0 and 100, got 500"), "{text}");
 
     tf.write(&format!("{HEADER}{}", demo_resource("bad", "bad", "v1", 18082, &[], "  state = \"absent\"\n")));
     let out = tf.run(&["plan", "-input=false", "-no-color"]);
@@ -299,6 +359,131 @@ fn invalid_spec_fails_the_plan_naming_the_attribute() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("is what destroying the resource does"), "{text}");
     assert!(h.unit_files().iter().all(|f| !f.starts_with("bad-")), "nothing was touched");
+}
+
+/// `plugins/terraform/examples/<rel>`.
+fn example(rel: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/terraform/examples").join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `terraform output -json`'s values.
+fn outputs(tf: &Tf) -> serde_json::Value {
+    let json: serde_json::Value =
+        serde_json::from_str(&tf.ok(&["output", "-json", "-no-color"])).expect("terraform output -json");
+    let mut values = serde_json::Map::new();
+    for (k, v) in json.as_object().expect("outputs") {
+        values.insert(k.clone(), v["value"].clone());
+    }
+    values.into()
+}
+
+#[test]
+fn import_block_data_source_and_examples() {
+    let h = Host::boot("tf-data");
+    let tf = Tf::new(&h, "data");
+
+    // The documented examples are valid against the provider's schema.
+    tf.write(
+        &[
+            example("provider/provider.tf"),
+            example("resources/baton_service/resource.tf"),
+            example("resources/baton_service/import-by-string-id.tf"),
+            example("data-sources/baton_service/data-source.tf"),
+        ]
+        .join("\n"),
+    );
+    let out = tf.ok(&["validate", "-no-color"]);
+    assert!(out.contains("The configuration is valid"), "{out}");
+
+    // A service deployed with the CLI, adopted with the documented `import {}` block (Terraform
+    // 1.5+) in an ordinary plan and apply, and read by the data source.
+    let spec = demo_spec(
+        "web",
+        "v1",
+        18083,
+        &["--linger-ms", "150"],
+        json!({"health": {"http": "/health", "timeout_sec": 10, "interval_ms": 50}, "timeout_stop_sec": 10,
+               "environment": {"GREETING": "hello world", "RUST_LOG": "info"},
+               "directives": {"Service": {"LimitNOFILE": "65536"}}}),
+    );
+    h.apply(&spec, &[]).ok();
+    let pid = h.prop("web-v1.service", "MainPID");
+    let data = r#"
+data "baton_service" "web" {
+  name     = baton_service.web.name
+  unit_dir = baton_service.web.unit_dir
+}
+
+output "version" { value = data.baton_service.web.version }
+output "releases" { value = data.baton_service.web.releases }
+output "enabled" { value = data.baton_service.web.enabled }
+output "main_pid" { value = data.baton_service.web.main_pid }
+output "state" { value = data.baton_service.web.state }
+output "unit" { value = data.baton_service.web.unit }
+"#;
+    let config = |version: &str| {
+        format!(
+            "{HEADER}{}\n{}{data}",
+            demo_resource("web", "web", version, 18083, &[], ""),
+            example("resources/baton_service/import-by-string-id.tf")
+        )
+    };
+    tf.write(&config("v1"));
+    let (code, plan) = tf.plan();
+    assert_eq!(code, 2, "{plan}");
+    assert!(plan.contains("baton_service.web: Preparing import... [id=web]"), "{plan}");
+    assert!(plan.contains("Plan: 1 to import, 0 to add, 1 to change, 0 to destroy."), "{plan}");
+    assert!(plan.contains("+ port             = 18083"), "only the handover settings are to be set:\n{plan}");
+    assert!(!plan.contains("~ unit_text") && !plan.contains("~ exec_start"), "the unit reads back exactly:\n{plan}");
+    let out = tf.apply();
+    assert!(out.contains("Resources: 1 imported, 0 added, 1 changed, 0 destroyed"), "{out}");
+    assert_eq!(h.prop("web-v1.service", "MainPID"), pid, "importing restarts nothing");
+    let o = outputs(&tf);
+    assert_eq!(o["version"], "v1", "{o}");
+    assert_eq!(o["releases"], json!(["v1"]), "{o}");
+    assert_eq!(o["enabled"], true, "{o}");
+    assert_eq!(o["state"], "started", "{o}");
+    assert_eq!(o["unit"], "web-v1.service", "{o}");
+    assert_eq!(o["main_pid"].to_string(), pid, "the data source reads systemd's MainPID: {o}");
+    tf.assert_no_changes("after the import (the import block stays in the configuration)");
+
+    // A handover: the data source is read after the resource was applied, so it shows the new
+    // release, its main PID, and the old one kept on disk for rollback.
+    tf.write(&config("v2"));
+    let out = tf.apply();
+    assert!(out.contains("Resources: 0 added, 1 changed, 0 destroyed"), "{out}");
+    let o = outputs(&tf);
+    assert_eq!(o["version"], "v2", "{o}");
+    assert_eq!(o["releases"], json!(["v1", "v2"]), "{o}");
+    assert_eq!(o["unit"], "web-v2.service", "{o}");
+    assert_eq!(o["main_pid"].to_string(), h.prop("web-v2.service", "MainPID"), "{o}");
+    tf.assert_no_changes("after the handover");
+
+    // A release stopped by hand: a refresh of the data source says so.
+    h.sh("systemctl stop web-v2.service");
+    let out = tf.ok(&["apply", "-refresh-only", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(out.contains("Apply complete!"), "{out}");
+    let o = outputs(&tf);
+    assert_eq!(o["state"], "stopped", "{o}");
+    assert_eq!(o["version"], serde_json::Value::Null, "{o}");
+    assert_eq!(o["main_pid"], serde_json::Value::Null, "{o}");
+    assert_eq!(o["releases"], json!(["v1", "v2"]), "{o}");
+
+    // A service that is not there: a clear error naming it and the directory, at `name`.
+    tf.write(&format!("{}\ndata \"baton_service\" \"ghost\" {{\n  name = \"ghost\"\n}}\n", config("v2")));
+    let out = tf.run(&["plan", "-input=false", "-no-color"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "a missing service fails the plan:\n{text}");
+    let errors = diagnostics(&tf, &text);
+    assert_eq!(errors.len(), 1, "{text}");
+    assert_eq!(errors[0].0, r#"baton service "ghost" not found"#, "{text}");
+    assert!(errors[0].1.starts_with("name"), "the error points at `name`: {text}");
+    assert!(text.contains(r#"there is no release of service "ghost" in /etc/systemd/system"#), "{text}");
+
+    tf.write(&config("v2"));
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(h.unit_files().iter().all(|f| !f.starts_with("web-")), "{:?}", h.unit_files());
 }
 
 #[test]

@@ -1,24 +1,25 @@
-# A service as it is now: its active release, whether that is enabled for boot, its main PID and
-# every release on disk (the ones kept for rollback too).
+# A service deployed by other means (the baton CLI, Ansible) as it is now: its active release,
+# whether that is enabled for boot, its main PID and every release on disk (the ones kept for
+# rollback too).
+data "baton_service" "legacy" {
+  name = "legacy"
+}
+
+output "legacy_active_version" {
+  value = data.baton_service.legacy.version
+}
+
+output "legacy_releases" {
+  value = data.baton_service.legacy.releases
+}
+
+# A service this configuration manages: referring to the resource makes Terraform read it after
+# the resource was applied, so it shows the release just deployed and its new main PID.
 data "baton_service" "web" {
-  name = "web"
+  name     = baton_service.web.name
+  unit_dir = baton_service.web.unit_dir
 }
 
-output "web_active_version" {
-  value = data.baton_service.web.version
-}
-
-output "web_releases" {
-  value = data.baton_service.web.releases
-}
-
-# Reading a service this configuration manages: referring to the resource makes Terraform read
-# it after the resource was applied, so it shows the release just deployed.
-data "baton_service" "api" {
-  name     = baton_service.api.name
-  unit_dir = baton_service.api.unit_dir
-}
-
-output "api_main_pid" {
-  value = data.baton_service.api.main_pid
+output "web_main_pid" {
+  value = data.baton_service.web.main_pid
 }
