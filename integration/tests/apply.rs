@@ -207,7 +207,7 @@ fn release_that_exits_at_once_is_reported_with_its_journal() {
         "health": {"timeout_sec": 5}
     });
     let out = h.apply(&spec, &[]);
-    assert_eq!(out.code, 1, "{:#}", out.json);
+    assert_eq!(out.code, 4, "rolled back: {:#}", out.json);
     assert!(out.failed());
     assert!(out.msg().contains("crash-v1.service"), "{}", out.msg());
     assert!(out.msg().contains("boom-marker-123"), "the journal lines belong in msg: {}", out.msg());
@@ -224,7 +224,7 @@ fn lock_refuses_a_second_concurrent_run() {
         let first = s.spawn(|| h.apply(&slow, &[]));
         std::thread::sleep(Duration::from_millis(1500));
         let second = h.baton(&["apply", "--lock-timeout", "1"], &sleeper("locked", "v2", json!({})).to_string());
-        assert_eq!(second.code, 1);
+        assert_eq!(second.code, 5, "a lock timeout is an environment error: {:#}", second.json);
         assert!(
             second.msg().contains("service locked is locked by another baton run (pid="),
             "second run must name the holder: {}",
@@ -260,7 +260,7 @@ fn preflight_refuses_a_handover_that_cannot_share_the_port() {
     let before = snapshot(&h, &["pf-v1.service", "pf-v2.service"]);
     // SO_REUSEPORT needs the same effective user: root's v1 and nobody's v2 cannot share :18090.
     let out = h.apply(&demo_spec("pf", "v2", 18090, &[], json!({"user": "nobody"})), &[]);
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 3, "refused: {:#}", out.json);
     assert!(out.msg().starts_with("preflight: pf-v1.service runs as User=root"), "{}", out.msg());
     assert!(out.msg().contains("User=nobody") && out.msg().contains("Nothing was changed"), "{}", out.msg());
     assert_eq!(snapshot(&h, &["pf-v1.service", "pf-v2.service"]), before, "nothing touched");
