@@ -43,7 +43,7 @@ Register-ArgumentCompleter -Native -CommandName 'baton' -ScriptBlock {
             [CompletionResult]::new('--lock-dir', '--lock-dir', [CompletionResultType]::ParameterName, 'Directory of the per-service lock files')
             [CompletionResult]::new('--progress', '--progress', [CompletionResultType]::ParameterName, 'Progress on stderr: auto (when stderr is a terminal, or with -v), always or never')
             [CompletionResult]::new('--check', '--check', [CompletionResultType]::ParameterName, 'Plan only: report the actions that would run and touch nothing')
-            [CompletionResult]::new('--diff', '--diff', [CompletionResultType]::ParameterName, 'Report the unit text before and after')
+            [CompletionResult]::new('--diff', '--diff', [CompletionResultType]::ParameterName, 'Report the text before and after of every unit file written or removed')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file''s path, the lock file, the bus address, and how long each step took')

@@ -39,7 +39,7 @@ set edit:completion:arg-completer[baton] = {|@words|
             cand --lock-dir 'Directory of the per-service lock files'
             cand --progress 'Progress on stderr: auto (when stderr is a terminal, or with -v), always or never'
             cand --check 'Plan only: report the actions that would run and touch nothing'
-            cand --diff 'Report the unit text before and after'
+            cand --diff 'Report the text before and after of every unit file written or removed'
             cand -q 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)'
             cand --quiet 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)'
             cand -v 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file''s path, the lock file, the bus address, and how long each step took'

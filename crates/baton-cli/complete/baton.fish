@@ -41,7 +41,7 @@ complete -c baton -n "__fish_baton_using_subcommand apply" -l progress -d 'Progr
 always\t''
 never\t''"
 complete -c baton -n "__fish_baton_using_subcommand apply" -l check -d 'Plan only: report the actions that would run and touch nothing'
-complete -c baton -n "__fish_baton_using_subcommand apply" -l diff -d 'Report the unit text before and after'
+complete -c baton -n "__fish_baton_using_subcommand apply" -l diff -d 'Report the text before and after of every unit file written or removed'
 complete -c baton -n "__fish_baton_using_subcommand apply" -s q -l quiet -d 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)'
 complete -c baton -n "__fish_baton_using_subcommand apply" -s v -l verbose -d 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file\'s path, the lock file, the bus address, and how long each step took'
 complete -c baton -n "__fish_baton_using_subcommand apply" -s h -l help -d 'Print help'

@@ -50,7 +50,7 @@ pub enum Command {
         /// Plan only: report the actions that would run and touch nothing.
         #[arg(long)]
         check: bool,
-        /// Report the unit text before and after.
+        /// Report the text before and after of every unit file written or removed.
         #[arg(long)]
         diff: bool,
         /// Seconds to wait for another run of the same service to finish.
