@@ -9,7 +9,7 @@ use baton_core::render;
 use baton_core::spec::RawSpec;
 use tf_provider::AttributePath;
 
-use crate::model::{AttrError, AttrErrors, Lowered};
+use crate::model::{placeholder, AttrError, AttrErrors, Lowered};
 
 /// At most this many errors are reported (a map of a thousand bad keys need not be listed whole).
 const MAX_ERRORS: usize = 50;
@@ -119,11 +119,11 @@ impl Loc {
     fn clear(&self, raw: &mut RawSpec) {
         match self {
             Loc::Attr(a) => match *a {
-                "name" => raw.name = "x".to_owned(),
-                "version" => raw.version = "x".to_owned(),
-                "exec_start" => raw.exec_start = vec!["/x".to_owned()],
+                "name" => raw.name = placeholder::IDENT.to_owned(),
+                "version" => raw.version = placeholder::IDENT.to_owned(),
+                "exec_start" => raw.exec_start = vec![placeholder::PROGRAM.to_owned()],
                 // Still set, so that no error of `health` follows from its absence.
-                "port" => raw.port = Some(1),
+                "port" => raw.port = Some(placeholder::PORT),
                 "health" => raw.health = None,
                 "service_type" => raw.service_type = None,
                 "user" => raw.user = None,
@@ -143,7 +143,7 @@ impl Loc {
             },
             Loc::Arg(i) => {
                 if let Some(arg) = raw.exec_start.get_mut(*i) {
-                    *arg = if *i == 0 { "/x" } else { "x" }.to_owned();
+                    *arg = if *i == 0 { placeholder::PROGRAM } else { placeholder::ARG }.to_owned();
                 }
             }
             Loc::Health(h) => {

@@ -116,8 +116,9 @@ impl AttrError {
 pub type AttrErrors = Vec<AttrError>;
 
 /// What stands in for a value not known yet while the known ones are checked: valid under
-/// every rule, so no error ever points at it.
-mod placeholder {
+/// every rule, so no error ever points at it. (Also what takes an invalid value's place while
+/// the others are checked: see `check.rs`.)
+pub(crate) mod placeholder {
     pub const IDENT: &str = "x";
     pub const PROGRAM: &str = "/x";
     pub const ARG: &str = "x";

@@ -1,6 +1,8 @@
-//! The schema of `baton_service` (and the provider's empty configuration block): one attribute
-//! per field of the contract's spec, `health` a single nested attribute, `environment` a map,
-//! `directives` a map of maps; `id`, `unit` and `unit_text` computed.
+//! The schemas of the resource `baton_service` (one attribute per field of the contract's spec,
+//! `health` a single nested attribute, `environment` a map, `directives` a map of maps; `id`,
+//! `unit` and `unit_text` computed), of the read-only data source `baton_service`, and the
+//! provider's empty configuration block. Their descriptions are the docs' "Schema" sections
+//! (see `docs.rs`).
 
 use std::collections::HashMap;
 

@@ -4,7 +4,8 @@
 //!   and with 50 services (the demo app on distinct ports);
 //! - the provider's own time per RPC: the round trip of tfplugin6 calls made directly over gRPC
 //!   (h2c, the same server code as under Terraform's TLS), with `TCP_NODELAY` as shipped and
-//!   with Nagle's algorithm back on, which shows what the option saves.
+//!   with Nagle's algorithm back on, which shows what the option saves; the data source's read
+//!   is among them.
 //!
 //! The RPC client runs inside the sandbox (where the provider reaches systemd): this binary
 //! re-executes itself there with `--rpc-client`.
@@ -204,12 +205,13 @@ fn run() -> Result<()> {
         section,
         "\n### Provider time per RPC ({CALLS} calls of each, one connection, h2c)\n\n\
          Round trip of each tfplugin6 call as a client sees it: transport, decoding, the provider's work, \
-         encoding. `ReadResource` includes baton's read of the unit directory and systemd (D-Bus).\n"
+         encoding. `ReadResource` and `ReadDataSource` include baton's read of the unit directory and systemd \
+         (D-Bus).\n"
     )?;
     writeln!(section, "| RPC | median (`TCP_NODELAY`, as shipped) | p99 | median with Nagle on | p99 |")?;
     writeln!(section, "|---|---|---|---|---|")?;
     let (on, off) = (&rpc[0].1, &rpc[1].1);
-    for k in ["GetProviderSchema", "ValidateResourceConfig", "PlanResourceChange", "ReadResource"] {
+    for k in ["GetProviderSchema", "ValidateResourceConfig", "PlanResourceChange", "ReadResource", "ReadDataSource"] {
         writeln!(
             section,
             "| `{k}` | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms |",
@@ -356,6 +358,11 @@ fn rpc_client() -> Result<()> {
         let name = field(1, b"baton_service");
         let config = object(&demo, false);
         let state = object(&demo, true);
+        // The data source `baton_service` of the same service.
+        let data_config = json!({
+            "id": null, "name": "bench0", "unit_dir": null, "version": null, "state": null, "unit": null,
+            "enabled": null, "main_pid": null, "releases": null,
+        });
         let null = field(1, &[0xc0]);
         let meta = field(1, &[0x80]);
         let calls: Vec<(&str, Vec<u8>)> = vec![
@@ -373,6 +380,7 @@ fn rpc_client() -> Result<()> {
                 .concat(),
             ),
             ("ReadResource", [name.clone(), field(2, &dynamic(&state)?), field(4, &meta)].concat()),
+            ("ReadDataSource", [name.clone(), field(2, &dynamic(&data_config)?), field(3, &meta)].concat()),
         ];
         let mut out = serde_json::Map::new();
         for (rpc, body) in calls {
@@ -388,7 +396,7 @@ fn rpc_client() -> Result<()> {
                     // No diagnostics: an empty message.
                     "ValidateResourceConfig" => ensure!(answer.is_empty(), "{rpc}: diagnostics {answer:?}"),
                     // The planned or new state first (field 1), and no diagnostics.
-                    "PlanResourceChange" | "ReadResource" => {
+                    "PlanResourceChange" | "ReadResource" | "ReadDataSource" => {
                         ensure!(answer.first() == Some(&0x0a), "{rpc}: no state in {answer:?}");
                         ensure!(!String::from_utf8_lossy(answer).contains("rror"), "{rpc}: {answer:?}");
                     }
