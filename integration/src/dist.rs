@@ -13,6 +13,15 @@ pub const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 /// The shipped binaries: the Ansible module, the CLI, the Terraform provider.
 pub const SHIPPED: [&str; 3] = ["service", "baton", "terraform-provider-baton"];
 
+/// The Cargo profile a shipped binary is built with (Cargo.toml): the module aborts on panic.
+pub fn profile(name: &str) -> &'static str {
+    if name == "service" {
+        "dist-module"
+    } else {
+        "dist"
+    }
+}
+
 /// The oldest glibc the shipped binaries must run on.
 pub const GLIBC_FLOOR: [u32; 2] = [2, 17];
 
@@ -25,14 +34,10 @@ pub const MODULE_MAX_BYTES: u64 = 2_500_000;
 /// this project reaches.
 pub const OLD_USERLAND: &str = "bullseye";
 
-/// `target/x86_64-unknown-linux-gnu/dist`, where `make dist` puts the shipped binaries.
-pub fn dist_dir() -> PathBuf {
-    crate::ansible::target_dir().join(TRIPLE).join("dist")
-}
-
-/// The path of a shipped binary; fails loudly when `make dist` has not built it.
+/// The path of a shipped binary (`target/x86_64-unknown-linux-gnu/<profile>/<name>`); fails
+/// loudly when `make dist` has not built it.
 pub fn shipped(name: &str) -> PathBuf {
-    let path = dist_dir().join(name);
+    let path = crate::ansible::target_dir().join(TRIPLE).join(profile(name)).join(name);
     assert!(
         path.is_file(),
         "{} is missing: build the shipped binaries with `make dist` (`make test` does)",

@@ -19,6 +19,7 @@
 //!    [`Redactor`](baton_core::result::Redactor)).
 
 pub mod coerce;
+pub mod panic;
 
 use baton_core::handover::ApplyOptions;
 use baton_core::result::{Failure, Redactor, RunResult};

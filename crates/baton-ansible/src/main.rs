@@ -1,7 +1,7 @@
 //! The Ansible binary module `baton.systemd.service`: reads the args file Ansible names in
 //! `argv[1]` (or the same JSON on stdin), applies the spec through the core and prints the
 //! contract's result as one JSON document on stdout. Exit status 0 on success, 1 on failure;
-//! the output always parses, even on a panic.
+//! the output always parses, even on a panic (see [`baton_ansible::panic`]).
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -9,19 +9,9 @@ use std::process::ExitCode;
 use baton_ansible::{failure, run, MAX_ARGS_BYTES};
 
 fn main() -> ExitCode {
+    baton_ansible::panic::exit_with_json_on_panic();
     let (json, ok) = match read_input() {
-        Ok(input) => {
-            let outcome =
-                std::panic::catch_unwind(|| run(&input, |raw, opts| baton_core::run::apply(raw, opts, &mut |_| {})));
-            outcome.unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown cause".to_owned());
-                (failure(&format!("internal error in the baton module: {what}")), false)
-            })
-        }
+        Ok(input) => run(&input, |raw, opts| baton_core::run::apply(raw, opts, &mut |_| {})),
         Err(msg) => (failure(&msg), false),
     };
     let mut out = std::io::stdout().lock();

@@ -146,8 +146,8 @@ fn shipped_binaries(report: &mut String) -> Result<()> {
     writeln!(report, "## Shipped binaries\n")?;
     writeln!(
         report,
-        "`make dist`: profile `dist` (opt-level z, fat LTO, 1 codegen unit, stripped, panic=unwind), \
-         cargo-zigbuild for `{}.2.17`.\n",
+        "`make dist`: profile `dist` (opt-level z, fat LTO, 1 codegen unit, stripped, panic=unwind; \
+         the module: `dist-module`, the same with panic=abort), cargo-zigbuild for `{}.2.17`.\n",
         dist::TRIPLE
     )?;
     writeln!(
