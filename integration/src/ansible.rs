@@ -1,18 +1,21 @@
-//! Running the real `ansible-playbook` (from the repository's `.venv`, which `make .venv`
-//! installs) inside a sandbox, so the `baton.systemd.service` module talks to the sandbox's
-//! systemd: the collection comes from `plugins/` (`ANSIBLE_COLLECTIONS_PATH`), and Ansible's
-//! home and temp directories live in a private directory under the cargo target directory
-//! (outside the sandbox's private tmpfs mounts, so the host and the sandbox see the same files).
+//! Running the real `ansible-playbook` (from the repository's venvs: `.venv` holds the newest
+//! ansible-core the collection claims, `.venv-oldest` the oldest; `make .venv .venv-oldest`)
+//! inside a sandbox, so the `baton.systemd.service` module talks to the sandbox's systemd: the
+//! collection comes from `plugins/` (`ANSIBLE_COLLECTIONS_PATH`), or from the tarball
+//! `ansible-galaxy collection build` makes, installed with `ansible-galaxy collection install`
+//! as a user would ([`Ansible::install_collection`]). Ansible's home and temp directories live
+//! in a private directory under the cargo target directory (outside the sandbox's private tmpfs
+//! mounts, so the host and the sandbox see the same files). The module binary is the one
+//! `make collection` put into the collection, used as is.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{bin, Host};
+use crate::Host;
 
 /// The repository's root (derived from this crate's manifest directory).
 pub fn repo_dir() -> PathBuf {
@@ -30,40 +33,53 @@ pub fn collection_dir() -> PathBuf {
     collections_path().join("ansible_collections/baton/systemd")
 }
 
-/// A tool of the repository's Python venv; fails loudly when it is not installed.
+/// An ansible-core the collection claims (`requires_ansible` in `meta/runtime.yml`), each in its
+/// own venv of the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Core {
+    /// The newest claimed version, in `.venv` (`make .venv`).
+    Newest,
+    /// The oldest claimed version, in `.venv-oldest` (`make .venv-oldest`).
+    Oldest,
+}
+
+impl Core {
+    /// The venv's directory name.
+    pub fn venv(self) -> &'static str {
+        match self {
+            Core::Newest => ".venv",
+            Core::Oldest => ".venv-oldest",
+        }
+    }
+
+    /// A tool of this venv; fails loudly when it is not installed.
+    pub fn tool(self, name: &str) -> PathBuf {
+        let path = repo_dir().join(self.venv()).join("bin").join(name);
+        assert!(
+            path.is_file(),
+            "{} is missing: install ansible-core with `make {}` (`make test` does)",
+            path.display(),
+            self.venv()
+        );
+        path
+    }
+}
+
+/// A tool of the repository's newest venv (`.venv`); fails loudly when it is not installed.
 pub fn venv_tool(name: &str) -> PathBuf {
-    let path = repo_dir().join(".venv/bin").join(name);
+    Core::Newest.tool(name)
+}
+
+/// The module binary `make collection` built into the collection (`plugins/modules/service`),
+/// used as is; fails loudly when it is missing.
+pub fn module_binary() -> PathBuf {
+    let path = collection_dir().join("plugins/modules/service");
     assert!(
         path.is_file(),
-        "{} is missing: install ansible-core into the repository's venv with `make .venv` (`make test` does)",
+        "{} is missing: build the shipped module binary with `make collection` (`make test` does)",
         path.display()
     );
     path
-}
-
-/// Puts the freshly built module binary (`service` of the workspace) into the collection at
-/// `plugins/modules/service`, as `make collection` does, when it is missing or differs; once
-/// per process, atomically (a rename), so a playbook running meanwhile never sees half a file.
-pub fn install_module() -> PathBuf {
-    static DONE: OnceLock<PathBuf> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let built = bin("service");
-        let dest = collection_dir().join("plugins/modules/service");
-        let new = std::fs::read(&built).unwrap_or_else(|e| panic!("read {}: {e}", built.display()));
-        if std::fs::read(&dest).ok().as_deref() != Some(&new[..]) {
-            let tmp = dest.with_file_name(format!(".service.{}.tmp", std::process::id()));
-            std::fs::write(&tmp, &new).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
-            set_executable(&tmp);
-            std::fs::rename(&tmp, &dest).unwrap_or_else(|e| panic!("install {}: {e}", dest.display()));
-        }
-        dest
-    })
-    .clone()
-}
-
-fn set_executable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755));
 }
 
 /// The cargo target directory.
@@ -113,13 +129,21 @@ impl Played {
 #[derive(Debug)]
 pub struct Ansible {
     dir: PathBuf,
+    core: Core,
+    collections: PathBuf,
 }
 
 impl Ansible {
-    /// Creates the directories; fails loudly when ansible is not installed.
+    /// Creates the directories, for the newest claimed ansible-core and the collection in
+    /// `plugins/`; fails loudly when ansible or the module binary is missing.
     pub fn new(label: &str) -> Ansible {
-        venv_tool("ansible-playbook");
-        install_module();
+        Ansible::with_core(label, Core::Newest)
+    }
+
+    /// As [`Ansible::new`], with the given ansible-core.
+    pub fn with_core(label: &str, core: Core) -> Ansible {
+        core.tool("ansible-playbook");
+        module_binary();
         let dir = target_dir().join("ansible-tests").join(format!("{label}-{}", std::process::id()));
         let dir = std::path::absolute(&dir).unwrap_or(dir);
         // The sandbox must see this directory: under a private tmpfs only if a share covers it.
@@ -136,7 +160,53 @@ impl Ansible {
             std::fs::create_dir_all(dir.join(sub)).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         }
         std::fs::write(dir.join("ansible.cfg"), "[defaults]\n").expect("write ansible.cfg");
-        Ansible { dir }
+        Ansible { dir, core, collections: collections_path() }
+    }
+
+    /// Adds a line (`key = value`) to the `[defaults]` of this environment's `ansible.cfg`.
+    pub fn set_default(&self, line: &str) {
+        use std::io::Write as _;
+        let mut cfg = std::fs::OpenOptions::new().append(true).open(self.dir.join("ansible.cfg")).expect("ansible.cfg");
+        writeln!(cfg, "{line}").expect("write ansible.cfg");
+    }
+
+    /// The ansible-core this environment runs.
+    pub fn core(&self) -> Core {
+        self.core
+    }
+
+    /// Builds the collection's tarball with `ansible-galaxy collection build` and installs it
+    /// with `ansible-galaxy collection install` into a private collections path, which this
+    /// environment then uses instead of `plugins/`; returns the installed collection's root.
+    pub fn install_collection(&mut self) -> PathBuf {
+        let build = self.dir.join("build");
+        let installed = self.dir.join("collections");
+        let built = self
+            .tool(
+                "ansible-galaxy",
+                &[
+                    "collection",
+                    "build",
+                    &collection_dir().to_string_lossy(),
+                    "--output-path",
+                    &build.to_string_lossy(),
+                    "--force",
+                ],
+            )
+            .ok();
+        let tarball = std::fs::read_dir(&build)
+            .expect("the build directory")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "gz"))
+            .unwrap_or_else(|| panic!("no tarball in {}: {}", build.display(), built.stdout));
+        self.tool(
+            "ansible-galaxy",
+            &["collection", "install", &tarball.to_string_lossy(), "-p", &installed.to_string_lossy(), "--force"],
+        )
+        .ok();
+        self.collections = installed;
+        self.collections.join("ansible_collections/baton/systemd")
     }
 
     /// The private directory (for playbooks and files a test writes).
@@ -148,7 +218,7 @@ impl Ansible {
     pub fn env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
         cmd.env("HOME", self.dir.join("home"))
             .env("ANSIBLE_CONFIG", self.dir.join("ansible.cfg"))
-            .env("ANSIBLE_COLLECTIONS_PATH", collections_path())
+            .env("ANSIBLE_COLLECTIONS_PATH", &self.collections)
             .env("ANSIBLE_LOCAL_TEMP", self.dir.join("local"))
             .env("ANSIBLE_REMOTE_TEMP", self.dir.join("remote"))
             .env("ANSIBLE_ASYNC_DIR", self.dir.join("async"))
@@ -167,7 +237,24 @@ impl Ansible {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = host.sb.command(venv_tool("ansible-playbook"));
+        self.playbook_with(host, &[], playbook, args)
+    }
+
+    /// As [`Ansible::playbook`], run by `wrapper` (for example `["setarch", "i686"]`).
+    pub fn playbook_with<I, S>(&self, host: &Host, wrapper: &[&str], playbook: &Path, args: I) -> Played
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let playbook_bin = self.core.tool("ansible-playbook");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut cmd = host.sb.command(first);
+                cmd.args(rest).arg(playbook_bin);
+                cmd
+            }
+            None => host.sb.command(playbook_bin),
+        };
         cmd.args(["-i", "localhost,", "-c", "local"]).arg(playbook).args(args);
         self.env(&mut cmd);
         run(cmd).unwrap_or_else(|e| panic!("{e:#}"))
@@ -175,7 +262,7 @@ impl Ansible {
 
     /// Runs a venv tool (e.g. `ansible-doc`) on the host, with this environment.
     pub fn tool(&self, name: &str, args: &[&str]) -> Played {
-        let mut cmd = Command::new(venv_tool(name));
+        let mut cmd = Command::new(self.core.tool(name));
         cmd.args(args);
         self.env(&mut cmd);
         run(cmd).unwrap_or_else(|e| panic!("{e:#}"))
@@ -212,5 +299,10 @@ fn run(mut cmd: Command) -> Result<Played> {
 /// The collection's integration playbook (`tests/integration/service.yml`, running the
 /// `service` target).
 pub fn target_playbook() -> PathBuf {
-    collection_dir().join("tests/integration/service.yml")
+    target_playbook_in(&collection_dir())
+}
+
+/// The integration playbook of the collection installed at `root`.
+pub fn target_playbook_in(root: &Path) -> PathBuf {
+    root.join("tests/integration/service.yml")
 }

@@ -7,7 +7,12 @@
 //!   bump and a rolled-back broken release, state=stopped and state=absent;
 //! - a version bump under load fails no request;
 //! - `ansible-doc baton.systemd.service` renders the documentation, and it documents exactly the
-//!   spec's options (types, defaults, choices) and the result's keys.
+//!   spec's options (types, defaults, choices) and the result's keys;
+//! - the whole target again on the oldest claimed ansible-core (`.venv-oldest`), from the
+//!   collection built with `ansible-galaxy collection build` and installed as a user would;
+//! - the controller-side action plugin: a typo fails on the controller naming the option, and no
+//!   module reaches the target; a target of another architecture (`setarch i686`) fails with
+//!   one sentence naming what it has and what the collection ships; the target is probed once.
 //!
 //! Nothing is skipped: without ansible (`make .venv`) or root these tests fail.
 
@@ -15,7 +20,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use baton_core::spec;
-use baton_integration::ansible::{self, Ansible, Played};
+use baton_integration::ansible::{self, Ansible, Core, Played};
 use baton_integration::{bin, demo_spec, Host};
 use serde_json::Value;
 
@@ -110,7 +115,7 @@ fn a_version_bump_under_load_fails_no_request() {
 fn run_module(h: &Host, a: &Ansible, args: &Value) -> (Value, i32) {
     let path = a.dir().join("args");
     std::fs::write(&path, args.to_string()).expect("write the args file");
-    let out = h.sb.command(ansible::install_module()).arg(&path).output().expect("run the module");
+    let out = h.sb.command(ansible::module_binary()).arg(&path).output().expect("run the module");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("unparseable module output ({e}): {stdout}"));
     (json, out.status.code().unwrap_or(-1))
@@ -322,4 +327,127 @@ fn v_is_empty(v: &Value) -> bool {
         Value::Array(a) => a.is_empty(),
         _ => false,
     }
+}
+
+/// The whole target on the oldest claimed ansible-core, from the collection as a user installs
+/// it: `ansible-galaxy collection build`, then `ansible-galaxy collection install` into a private
+/// collections path (its tarball must hold everything the target needs, the shipped module
+/// binary byte for byte included).
+#[test]
+fn the_service_target_passes_on_the_oldest_ansible_core_from_the_installed_collection() {
+    let h = Host::boot("ansible-oldest");
+    let mut a = Ansible::with_core("oldest", Core::Oldest);
+    let version = a.tool("ansible-playbook", &["--version"]).ok().stdout;
+    let runtime = std::fs::read_to_string(ansible::collection_dir().join("meta/runtime.yml")).expect("runtime.yml");
+    let oldest = version.split("[core ").nth(1).and_then(|v| v.split('.').take(2).reduce(|_, m| m).map(String::from));
+    let claimed = format!("requires_ansible: \">=2.{}.0,", oldest.clone().unwrap_or_default());
+    assert!(runtime.contains(&claimed), "the oldest venv ({version}) is the oldest claimed: {runtime}");
+
+    let root = a.install_collection();
+    assert_eq!(
+        std::fs::read(root.join("plugins/modules/service")).ok(),
+        std::fs::read(ansible::module_binary()).ok(),
+        "the installed module is the shipped binary"
+    );
+    let files = a.tool("ansible-doc", &["-F", "baton.systemd"]).ok().stdout;
+    assert!(
+        files.contains(&format!("baton.systemd.service {}", root.join("plugins/modules/service").display())),
+        "{files}"
+    );
+
+    let mut args = vars("old", 8183);
+    args.push("-v".to_owned());
+    let run = a.playbook(&h, &ansible::target_playbook_in(&root), args).ok();
+    eprintln!("the whole target on ansible-core 2.{} took {:.1} s", oldest.unwrap_or_default(), run.took.as_secs_f64());
+    let out = &run.stdout;
+    assert_eq!(run.recap("localhost", "failed"), Some(0), "{out}");
+    assert!(run.recap("localhost", "ignored").is_some_and(|n| n >= 12), "the expected failures: {out}");
+    assert!(!out.contains(SECRET), "the secret leaked into the output:\n{out}");
+    assert!(h.unit_files().iter().all(|f| !f.starts_with("old-")), "{:?}", h.unit_files());
+}
+
+/// A one-task playbook (two tasks with `twice`) of `baton.systemd.service` in check mode, with
+/// `options` (YAML lines) added to a valid task.
+fn one_task_play(a: &Ansible, file: &str, options: &str, twice: bool) -> std::path::PathBuf {
+    let task = format!(
+        "    - name: A task of baton.systemd.service\n      baton.systemd.service:\n        name: probe\n        version: v1\n        exec_start: [\"{}\", --port, \"8184\"]\n{options}      check_mode: true\n",
+        bin("baton-demo").display()
+    );
+    let play = format!(
+        "- name: Controller-side checks\n  hosts: all\n  gather_facts: false\n  tasks:\n{task}{}",
+        if twice { task.as_str() } else { "" }
+    );
+    let path = a.dir().join(file);
+    std::fs::write(&path, play).expect("write the playbook");
+    path
+}
+
+/// Module files Ansible copied to the target and kept (`ANSIBLE_KEEP_REMOTE_FILES=1`).
+fn shipped_modules(a: &Ansible) -> usize {
+    let remote = a.dir().join("remote");
+    std::fs::read_dir(&remote)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|tmp| std::fs::read_dir(tmp.path()).ok())
+                .flat_map(|files| files.flatten())
+                .filter(|f| f.file_name() == "AnsiballZ_service")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_typo_fails_on_the_controller_naming_the_option_and_nothing_is_shipped() {
+    let h = Host::boot("ansible-typo");
+    let a = Ansible::new("typo");
+    a.set_default("keep_remote_files = True");
+    let keep = ["-vvv"];
+
+    let typo = one_task_play(&a, "typo.yml", "        prot: 8184\n", false);
+    let run = a.playbook(&h, &typo, keep);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("\"msg\": \"prot: unknown option; the options are ") && run.stdout.contains(" port, "),
+        "the message names the typo and the options: {}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("baton-probe"), "nothing ran on the target, not even the probe: {}", run.stdout);
+    assert_eq!(shipped_modules(&a), 0, "no module was copied to the target");
+
+    // The control: the same task without the typo, twice, ships and runs the module each time
+    // (the target is probed once: the answer is kept as the fact baton_systemd_target).
+    let valid = one_task_play(&a, "valid.yml", "        port: 8184\n", true);
+    let run = a.playbook(&h, &valid, keep).ok();
+    assert_eq!(shipped_modules(&a), 2, "{}", run.stdout);
+    assert_eq!(run.stdout.matches("echo baton-probe").count(), 1, "one probe per host: {}", run.stdout);
+    assert!(run.stdout.contains("\"baton_systemd_target\""), "{}", run.stdout);
+    assert!(h.unit_files().iter().all(|f| !f.starts_with("probe-")), "check mode wrote nothing: {:?}", h.unit_files());
+}
+
+#[test]
+fn a_target_of_another_architecture_fails_with_one_sentence() {
+    let h = Host::boot("ansible-arch");
+    let a = Ansible::new("arch");
+    a.set_default("keep_remote_files = True");
+    let glibc = std::process::Command::new("getconf").arg("GNU_LIBC_VERSION").output().expect("getconf");
+    let glibc = String::from_utf8_lossy(&glibc.stdout).trim().to_owned();
+    assert!(glibc.starts_with("glibc 2."), "{glibc}");
+
+    let play = one_task_play(&a, "arch.yml", "        port: 8184\n", false);
+    // setarch i686: the play and everything it runs see the i686 personality (`uname -m`).
+    let run = a.playbook_with(&h, &["setarch", "i686"], &play, ["-v"]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    let sentence = format!(
+        "\"msg\": \"baton.systemd.service cannot run on this target: it is Linux i686 with {glibc}, and the collection \
+         ships the module only for Linux x86_64 with glibc 2.17 or newer.\""
+    );
+    assert!(run.stdout.contains(&sentence), "expected {sentence} in:\n{}", run.stdout);
+    for loader_error in ["Exec format error", "GLIBC_", "cannot execute"] {
+        assert!(!run.stdout.contains(loader_error), "{loader_error}: {}", run.stdout);
+    }
+    assert_eq!(shipped_modules(&a), 0, "no module was copied to the target");
+
+    // Without setarch the same play runs the module (the check can fail).
+    let run = a.playbook(&h, &play, ["-v"]).ok();
+    assert_eq!(shipped_modules(&a), 1, "{}", run.stdout);
 }
