@@ -67,7 +67,7 @@ ansible-units: .venv collection
 ## ansible-lint: `ansible-lint --profile production` on the collection (offline)
 ansible-lint: .venv-lint
 	cd $(COLLECTION_DIR) && HOME=$(ANSIBLE_TEST_HOME) ANSIBLE_COLLECTIONS_PATH=$(CURDIR)/plugins \
-		$(CURDIR)/.venv-lint/bin/ansible-lint --profile production --offline --nocolor
+		PATH=$(CURDIR)/.venv-lint/bin:$$PATH $(CURDIR)/.venv-lint/bin/ansible-lint --profile production --offline --nocolor
 
 ## ansible-build: `ansible-galaxy collection build` (with the module binary `make collection` built)
 ansible-build: .venv collection
