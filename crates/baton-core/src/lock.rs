@@ -4,16 +4,29 @@
 //! that is killed (even with `SIGKILL`) never leaves a stale lock behind. The file itself stays
 //! on disk (removing a lock file races with the next locker); while held it names its holder
 //! (`pid=… since=… cmd=…`) so that a waiting run can say who it is waiting for.
+//!
+//! No other local user can block, break or redirect the lock: the directory is root's alone
+//! (created `0700`, and refused unless it is a real directory owned by root that no group or
+//! other user can write), lock files are `0600` and opened without following symbolic links,
+//! and a lock taken on a file that is no longer the one at the path (unlinked or replaced
+//! while this run waited) is dropped and taken again on the file that is there.
 
 use std::fmt;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Where the lock files live unless told otherwise.
-pub const DEFAULT_DIR: &str = "/run/lock/baton";
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::safe_fs::{self, DirProblem};
+
+/// Where the lock files live unless told otherwise: a directory only root can enter (not
+/// `/run/lock`, which every user can write).
+pub const DEFAULT_DIR: &str = "/run/baton";
 
 /// How often a busy lock is tried again.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -48,6 +61,17 @@ pub enum LockError {
         /// The cause.
         source: io::Error,
     },
+    /// The lock directory is not root's alone: another user could block or break the lock.
+    #[error(
+        "refusing the lock directory {dir}: {problem}; it must be a directory owned by root that no group or \
+         other user can write (baton creates it 0700)"
+    )]
+    UnsafeDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The lock file could not be opened or created.
     #[error("cannot open the lock file {path}: {source}")]
     Open {
@@ -55,6 +79,14 @@ pub enum LockError {
         path: PathBuf,
         /// The cause.
         source: io::Error,
+    },
+    /// Something other than baton's lock file is at its path.
+    #[error("refusing the lock file {path}: {problem}")]
+    UnsafeFile {
+        /// The lock file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
     },
     /// `flock` failed for another reason than the lock being held.
     #[error("cannot lock {path}: {source}")]
@@ -102,7 +134,7 @@ impl Drop for ServiceLock {
     }
 }
 
-/// Takes the exclusive lock of `service` in `dir` (normally [`DEFAULT_DIR`], created `0755`
+/// Takes the exclusive lock of `service` in `dir` (normally [`DEFAULT_DIR`], created `0700`
 /// when missing), trying again until `timeout` has passed.
 pub fn acquire(dir: &Path, service: &str, timeout: Duration) -> Result<ServiceLock, LockError> {
     acquire_with_progress(dir, service, timeout, |_| {})
@@ -119,42 +151,44 @@ pub fn acquire_with_progress(
     if service.is_empty() || service.starts_with('.') || service.contains(['/', '\0']) || service.len() > 200 {
         return Err(LockError::InvalidName { service: service.to_string() });
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|source| LockError::CreateDir { dir: dir.to_path_buf(), source })?;
-    let path = dir.join(format!("{service}.lock"));
-    // No truncation on open: the file names the current holder until we hold the lock.
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|source| LockError::Open { path: path.clone(), source })?;
+    let dir_fd = open_dir(dir)?;
+    let name = format!("{service}.lock");
+    let path = dir.join(&name);
 
     let start = Instant::now();
     let mut next_progress = Duration::ZERO;
-    loop {
-        let attempt = file.try_lock();
-        match attempt {
-            Ok(()) => break,
-            Err(TryLockError::WouldBlock) => {}
-            Err(TryLockError::Error(source)) => return Err(LockError::Lock { path, source }),
+    let file = 'locked: loop {
+        // No truncation on open: the file names the current holder until we hold the lock.
+        let file = open_file(&dir_fd, &name, &path)?;
+        loop {
+            match file.try_lock() {
+                Ok(()) => {
+                    // The file may have been unlinked or replaced while we waited on it: then
+                    // this flock guards nothing, and whoever opens the path gets another file.
+                    match safe_fs::still_at(&dir_fd, &name, &file) {
+                        Ok(true) => break 'locked file,
+                        Ok(false) => continue 'locked,
+                        Err(source) => return Err(LockError::Lock { path, source }),
+                    }
+                }
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(source)) => return Err(LockError::Lock { path, source }),
+            }
+            let waited = start.elapsed();
+            if waited >= timeout {
+                return Err(LockError::Busy {
+                    service: service.to_string(),
+                    holder: holder_of(&dir_fd, &name),
+                    waited: timeout,
+                });
+            }
+            if waited >= next_progress {
+                on_wait(waited);
+                next_progress = waited.saturating_add(PROGRESS_INTERVAL);
+            }
+            std::thread::sleep(POLL_INTERVAL.min(timeout.saturating_sub(waited)));
         }
-        let waited = start.elapsed();
-        if waited >= timeout {
-            return Err(LockError::Busy { service: service.to_string(), holder: holder_of(&path), waited: timeout });
-        }
-        if waited >= next_progress {
-            on_wait(waited);
-            next_progress = waited + PROGRESS_INTERVAL;
-        }
-        std::thread::sleep(POLL_INTERVAL.min(timeout - waited));
-    }
+    };
 
     let lock = ServiceLock { file, path, service: service.to_string() };
     let holder = holder_line();
@@ -163,6 +197,52 @@ pub fn acquire_with_progress(
         .and_then(|()| lock.file.write_all_at(holder.as_bytes(), 0))
         .map_err(|source| LockError::WriteHolder { path: lock.path.clone(), source })?;
     Ok(lock)
+}
+
+/// Opens the lock directory, creating it `0700` when missing, and checks that it is root's
+/// alone.
+fn open_dir(dir: &Path) -> Result<OwnedFd, LockError> {
+    let unsafe_dir = |problem: String| LockError::UnsafeDir { dir: dir.to_path_buf(), problem };
+    let create_err = |source| LockError::CreateDir { dir: dir.to_path_buf(), source };
+    match safe_fs::open_trusted_dir(dir) {
+        Ok(fd) => return Ok(fd),
+        Err(DirProblem::Missing) => {}
+        Err(DirProblem::Untrusted(problem)) => return Err(unsafe_dir(problem)),
+        Err(DirProblem::Io(source)) => return Err(create_err(source)),
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(create_err)?;
+    match safe_fs::open_trusted_dir(dir) {
+        Ok(fd) => Ok(fd),
+        Err(DirProblem::Missing) => Err(create_err(io::ErrorKind::NotFound.into())),
+        Err(DirProblem::Untrusted(problem)) => Err(unsafe_dir(problem)),
+        Err(DirProblem::Io(source)) => Err(create_err(source)),
+    }
+}
+
+/// Opens (or creates, `0600`) the lock file `name` in the lock directory without following a
+/// symbolic link or blocking on a FIFO, and checks it is a regular file of ours.
+fn open_file(dir: &OwnedFd, name: &str, path: &Path) -> Result<File, LockError> {
+    let unsafe_file = |problem: String| LockError::UnsafeFile { path: path.to_path_buf(), problem };
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => fd,
+        Err(Errno::LOOP) => return Err(unsafe_file("it is a symbolic link".to_owned())),
+        Err(e) => return Err(LockError::Open { path: path.to_path_buf(), source: e.into() }),
+    };
+    let file = File::from(fd);
+    let meta = file.metadata().map_err(|source| LockError::Open { path: path.to_path_buf(), source })?;
+    if !meta.is_file() {
+        return Err(unsafe_file(format!("it is {}, not a regular file", safe_fs::describe(&meta.file_type()))));
+    }
+    if meta.uid() != 0 && meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(unsafe_file(format!("it is owned by uid {}, not by root", meta.uid())));
+    }
+    // A lock file an older baton left 0644: nobody else needs to read it.
+    if meta.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| LockError::Open { path: path.to_path_buf(), source })?;
+    }
+    Ok(file)
 }
 
 /// This run, as written into the lock file: `pid=<pid> since=<unix secs> cmd=<argv>`.
@@ -174,10 +254,17 @@ fn holder_line() -> String {
 }
 
 /// What the lock file says about its holder, on one line.
-fn holder_of(path: &Path) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => text.trim().replace(['\n', '\r'], " "),
-        Ok(_) => "holder unknown: the lock file is empty".to_string(),
+fn holder_of(dir: &OwnedFd, name: &str) -> String {
+    match safe_fs::read_regular_at(dir, name, 4096) {
+        Ok(Some((bytes, _))) => {
+            let text = String::from_utf8_lossy(&bytes);
+            if text.trim().is_empty() {
+                "holder unknown: the lock file is empty".to_string()
+            } else {
+                text.trim().replace(['\n', '\r'], " ")
+            }
+        }
+        Ok(None) => "holder unknown: the lock file is gone".to_string(),
         Err(e) => format!("holder unknown: {e}"),
     }
 }
@@ -337,5 +424,92 @@ mod tests {
         assert_eq!(Secs(Duration::from_millis(200)).to_string(), "200ms");
         assert_eq!(Secs(Duration::from_millis(10_004)).to_string(), "10s");
         assert_eq!(Secs(Duration::from_millis(1_530)).to_string(), "1.5s");
+    }
+    #[test]
+    fn a_lock_file_replaced_while_waiting_is_not_a_lock_held() {
+        // Run A holds the lock. B waits on A's file. The file is unlinked (a user who could
+        // write the directory) and C locks the new file at the path. When A ends, B's flock on
+        // the unlinked file succeeds: B must notice that the path is C's file and wait for C.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = acquire(dir.path(), "app", Duration::ZERO).expect("A");
+        let lock_dir = dir.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let b = std::thread::spawn(move || {
+            let got = acquire(&lock_dir, "app", Duration::from_secs(10));
+            let _ = tx.send(Instant::now());
+            got.map(|lock| {
+                drop(lock);
+            })
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::remove_file(dir.path().join("app.lock")).expect("unlink");
+        let c = acquire(dir.path(), "app", Duration::ZERO).expect("C locks the new file");
+        drop(a);
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(rx.try_recv().is_err(), "B went ahead while C held the lock at the path");
+        let c_done = Instant::now();
+        drop(c);
+        let b_at = rx.recv_timeout(Duration::from_secs(5)).expect("B gets the lock once C is done");
+        assert!(b_at >= c_done);
+        b.join().expect("thread").expect("B");
+    }
+
+    #[test]
+    fn a_lock_dir_that_is_not_root_only_is_refused_naming_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("locks");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let name = dir.display().to_string();
+        for mode in [0o1777, 0o777, 0o775] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let e = acquire(&dir, "app", Duration::ZERO).expect_err("refused").to_string();
+            assert!(e.contains(&name) && e.contains("writable"), "{e}");
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // Pre-created by another user (tests run as root).
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).expect("chown");
+        let e = acquire(&dir, "app", Duration::ZERO).expect_err("refused").to_string();
+        assert!(e.contains(&name) && e.contains("owned by uid 65534"), "{e}");
+        assert!(!dir.join("app.lock").exists(), "nothing created in it");
+        // A symbolic link, even to a good directory.
+        let good = root.path().join("good");
+        std::fs::create_dir(&good).expect("mkdir");
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&good, &link).expect("symlink");
+        let e = acquire(&link, "app", Duration::ZERO).expect_err("refused").to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn a_symlink_at_the_lock_file_is_refused_and_never_followed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = tempfile::tempdir().expect("tempdir");
+        let victim = root.path().join("victim");
+        std::fs::write(&victim, "keep\n").expect("write");
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let dir = root.path().join("locks");
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::os::unix::fs::symlink(&victim, dir.join("app.lock")).expect("symlink");
+        let e = acquire(&dir, "app", Duration::ZERO).expect_err("refused").to_string();
+        assert!(e.contains("app.lock") && e.contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "keep\n");
+    }
+
+    #[test]
+    fn a_new_lock_dir_is_0700_and_lock_files_0600() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("baton");
+        let lock = acquire(&dir, "app", Duration::ZERO).expect("acquire");
+        let mode = |p: &Path| std::fs::symlink_metadata(p).expect("lstat").permissions().mode() & 0o7777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(lock.path()), 0o600);
+        drop(lock);
+        // A lock file left 0644 by an older baton is narrowed to 0600.
+        std::fs::set_permissions(dir.join("app.lock"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let lock = acquire(&dir, "app", Duration::ZERO).expect("acquire");
+        assert_eq!(mode(lock.path()), 0o600);
+        assert_eq!(DEFAULT_DIR, "/run/baton");
     }
 }

@@ -129,6 +129,19 @@ pub enum PlanError {
     /// A unit file in the way is not baton's.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// systemd already knows the unit baton would write, from a file baton did not write.
+    #[error(
+        "{unit} is already known to systemd from {owner}, which baton did not write; writing {path} would \
+         shadow it (and reload and restart it). Choose another name or version. Nothing was changed"
+    )]
+    Shadows {
+        /// The unit.
+        unit: String,
+        /// The file systemd loads it from.
+        owner: PathBuf,
+        /// The file baton would have written.
+        path: PathBuf,
+    },
     /// The old and new releases cannot share the port.
     #[error("preflight: {0}")]
     Preflight(String),
@@ -189,6 +202,10 @@ pub fn plan(
     // Never overwrite a unit baton did not write.
     if let Some(existing) = &state.target_text {
         unit_dir::check_owned(&state.target_path, existing, spec.name.as_str(), version.as_str())?;
+    }
+    // Nor shadow a unit systemd loads from another file (another package's unit).
+    if let Some(owner) = state.target_owner.as_ref().filter(|owner| **owner != state.target_path) {
+        return Err(PlanError::Shadows { unit: target_unit, owner: owner.clone(), path: state.target_path.clone() });
     }
     let write = state.target_text.as_deref() != Some(text.as_str());
     let target_running = state.target_status.is_running();
@@ -363,6 +380,7 @@ mod tests {
                 ..UnitStatus::default()
             }),
             releases,
+            target_owner: None,
         }
     }
 
@@ -523,6 +541,31 @@ mod tests {
         st.target_text = Some("[Service]\nExecStart=/bin/other\n".to_owned());
         let e = plan(&s, &st, Some("x"), Migrate::On).expect_err("refused").to_string();
         assert!(e.contains("refusing to overwrite"), "{e}");
+    }
+
+    #[test]
+    fn a_release_named_like_another_packages_unit_is_refused_naming_its_file() {
+        for state_ in ["started", "stopped"] {
+            let json = format!(
+                r#"{{"name":"systemd","version":"logind","exec_start":["/bin/app"],"unit_dir":"/u","state":"{state_}"}}"#
+            );
+            let s = parse(json.as_bytes()).expect("valid");
+            let mut st = state(&s, vec![]);
+            st.target_status.active_state = "active".to_owned();
+            st.target_owner = Some(PathBuf::from("/lib/systemd/system/systemd-logind.service"));
+            let e = plan(&s, &st, Some("x"), Migrate::On).expect_err("refused");
+            assert!(matches!(e, PlanError::Shadows { .. }), "{e:?}");
+            let e = e.to_string();
+            assert!(
+                e.contains("/lib/systemd/system/systemd-logind.service") && e.contains("/u/systemd-logind.service"),
+                "{e}"
+            );
+        }
+        // systemd loading baton's own file is no conflict.
+        let s = spec("v1", "");
+        let mut st = state(&s, vec![release("v1", true, true, 0)]);
+        st.target_owner = Some(st.target_path.clone());
+        assert!(actions(&s, &st).is_empty());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! and what systemd reports about each. Nothing is stored anywhere else, so a run that was
 //! killed at any step is picked up from here by the next one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::systemd::{Systemd, SystemdError, UnitStatus};
 use crate::unit_dir::{self, DiskError, UnitFile};
@@ -39,6 +39,10 @@ pub struct ServiceState {
     pub target_text: Option<String>,
     /// The target unit's status (also when its file is not a baton release).
     pub target_status: UnitStatus,
+    /// The file systemd loads the target unit from, when it knows one: equal to `target_path`
+    /// when that is the file (however the unit directory was spelled), anything else when
+    /// another file owns the unit name (another package's unit that baton's would shadow).
+    pub target_owner: Option<PathBuf>,
 }
 
 /// Reading the state failed.
@@ -72,12 +76,7 @@ impl ServiceState {
 }
 
 /// Reads a service's releases from `unit_dir` and their status from systemd.
-pub fn read(
-    sd: &dyn Systemd,
-    unit_dir: &std::path::Path,
-    service: &str,
-    target_unit: &str,
-) -> Result<ServiceState, StateError> {
+pub fn read(sd: &dyn Systemd, unit_dir: &Path, service: &str, target_unit: &str) -> Result<ServiceState, StateError> {
     let files = unit_dir::releases(unit_dir, service)?;
     let mut releases = Vec::with_capacity(files.len());
     for file in files {
@@ -90,5 +89,29 @@ pub fn read(
         Some(r) => r.status.clone(),
         None => sd.unit_status(target_unit)?,
     };
-    Ok(ServiceState { releases, target_path, target_text, target_status })
+    let target_owner =
+        sd.unit_file_path(target_unit)?.map(
+            |owner| {
+                if same_place(&owner, &target_path) {
+                    target_path.clone()
+                } else {
+                    owner
+                }
+            },
+        );
+    Ok(ServiceState { releases, target_path, target_text, target_status, target_owner })
+}
+
+/// Whether two paths name the same directory entry: the same file name in the same directory,
+/// once symbolic links in the directories are resolved.
+fn same_place(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    match (a.parent(), a.file_name(), b.parent(), b.file_name()) {
+        (Some(da), Some(na), Some(db), Some(nb)) if na == nb => {
+            matches!((std::fs::canonicalize(da), std::fs::canonicalize(db)), (Ok(x), Ok(y)) if x == y)
+        }
+        _ => false,
+    }
 }

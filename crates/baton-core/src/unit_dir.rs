@@ -1,13 +1,20 @@
 //! The unit directory on disk: finds a service's release unit files by their X-Baton marks,
 //! writes a unit atomically (temp file, fsync, rename, fsync the directory) and removes one.
+//!
+//! The directory must be root's alone (see [`crate::safe_fs::open_trusted_dir`]): systemd runs
+//! what it holds as root. Inside it, nothing is followed or trusted blindly: existing files are
+//! opened without following symbolic links or blocking on FIFOs, must be regular files and are
+//! read up to [`MAX_READ`]; temp files get random names and are created exclusively.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::render::read_marks;
+use crate::safe_fs::{self, DirProblem, ReadProblem, MAX_READ};
 
 /// A unit-directory operation that failed, naming the path.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +53,26 @@ pub enum DiskError {
         /// What the file says instead.
         found: String,
     },
+    /// The unit directory is not root's alone: another user could plant or swap units.
+    #[error(
+        "refusing the unit directory {dir}: {problem}; it must be a directory owned by root that no group or \
+         other user can write, since systemd runs its units as root"
+    )]
+    UnsafeDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Something at a unit's path is not a file baton can have written: a symbolic link, a
+    /// FIFO, a device, or a file larger than [`MAX_READ`].
+    #[error("refusing to read {path}: {problem}; baton only reads regular unit files of at most 1 MiB")]
+    NotAUnit {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        problem: String,
+    },
 }
 
 /// One release unit file found on disk.
@@ -64,14 +91,28 @@ pub struct UnitFile {
     pub modified: SystemTime,
 }
 
-/// The prefix of temp files baton writes beside a unit.
+/// The prefix of temp files baton writes beside a unit (a random suffix follows).
 fn temp_prefix(unit: &str) -> String {
     format!(".{unit}.baton-tmp-")
 }
 
+/// Opens `dir` if it is a directory baton may trust; `Ok(None)` when it does not exist.
+fn open_dir(dir: &Path) -> Result<Option<OwnedFd>, DiskError> {
+    match safe_fs::open_trusted_dir(dir) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(DirProblem::Missing) => Ok(None),
+        Err(DirProblem::Untrusted(problem)) => Err(DiskError::UnsafeDir { dir: dir.to_owned(), problem }),
+        Err(DirProblem::Io(source)) => Err(DiskError::Read { path: dir.to_owned(), source }),
+    }
+}
+
 /// Lists the release unit files of `service` in `dir`: every `*.service` file whose
-/// `X-Baton-Service` mark names it. A missing directory holds no releases.
+/// `X-Baton-Service` mark names it. A missing directory holds no releases. Anything that is
+/// not a regular file of at most [`MAX_READ`] bytes is no release.
 pub fn releases(dir: &Path, service: &str) -> Result<Vec<UnitFile>, DiskError> {
+    let Some(dir_fd) = open_dir(dir)? else {
+        return Ok(Vec::new());
+    };
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -88,20 +129,14 @@ pub fn releases(dir: &Path, service: &str) -> Result<Vec<UnitFile>, DiskError> {
         if !unit.starts_with(&prefix) || !unit.ends_with(".service") {
             continue;
         }
-        let path = entry.path();
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(DiskError::Read { path, source }),
+        let path = dir.join(unit);
+        let (bytes, meta) = match safe_fs::read_regular_at(&dir_fd, unit, MAX_READ) {
+            Ok(Some(read)) => read,
+            Ok(None) | Err(ReadProblem::NotRegular(_) | ReadProblem::TooLarge(_)) => continue,
+            Err(ReadProblem::Io(source)) => return Err(DiskError::Read { path, source }),
         };
-        if !meta.is_file() {
+        let Ok(text) = String::from_utf8(bytes) else {
             continue;
-        }
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => continue,
-            Err(source) => return Err(DiskError::Read { path, source }),
         };
         let Some((svc, version)) = read_marks(&text) else {
             continue;
@@ -116,12 +151,21 @@ pub fn releases(dir: &Path, service: &str) -> Result<Vec<UnitFile>, DiskError> {
     Ok(out)
 }
 
-/// Reads the file at `path` if it exists; `Ok(None)` when it does not.
+/// Reads the file at `path` if it exists; `Ok(None)` when it does not. Its directory must be
+/// trusted, and the file a regular file of at most [`MAX_READ`] bytes (a symbolic link, a FIFO
+/// or a device is refused at once, never followed, waited on or read).
 pub fn read_existing(path: &Path) -> Result<Option<String>, DiskError> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(DiskError::Read { path: path.to_owned(), source }),
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Err(DiskError::NotAUnit { path: path.to_owned(), problem: "it names no file".to_owned() });
+    };
+    let Some(dir_fd) = open_dir(dir)? else {
+        return Ok(None);
+    };
+    match safe_fs::read_regular_at(&dir_fd, name, MAX_READ) {
+        Ok(Some((bytes, _))) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Ok(None) => Ok(None),
+        Err(ReadProblem::Io(source)) => Err(DiskError::Read { path: path.to_owned(), source }),
+        Err(problem) => Err(DiskError::NotAUnit { path: path.to_owned(), problem: problem.to_string() }),
     }
 }
 
@@ -142,24 +186,31 @@ pub fn check_owned(path: &Path, text: &str, service: &str, version: &str) -> Res
     }
 }
 
-/// Writes `text` to `dir/unit` atomically with mode 0644: a temp file in the same directory,
-/// fsync, rename over the target, fsync the directory. Creates `dir` if missing.
+/// Writes `text` to `dir/unit` atomically with mode 0644: a temp file with a random name
+/// created exclusively (`O_EXCL|O_NOFOLLOW`) in the same directory, fsync, rename over the
+/// target, fsync the directory. Creates `dir` (0755) if missing; refuses a directory that is
+/// not root's alone.
 pub fn write_atomic(dir: &Path, unit: &str, text: &str) -> Result<PathBuf, DiskError> {
     let path = dir.join(unit);
     let werr = |source| DiskError::Write { path: path.clone(), source };
-    fs::create_dir_all(dir).map_err(werr)?;
-    let tmp = dir.join(format!("{}{}", temp_prefix(unit), std::process::id()));
+    let dir_fd = match open_dir(dir)? {
+        Some(fd) => fd,
+        None => {
+            fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(werr)?;
+            open_dir(dir)?.ok_or_else(|| werr(io::ErrorKind::NotFound.into()))?
+        }
+    };
+    let (mut file, tmp) = safe_fs::create_exclusive(&dir_fd, &temp_prefix(unit), 0o644).map_err(werr)?;
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(0o644))?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, &path)?;
-        sync_dir(dir)
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        drop(file);
+        rustix::fs::renameat(&dir_fd, tmp.as_str(), &dir_fd, unit)?;
+        rustix::fs::fsync(&dir_fd)?;
+        Ok::<(), io::Error>(())
     })();
     if let Err(source) = result {
-        let _ = fs::remove_file(&tmp);
+        let _ = rustix::fs::unlinkat(&dir_fd, tmp.as_str(), rustix::fs::AtFlags::empty());
         return Err(DiskError::Write { path, source });
     }
     Ok(path)
@@ -178,25 +229,29 @@ pub fn remove(path: &Path) -> Result<(), DiskError> {
     Ok(())
 }
 
-/// Removes temp files a killed run left beside `unit` (best effort).
+/// Removes temp files a killed run left beside `unit` (best effort; only in a trusted directory).
 pub fn clean_temp_files(dir: &Path, unit: &str) {
     let prefix = temp_prefix(unit);
+    let Ok(Some(dir_fd)) = open_dir(dir) else {
+        return;
+    };
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten() {
-            if entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
-                let _ = fs::remove_file(entry.path());
+            if let Some(name) = entry.file_name().to_str().filter(|n| n.starts_with(&prefix)) {
+                let _ = rustix::fs::unlinkat(&dir_fd, name, rustix::fs::AtFlags::empty());
             }
         }
     }
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     fn unit(service: &str, version: &str) -> String {
         format!("[Unit]\nX-Baton-Service={service}\nX-Baton-Version={version}\n[Service]\nExecStart=/x\n")
@@ -234,5 +289,118 @@ mod tests {
         assert!(e.contains("no X-Baton-Service"), "{e}");
         let e = check_owned(p, &unit("app-v1", ""), "app", "v1").expect_err("foreign");
         assert!(matches!(e, DiskError::Foreign { .. }));
+    }
+    /// A 0600 file outside the unit directory, as an attacker's target.
+    fn victim(dir: &Path) -> PathBuf {
+        let victim = dir.join("shadow");
+        fs::write(&victim, "root's secret\n").expect("write victim");
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).expect("chmod");
+        victim
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_temp_name_cannot_redirect_a_write() {
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let victim = victim(elsewhere.path());
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The name the temp file used to have (predictable: the unit and our pid), and a few
+        // more guesses: none of them is ever opened.
+        for suffix in [std::process::id().to_string(), "0".to_owned(), "tmp".to_owned()] {
+            let planted = dir.path().join(format!(".app-v1.service.baton-tmp-{suffix}"));
+            std::os::unix::fs::symlink(&victim, planted).expect("symlink");
+        }
+        let path = write_atomic(dir.path(), "app-v1.service", &unit("app", "v1")).expect("write");
+        assert_eq!(fs::read_to_string(&victim).expect("read victim"), "root's secret\n");
+        assert_eq!(fs::metadata(&victim).expect("meta").permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_to_string(&path).expect("read unit"), unit("app", "v1"));
+        assert!(!fs::symlink_metadata(&path).expect("lstat").file_type().is_symlink());
+    }
+
+    /// `read_existing` of `path` in a thread: its error, or a panic if it takes longer than 5 s.
+    fn read_error_fast(path: &Path) -> String {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.to_owned();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_existing(&p).map(|t| t.map(|t| t.len())));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("read_existing did not return within 5 s");
+        let err = got.expect_err("refused").to_string();
+        assert!(err.contains(&path.display().to_string()), "names the file: {err}");
+        err
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_a_unit_file_gives_a_clear_error_without_hanging() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app-v1.service");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .expect("mkfifo");
+        let err = read_error_fast(&path);
+        assert!(err.contains("is a FIFO, not a regular file"), "{err}");
+        assert!(releases(dir.path(), "app").expect("scan").is_empty());
+    }
+
+    #[test]
+    fn a_symlink_to_dev_zero_in_place_of_a_unit_file_gives_a_clear_error_without_reading() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app-v1.service");
+        std::os::unix::fs::symlink("/dev/zero", &path).expect("symlink");
+        let err = read_error_fast(&path);
+        assert!(err.contains("is a symbolic link, not a regular file"), "{err}");
+        // A symbolic link to a marked unit elsewhere is no release either.
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        fs::write(elsewhere.path().join("u"), unit("app", "v2")).expect("write");
+        std::os::unix::fs::symlink(elsewhere.path().join("u"), dir.path().join("app-v2.service")).expect("symlink");
+        let err = read_error_fast(&dir.path().join("app-v2.service"));
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(releases(dir.path(), "app").expect("scan").is_empty());
+    }
+
+    #[test]
+    fn a_unit_file_over_1_mib_is_refused_and_left_out_of_the_release_scan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut text = unit("app", "v1");
+        text.push_str(&format!("# {}\n", "x".repeat(2 << 20)));
+        fs::write(dir.path().join("app-v1.service"), &text).expect("write");
+        fs::write(dir.path().join("app-v2.service"), unit("app", "v2")).expect("write");
+        let err = read_error_fast(&dir.path().join("app-v1.service"));
+        assert!(err.contains("larger than 1 MiB"), "{err}");
+        let found: Vec<_> = releases(dir.path(), "app").expect("scan").into_iter().map(|u| u.version).collect();
+        assert_eq!(found, ["v2"]);
+    }
+
+    #[test]
+    fn a_unit_dir_writable_by_others_or_not_owned_by_root_is_refused_naming_it() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("units");
+        fs::create_dir(&dir).expect("mkdir");
+        write_atomic(&dir, "app-v1.service", &unit("app", "v1")).expect("write");
+        let name = dir.display().to_string();
+        for mode in [0o777, 0o1777, 0o775] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).expect("chmod");
+            let e = releases(&dir, "app").expect_err("refused").to_string();
+            assert!(e.contains(&name) && e.contains("writable"), "{e}");
+            let e = write_atomic(&dir, "app-v2.service", &unit("app", "v2")).expect_err("refused").to_string();
+            assert!(e.contains(&name) && e.contains("writable"), "{e}");
+            let e = read_existing(&dir.join("app-v1.service")).expect_err("refused").to_string();
+            assert!(e.contains(&name), "{e}");
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).expect("chown (tests run as root)");
+        let e = releases(&dir, "app").expect_err("refused").to_string();
+        assert!(e.contains(&name) && e.contains("owned by uid 65534"), "{e}");
+        assert!(!dir.join("app-v2.service").exists());
+        // A symbolic link to a good directory is refused too.
+        std::os::unix::fs::chown(&dir, Some(0), Some(0)).expect("chown");
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).expect("symlink");
+        let e = releases(&link, "app").expect_err("refused").to_string();
+        assert!(e.contains("symbolic link"), "{e}");
     }
 }

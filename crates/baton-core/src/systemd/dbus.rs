@@ -89,6 +89,10 @@ pub trait Manager {
     /// loaded unit is cached and goes stale after EnableUnitFiles/DisableUnitFiles).
     fn get_unit_file_state(&self, file: &str) -> zbus::Result<String>;
 
+    /// Unit files in systemd's search path whose names match `patterns` (and whose state is in
+    /// `states`; empty: any), as (path, state). Reads the unit directories, loads nothing.
+    fn list_unit_files_by_patterns(&self, states: &[&str], patterns: &[&str]) -> zbus::Result<Vec<(String, String)>>;
+
     /// Forgets a unit's failed state.
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
 
@@ -117,6 +121,8 @@ pub struct UnitProperties {
     pub need_daemon_reload: Option<bool>,
     /// When the unit last entered the active state, µs since the epoch (0 when never).
     pub active_enter_timestamp: Option<u64>,
+    /// The unit file systemd loaded the unit from (empty when none).
+    pub fragment_path: Option<String>,
 }
 
 /// The `org.freedesktop.systemd1.Service` properties baton reads: one `a{sv}` from
@@ -326,6 +332,34 @@ impl Systemd for DbusSystemd {
             }
         }
         Ok(status)
+    }
+
+    fn unit_file_path(&self, unit: &str) -> Result<Option<PathBuf>, SystemdError> {
+        match self.manager.get_unit(unit) {
+            Ok(path) => {
+                let props_err = |e| call_err("GetAll", unit, e);
+                let object = UnitObjectProxyBlocking::builder(self.manager.inner().connection())
+                    .path(path)
+                    .map_err(props_err)?
+                    .cache_properties(CacheProperties::No)
+                    .build()
+                    .map_err(props_err)?;
+                let u = object.unit_properties(UNIT_INTERFACE).map_err(props_err)?;
+                if let Some(fragment) = u.fragment_path.filter(|p| !p.is_empty()) {
+                    return Ok(Some(PathBuf::from(fragment)));
+                }
+                // Loaded without a file (e.g. not-found): a file added since may still be there.
+            }
+            Err(e) if is_no_such_unit(&e) => {}
+            Err(e) => return Err(call_err("GetUnit", unit, e)),
+        }
+        let files = self
+            .manager
+            .list_unit_files_by_patterns(&[], &[unit])
+            .map_err(|e| call_err("ListUnitFilesByPatterns", unit, e))?;
+        let by_name =
+            files.into_iter().map(|(path, _)| PathBuf::from(path)).find(|p| p.file_name().is_some_and(|n| n == unit));
+        Ok(by_name)
     }
 
     fn start(&self, unit: &str, timeout: Duration) -> Result<JobResult, SystemdError> {

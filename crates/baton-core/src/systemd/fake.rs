@@ -24,6 +24,8 @@ struct Inner {
     units: BTreeMap<String, FakeUnit>,
     calls: Vec<String>,
     next_pid: u32,
+    /// Unit files systemd knows elsewhere, as [`FakeSystemd::set_unit_file`] set them.
+    files: BTreeMap<String, std::path::PathBuf>,
 }
 
 /// An in-memory systemd: units start, stop, enable and disable; every call is recorded.
@@ -58,6 +60,11 @@ impl FakeSystemd {
             u.enabled = enabled;
             u.main_pid = pid;
         });
+    }
+
+    /// Makes systemd know `unit` from the file `path` (e.g. another package's unit).
+    pub fn set_unit_file(&self, unit: &str, path: &str) {
+        self.with(|i| i.files.insert(unit.to_owned(), path.into()));
     }
 
     /// Every call so far, e.g. `start app-v2.service`.
@@ -108,6 +115,10 @@ impl Systemd for FakeSystemd {
                 ..UnitStatus::default()
             }
         }))
+    }
+
+    fn unit_file_path(&self, unit: &str) -> Result<Option<std::path::PathBuf>, SystemdError> {
+        Ok(self.with(|i| i.files.get(unit).cloned()))
     }
 
     fn start(&self, unit: &str, _timeout: Duration) -> Result<JobResult, SystemdError> {

@@ -141,6 +141,11 @@ pub trait Systemd {
     /// as [`NOT_LOADED`], inactive, with its unit file state).
     fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError>;
 
+    /// The file systemd loads `unit` from: the `FragmentPath` of a unit it holds in memory,
+    /// else the unit file it would load from its search path (`ListUnitFilesByPatterns`, which
+    /// loads nothing). `None` when systemd knows no file for the unit.
+    fn unit_file_path(&self, unit: &str) -> Result<Option<std::path::PathBuf>, SystemdError>;
+
     /// `Manager.StartUnit(unit, "replace")`, waiting for its `JobRemoved` for at most `timeout`.
     /// On [`SystemdError::JobTimeout`] the job is still queued: stop the unit to cancel it.
     fn start(&self, unit: &str, timeout: Duration) -> Result<JobResult, SystemdError>;
