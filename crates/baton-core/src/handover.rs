@@ -564,7 +564,8 @@ impl Run<'_> {
         Ok(format!("ready {unit} after {:.3} s{port}", ready_after.as_secs_f64()))
     }
 
-    /// One readiness check; Ok(main PID) when ready.
+    /// One readiness check; Ok(main PID) when ready. Its probe counts only when answered by
+    /// this unit's own processes (see [`probe::http`]), during readiness and `observe_sec` alike.
     fn check_ready(&self, unit: &str, interval: Duration) -> Result<u32, Check> {
         let spec = self.spec;
         let st = self.sd.unit_status(unit).map_err(|e| Retry(e.to_string()))?;
@@ -584,11 +585,15 @@ impl Run<'_> {
         }
         let probe_timeout = interval.max(Duration::from_millis(500)).min(Duration::from_secs(5));
         if let Some(port) = spec.port {
+            // A probe counts only when a process of this unit served it: with SO_REUSEPORT the
+            // old release may be the one the kernel hands the connection to.
+            let owners = || self.sd.unit_pids(unit).map_err(|e| e.to_string());
             if let Some(path) = &spec.health.http {
-                probe::http(port, path, probe_timeout)
+                probe::http(port, path, probe_timeout, &owners)
                     .map_err(|e| Retry(format!("fails its HTTP probe GET {path}: {e}")))?;
             } else if spec.health.tcp {
-                probe::tcp(port, probe_timeout).map_err(|e| Retry(format!("fails its TCP probe on :{port}: {e}")))?;
+                probe::tcp(port, probe_timeout, &owners)
+                    .map_err(|e| Retry(format!("fails its TCP probe on :{port}: {e}")))?;
             }
             let pids = self.sd.unit_pids(unit).map_err(|e| Retry(e.to_string()))?;
             let listening = probe::listening_pids(&pids, port).map_err(|e| Retry(e.to_string()))?;

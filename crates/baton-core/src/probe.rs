@@ -3,11 +3,21 @@
 //!
 //! Probes talk to the loopback only (`127.0.0.1`, falling back to `[::1]` when nothing listens
 //! on IPv4) and never take longer than their timeout.
+//!
+//! A probe counts only when the release's own process served it. During a handover the old and
+//! the new release both listen on the port with SO_REUSEPORT, and the kernel hands each
+//! connection to either one, so a probe answered by the old release says nothing about the new
+//! one. Every probe connection is therefore attributed before it counts: its server-side socket
+//! (local port = the service's port, remote = the probe's own address) is looked up with
+//! sock_diag (falling back to `/proc/net/tcp{,6}`), and its inode must be held by one of the
+//! release's processes ([`Owners`]). See [`attributed`] for the timing.
 
 use std::collections::BTreeSet;
 use std::io::{self, Read as _, Write as _};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 /// The longest status line (and whatever arrives with it) read from an HTTP answer.
@@ -15,6 +25,24 @@ const MAX_HEAD_BYTES: usize = 8 * 1024;
 
 /// The TCP state `LISTEN` as `/proc/net/tcp` writes it.
 const TCP_LISTEN: &str = "0A";
+
+/// How long a probe connection may wait to be accepted before the probe opens another one
+/// beside it (it may sit in the queue of a release that accepts slowly, or not at all).
+const PATIENCE: Duration = Duration::from_millis(100);
+
+/// How many probe connections may wait to be accepted at once.
+const MAX_PENDING: usize = 8;
+
+/// How long an accepted probe connection whose socket no process of the release holds is kept
+/// before it is given up as served by another process. `accept()` gives the socket its inode
+/// a moment before it installs the descriptor, so a connection the release has just accepted
+/// can look foreign for a few microseconds.
+const FOREIGN_GRACE: Duration = Duration::from_millis(20);
+
+/// The processes that may serve a probe: those of the new release's unit (its cgroup). Called
+/// afresh whenever an accepted probe connection must be attributed, so that a process the
+/// release forked to handle it is among them.
+pub type Owners<'a> = &'a dyn Fn() -> Result<Vec<u32>, String>;
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +98,26 @@ pub enum ProbeError {
         /// The path.
         path: String,
     },
+    /// Connections were made, but none was accepted by the release's own processes in time:
+    /// the release does not accept them (or too slowly), and those accepted by another
+    /// process (such as the old release, on the same SO_REUSEPORT port) do not count.
+    #[error(
+        "no {probe} probe connection to port {port} was accepted by the release's own processes within \
+         {timeout:?} ({others} accepted by another process, such as the old release, did not count)"
+    )]
+    NotServed {
+        /// `tcp` or `http`.
+        probe: &'static str,
+        /// The port.
+        port: u16,
+        /// The timeout.
+        timeout: Duration,
+        /// How many connections another process accepted.
+        others: usize,
+    },
+    /// The release's processes could not be listed.
+    #[error("cannot list the release's processes: {0}")]
+    Owners(String),
     /// A file under `/proc` could not be read.
     #[error("cannot read {path}: {source}")]
     Proc {
@@ -81,16 +129,18 @@ pub enum ProbeError {
 }
 
 /// Succeeds when a TCP connection to `127.0.0.1:port` (or, when that is refused, `[::1]:port`)
-/// is established within `timeout`.
-pub fn tcp(port: u16, timeout: Duration) -> Result<(), ProbeError> {
+/// is accepted by one of the `owners`' processes within `timeout`. Nothing is sent: an app
+/// that accepts and waits for its client passes; one that accepts and closes at once may be
+/// gone before the connection can be attributed, and is retried until the timeout.
+pub fn tcp(port: u16, timeout: Duration, owners: Owners<'_>) -> Result<(), ProbeError> {
     let deadline = Instant::now() + timeout;
-    connect("tcp", port, timeout, deadline).map(drop)
+    attributed("tcp", port, timeout, deadline, owners, None).map(drop)
 }
 
-/// Sends `GET path HTTP/1.1` to `127.0.0.1:port` (or `[::1]:port`) and reads the status line,
-/// all within `timeout`: `Ok(status)` for 2xx and 3xx, [`ProbeError::Status`] otherwise.
-/// Redirects are not followed.
-pub fn http(port: u16, path: &str, timeout: Duration) -> Result<u16, ProbeError> {
+/// Sends `GET path HTTP/1.1` to `127.0.0.1:port` (or `[::1]:port`) on a connection accepted by
+/// one of the `owners`' processes and reads the status line, all within `timeout`: `Ok(status)`
+/// for 2xx and 3xx, [`ProbeError::Status`] otherwise. Redirects are not followed.
+pub fn http(port: u16, path: &str, timeout: Duration, owners: Owners<'_>) -> Result<u16, ProbeError> {
     if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ProbeError::InvalidPath { path: path.to_string() });
     }
@@ -100,14 +150,17 @@ pub fn http(port: u16, path: &str, timeout: Duration) -> Result<u16, ProbeError>
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => timed_out(),
         _ => ProbeError::Http { port, source },
     };
-    let mut stream = connect("http", port, timeout, deadline)?;
-
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: baton\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    // The request head without the empty line that ends it: a server cannot answer (and close
+    // the connection) before it has that line, so it still holds the connection while the
+    // probe attributes it.
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: baton\r\nAccept: */*\r\nConnection: close\r\n"
     );
+    let (mut stream, sent) = attributed("http", port, timeout, deadline, owners, Some(head.as_bytes()))?;
+    let rest = if sent { &b"\r\n"[..] } else { &[head.as_bytes(), b"\r\n"].concat() };
     let left = remaining(deadline).ok_or_else(timed_out)?;
     stream.set_write_timeout(Some(left)).map_err(io_error)?;
-    stream.write_all(request.as_bytes()).map_err(io_error)?;
+    stream.write_all(rest).map_err(io_error)?;
 
     let mut head = Vec::new();
     let mut chunk = [0u8; 1024];
@@ -131,6 +184,351 @@ pub fn http(port: u16, path: &str, timeout: Duration) -> Result<u16, ProbeError>
     } else {
         Err(ProbeError::Status(status))
     }
+}
+
+/// A probe connection waiting to be attributed.
+struct Pending {
+    stream: TcpStream,
+    /// The probe's end: the remote address of the server-side socket.
+    local: SocketAddr,
+    /// The server's end: the local address of the server-side socket.
+    peer: SocketAddr,
+    opened: Instant,
+    /// Whether the request head (less its last line end) was sent.
+    nudged: bool,
+    /// Since when the connection has been accepted by a process that is not an owner.
+    foreign_since: Option<Instant>,
+}
+
+/// What became of a pending probe connection at one look.
+enum Seen {
+    /// Not accepted yet (or not found: the handshake is still being completed).
+    Waiting,
+    /// Accepted, by the owners.
+    Ours,
+    /// Accepted by another process (for [`FOREIGN_GRACE`] now): give it up.
+    Foreign,
+    /// Closed by the server before it could be attributed: give it up.
+    Lost,
+}
+
+/// A connection to `port` whose server-side socket is held by one of the `owners`' processes,
+/// and whether `nudge` was sent on it; [`ProbeError::NotServed`] when there is none before
+/// `deadline`.
+///
+/// The timing, and why it is safe:
+/// - When `connect()` returns, the handshake is complete and the kernel has put the
+///   server-side socket in the accept queue of the one listener SO_REUSEPORT picked (old or
+///   new release). It is listed (sock_diag, `/proc/net/tcp`) with inode 0: a socket gets its
+///   inode and a descriptor in a process only when that process `accept()`s it. Before that,
+///   nothing tells whose queue it is in, so a connection is never counted before it is
+///   accepted.
+/// - Once accepted, the inode is looked for among the descriptors of the owners' processes.
+///   `accept()` assigns the inode a moment before it installs the descriptor, so a connection
+///   not (yet) found there is only given up after [`FOREIGN_GRACE`].
+/// - It must be looked at while the server still holds it: once the server closes its
+///   descriptor, the socket is orphaned (inode 0 again) and nothing links it to a process.
+///   An HTTP server closes only after answering, and cannot answer before the request head is
+///   complete, so the HTTP probe withholds the head's final line end until the connection is
+///   attributed. A server that accepts only once data arrives (`TCP_DEFER_ACCEPT`) gets the
+///   head less that line end (`nudge`) after [`PATIENCE`]. A TCP probe sends nothing: an app
+///   that accepts and waits is attributed; one that accepts and closes at once may be missed
+///   and is then retried.
+/// - A connection not accepted within [`PATIENCE`] is kept, and another one is opened beside
+///   it (at most [`MAX_PENDING`] in all): it may sit in the queue of a release that accepts
+///   slowly or never, while the next one lands elsewhere.
+fn attributed(
+    probe: &'static str,
+    port: u16,
+    timeout: Duration,
+    deadline: Instant,
+    owners: Owners<'_>,
+    nudge: Option<&[u8]>,
+) -> Result<(TcpStream, bool), ProbeError> {
+    let mut diag = Diag::open();
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut others = 0;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let waiting = pending.iter().any(|p| p.foreign_since.is_none() && p.opened.elapsed() < PATIENCE);
+        if !waiting && pending.len() < MAX_PENDING {
+            match connect(probe, port, timeout, deadline) {
+                Ok(stream) => {
+                    let (local, peer) = match (stream.local_addr(), stream.peer_addr()) {
+                        (Ok(local), Ok(peer)) => (local, peer),
+                        // Reset already: try another.
+                        _ => continue,
+                    };
+                    pending.push(Pending {
+                        stream,
+                        local,
+                        peer,
+                        opened: Instant::now(),
+                        nudged: false,
+                        foreign_since: None,
+                    });
+                    pause = Duration::from_millis(1);
+                }
+                // Nothing listens any more, or the time is up.
+                Err(e) if pending.is_empty() => return Err(e),
+                Err(_) => {}
+            }
+        }
+
+        // The socket inodes the owners hold, read once per round and only when needed.
+        let mut owned: Option<BTreeSet<u64>> = None;
+        let mut i = 0;
+        while i < pending.len() {
+            let p = &mut pending[i];
+            let seen = match server_socket(&mut diag, p.peer, p.local) {
+                Some((_, inode)) if inode != 0 => {
+                    if owned.is_none() {
+                        owned = Some(owned_socket_inodes(&owners().map_err(ProbeError::Owners)?));
+                    }
+                    if owned.as_ref().is_some_and(|o| o.contains(&inode)) {
+                        Seen::Ours
+                    } else if p.foreign_since.get_or_insert_with(Instant::now).elapsed() >= FOREIGN_GRACE {
+                        Seen::Foreign
+                    } else {
+                        Seen::Waiting
+                    }
+                }
+                // Closed by the server without ever being seen accepted.
+                Some((state, _)) if !matches!(state, TCP_ESTABLISHED | TCP_SYN_RECV | TCP_NEW_SYN_RECV) => Seen::Lost,
+                _ => {
+                    if let Some(nudge) = nudge.filter(|_| !p.nudged && p.opened.elapsed() >= PATIENCE) {
+                        p.nudged = true;
+                        // A fresh connection's send buffer takes a request head without blocking.
+                        let _ = p.stream.set_write_timeout(Some(Duration::from_millis(100)));
+                        if p.stream.write_all(nudge).is_err() {
+                            p.foreign_since = Some(Instant::now());
+                        }
+                    }
+                    Seen::Waiting
+                }
+            };
+            match seen {
+                Seen::Ours => {
+                    let p = pending.swap_remove(i);
+                    return Ok((p.stream, p.nudged));
+                }
+                Seen::Foreign => {
+                    others += 1;
+                    pending.swap_remove(i);
+                }
+                Seen::Lost => {
+                    pending.swap_remove(i);
+                }
+                Seen::Waiting => i += 1,
+            }
+        }
+
+        let Some(left) = remaining(deadline) else {
+            return Err(ProbeError::NotServed { probe, port, timeout, others });
+        };
+        sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// Every socket inode held by one of `pids` (processes gone meanwhile are skipped).
+fn owned_socket_inodes(pids: &[u32]) -> BTreeSet<u64> {
+    let mut inodes = BTreeSet::new();
+    for pid in pids {
+        let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if let Some(inode) = std::fs::read_link(entry.path()).ok().as_deref().and_then(socket_inode) {
+                inodes.insert(inode);
+            }
+        }
+    }
+    inodes
+}
+
+/// TCP states as the kernel numbers them.
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_SYN_RECV: u8 = 3;
+const TCP_LISTEN_STATE: u8 = 10;
+const TCP_NEW_SYN_RECV: u8 = 12;
+
+/// The state and inode of the TCP socket whose own address is `local` and whose peer is
+/// `remote` (a probe connection's server side), by sock_diag, else from `/proc/net/tcp{,6}`;
+/// `None` when there is none (yet).
+fn server_socket(diag: &mut Option<Diag>, local: SocketAddr, remote: SocketAddr) -> Option<(u8, u64)> {
+    if let Some(d) = diag {
+        match d.lookup(local, remote) {
+            Ok(found) => return found,
+            // No sock_diag for TCP here (tcp_diag not loaded): read the tables from now on.
+            Err(_) => *diag = None,
+        }
+    }
+    proc_tables_lookup(local, remote)
+}
+
+/// [`server_socket`] from `/proc/net/tcp` and `/proc/net/tcp6`.
+fn proc_tables_lookup(local: SocketAddr, remote: SocketAddr) -> Option<(u8, u64)> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .find_map(|text| find_socket(&text, local, remote))
+}
+
+/// The state and inode of the socket from `local` to `remote` in a `/proc/net/tcp{,6}` table
+/// (IPv4-mapped IPv6 addresses match their IPv4 form).
+pub fn find_socket(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<(u8, u64)> {
+    let (local, remote) = (canonical(local), canonical(remote));
+    table.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (l, r, state, inode) = (fields.get(1)?, fields.get(2)?, fields.get(3)?, fields.get(9)?);
+        if parse_proc_addr(l)? != local || parse_proc_addr(r)? != remote {
+            return None;
+        }
+        Some((u8::from_str_radix(state, 16).ok()?, inode.parse().ok()?))
+    })
+}
+
+/// An address of a `/proc/net/tcp{,6}` line (`0100007F:1F90`): 32-bit words in host order.
+fn parse_proc_addr(field: &str) -> Option<SocketAddr> {
+    let (addr, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Option<Vec<[u8; 4]>> = (0..addr.len() / 8)
+        .map(|i| u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok().map(u32::to_ne_bytes))
+        .collect();
+    let bytes: Vec<u8> = words?.concat();
+    let ip = match bytes.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(canonical(SocketAddr::new(ip, port)))
+}
+
+/// `addr` with an IPv4-mapped IPv6 address turned into IPv4.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
+}
+
+/// A `NETLINK_SOCK_DIAG` socket for exact lookups of one TCP socket by its addresses
+/// (constant time, where the `/proc` tables list every socket of the namespace).
+struct Diag {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+/// `SOCK_DIAG_BY_FAMILY`, `NLMSG_ERROR`, `NLM_F_REQUEST` and `IPPROTO_TCP`.
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 1;
+const IPPROTO_TCP: u8 = 6;
+/// `struct nlmsghdr` and `struct inet_diag_req_v2` (with its `struct inet_diag_sockid`).
+const NLMSG_HDR_LEN: usize = 16;
+const REQ_LEN: usize = 56;
+/// `struct inet_diag_msg`: family, state, timer, retrans, sockid (48), expires, rqueue,
+/// wqueue, uid, inode.
+const DIAG_MSG_LEN: usize = 72;
+
+impl Diag {
+    /// The socket, or `None` when netlink is not available (then the `/proc` tables are read).
+    fn open() -> Option<Diag> {
+        use rustix::net::{netlink, socket_with, AddressFamily, SocketFlags, SocketType};
+        let fd = socket_with(AddressFamily::NETLINK, SocketType::DGRAM, SocketFlags::CLOEXEC, Some(netlink::SOCK_DIAG))
+            .ok()?;
+        rustix::net::sockopt::set_socket_timeout(
+            &fd,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(Duration::from_secs(1)),
+        )
+        .ok()?;
+        Some(Diag { fd, seq: 0 })
+    }
+
+    /// The state and inode of the TCP socket from `local` to `remote`: `Ok(None)` when there is
+    /// none, `Err` when sock_diag cannot answer.
+    fn lookup(&mut self, local: SocketAddr, remote: SocketAddr) -> io::Result<Option<(u8, u64)>> {
+        use rustix::net::{netlink::SocketAddrNetlink, recv, sendto, RecvFlags, SendFlags};
+        let (local, remote) = (canonical(local), canonical(remote));
+        self.seq = self.seq.wrapping_add(1);
+        let request = diag_request(local, remote, self.seq);
+        sendto(&self.fd, &request, SendFlags::empty(), &SocketAddrNetlink::new(0, 0))?;
+        let mut buf = [0u8; 4096];
+        loop {
+            let (n, _) = recv(&self.fd, &mut buf[..], RecvFlags::empty())?;
+            let answer = &buf[..n];
+            let (Some(len), Some(kind), Some(seq)) = (ne_u32(answer, 0), ne_u16(answer, 4), ne_u32(answer, 8)) else {
+                return Err(io::Error::other("short sock_diag answer"));
+            };
+            if seq != self.seq {
+                // An answer to an earlier request that timed out.
+                continue;
+            }
+            let body = answer.get(NLMSG_HDR_LEN..(len as usize).min(n)).unwrap_or_default();
+            return match kind {
+                NLMSG_ERROR => match body.get(..4).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])) {
+                    // inet_diag falls back to a listener when no connection matches, so "no
+                    // such socket" means no listener either, or no TCP sock_diag at all.
+                    Some(e) if -e == libc::ENOENT => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+                    Some(e) => Err(io::Error::from_raw_os_error(-e)),
+                    None => Err(io::Error::other("short sock_diag error")),
+                },
+                SOCK_DIAG_BY_FAMILY if body.len() >= DIAG_MSG_LEN => Ok(parse_diag_msg(body, remote)),
+                _ => Err(io::Error::other(format!("unexpected sock_diag answer type {kind}"))),
+            };
+        }
+    }
+}
+
+/// A `SOCK_DIAG_BY_FAMILY` request for the one TCP socket from `local` to `remote`.
+fn diag_request(local: SocketAddr, remote: SocketAddr, seq: u32) -> Vec<u8> {
+    let family = if local.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 } as u8;
+    let mut msg = Vec::with_capacity(NLMSG_HDR_LEN + REQ_LEN);
+    msg.extend_from_slice(&((NLMSG_HDR_LEN + REQ_LEN) as u32).to_ne_bytes());
+    msg.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    msg.extend_from_slice(&seq.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    // inet_diag_req_v2: family, protocol, ext, pad, states (all).
+    msg.extend_from_slice(&[family, IPPROTO_TCP, 0, 0]);
+    msg.extend_from_slice(&u32::MAX.to_ne_bytes());
+    // inet_diag_sockid: sport, dport (big-endian), src, dst (16 bytes each), if, cookie.
+    msg.extend_from_slice(&local.port().to_be_bytes());
+    msg.extend_from_slice(&remote.port().to_be_bytes());
+    for addr in [local, remote] {
+        let mut bytes = [0u8; 16];
+        match addr.ip() {
+            IpAddr::V4(v4) => bytes[..4].copy_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => bytes = v6.octets(),
+        }
+        msg.extend_from_slice(&bytes);
+    }
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    // INET_DIAG_NOCOOKIE.
+    msg.extend_from_slice(&[0xff; 8]);
+    msg
+}
+
+/// The state and inode of an `inet_diag_msg` answer, if it is the socket connected to
+/// `remote` (not the listener inet_diag falls back to).
+fn parse_diag_msg(body: &[u8], remote: SocketAddr) -> Option<(u8, u64)> {
+    let state = *body.get(1)?;
+    let dport = u16::from_be_bytes([*body.get(6)?, *body.get(7)?]);
+    let inode = ne_u32(body, 68)?;
+    (state != TCP_LISTEN_STATE && dport == remote.port()).then_some((state, u64::from(inode)))
+}
+
+fn ne_u32(buf: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn ne_u16(buf: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(buf.get(at..at + 2)?.try_into().ok()?))
 }
 
 /// Which of `pids` hold a TCP socket listening on `port` (IPv4 or IPv6), in the order given.
@@ -260,6 +658,26 @@ mod tests {
 
     const SHORT: Duration = Duration::from_secs(3);
 
+    /// The owners of every socket of this test: this process.
+    fn ours() -> Result<Vec<u32>, String> {
+        Ok(vec![std::process::id()])
+    }
+
+    /// Owners that hold no socket of this test (another process served the probe).
+    fn others() -> Result<Vec<u32>, String> {
+        Ok(Vec::new())
+    }
+
+    /// Accepts connections on `listener` and holds them open, silent, until the tests end.
+    fn accept_and_wait(listener: TcpListener) {
+        thread::spawn(move || {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept() {
+                held.push(stream);
+            }
+        });
+    }
+
     /// A port on 127.0.0.1 that nothing listens on (bound once, then released).
     fn closed_port() -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -289,10 +707,48 @@ mod tests {
     }
 
     #[test]
-    fn tcp_connects_to_a_listener() {
+    fn tcp_passes_once_our_process_accepts() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        tcp(port, SHORT).expect("tcp probe");
+        accept_and_wait(listener);
+        tcp(port, SHORT, &ours).expect("tcp probe");
+    }
+
+    #[test]
+    fn tcp_to_a_listener_that_never_accepts_is_not_served() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let timeout = Duration::from_millis(400);
+        let start = Instant::now();
+        let err = tcp(port, timeout, &ours).expect_err("never accepted");
+        assert!(start.elapsed() >= timeout && start.elapsed() < SHORT, "{:?}", start.elapsed());
+        assert!(matches!(err, ProbeError::NotServed { probe: "tcp", others: 0, .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "no tcp probe connection to port {port} was accepted by the release's own processes within 400ms \
+                 (0 accepted by another process, such as the old release, did not count)"
+            )
+        );
+        drop(listener);
+    }
+
+    #[test]
+    fn tcp_accepted_by_another_process_does_not_count() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        accept_and_wait(listener);
+        let err = tcp(port, Duration::from_millis(500), &others).expect_err("not ours");
+        assert!(matches!(err, ProbeError::NotServed { others: 1.., .. }), "{err:?}");
+    }
+
+    #[test]
+    fn owners_that_cannot_be_listed_fail_the_probe() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        accept_and_wait(listener);
+        let err = tcp(port, SHORT, &|| Err("no D-Bus".to_owned())).expect_err("no owners");
+        assert_eq!(err.to_string(), "cannot list the release's processes: no D-Bus");
     }
 
     #[test]
@@ -306,14 +762,15 @@ mod tests {
             eprintln!("skipped: port {port} is taken on IPv4");
             return;
         }
-        tcp(port, SHORT).expect("tcp probe over [::1]");
+        accept_and_wait(listener);
+        tcp(port, SHORT, &ours).expect("tcp probe over [::1]");
     }
 
     #[test]
     fn tcp_to_a_closed_port_fails() {
         let port = closed_port();
         let start = Instant::now();
-        let err = tcp(port, SHORT).expect_err("closed port");
+        let err = tcp(port, SHORT, &ours).expect_err("closed port");
         assert!(start.elapsed() < SHORT);
         assert!(matches!(err, ProbeError::Refused { .. }), "{err:?}");
         assert!(err.to_string().starts_with(&format!("nothing accepts connections on port {port} ")), "{err}");
@@ -322,7 +779,7 @@ mod tests {
     #[test]
     fn http_200_is_ok_and_the_request_is_minimal() {
         let (port, server) = serve_once("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
-        assert_eq!(http(port, "/healthz?x=1", SHORT).expect("probe"), 200);
+        assert_eq!(http(port, "/healthz?x=1", SHORT, &ours).expect("probe"), 200);
         let request = server.join().expect("server");
         assert!(request.starts_with("GET /healthz?x=1 HTTP/1.1\r\n"), "{request}");
         assert!(request.contains(&format!("\r\nHost: 127.0.0.1:{port}\r\n")), "{request}");
@@ -330,16 +787,50 @@ mod tests {
     }
 
     #[test]
+    fn http_answered_by_another_process_does_not_count() {
+        let (port, server) = serve_once("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+        let err = http(port, "/", Duration::from_millis(500), &others).expect_err("not ours");
+        assert!(matches!(err, ProbeError::NotServed { probe: "http", others: 1, .. }), "{err:?}");
+        // The server never got the end of the request head, so it never answered.
+        assert!(!server.join().expect("server").contains("\r\n\r\n"));
+    }
+
+    #[test]
+    fn http_waits_for_a_slow_accept_and_sends_the_head_to_servers_that_wait_for_data() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(400));
+            // The oldest connection first, as the kernel queues them; it got the head (less its
+            // final line end) while it waited, as a TCP_DEFER_ACCEPT server would need.
+            let (mut stream, _) = listener.accept().expect("accept");
+            stream.set_read_timeout(Some(SHORT)).expect("timeout");
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 512];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        assert_eq!(http(port, "/slow", SHORT, &ours).expect("probe"), 204);
+        assert!(server.join().expect("server").starts_with("GET /slow HTTP/1.1\r\n"));
+    }
+
+    #[test]
     fn http_302_is_ok() {
         let (port, server) = serve_once("HTTP/1.0 302 Found\r\nLocation: /elsewhere\r\n\r\n");
-        assert_eq!(http(port, "/", SHORT).expect("probe"), 302);
+        assert_eq!(http(port, "/", SHORT, &ours).expect("probe"), 302);
         server.join().expect("server");
     }
 
     #[test]
     fn http_503_is_a_status_error() {
         let (port, server) = serve_once("HTTP/1.1 503 Service Unavailable\r\n\r\n");
-        let err = http(port, "/", SHORT).expect_err("503");
+        let err = http(port, "/", SHORT, &ours).expect_err("503");
         assert!(matches!(err, ProbeError::Status(503)), "{err:?}");
         assert_eq!(err.to_string(), "http probe answered status 503, expected 2xx or 3xx");
         server.join().expect("server");
@@ -348,7 +839,7 @@ mod tests {
     #[test]
     fn http_garbage_is_malformed() {
         let (port, server) = serve_once("SSH-2.0-OpenSSH\r\n");
-        let err = http(port, "/", SHORT).expect_err("not http");
+        let err = http(port, "/", SHORT, &ours).expect_err("not http");
         assert!(matches!(err, ProbeError::Malformed { .. }), "{err:?}");
         assert!(err.to_string().contains("SSH-2.0-OpenSSH"), "{err}");
         server.join().expect("server");
@@ -357,7 +848,7 @@ mod tests {
     #[test]
     fn http_closed_without_answer_is_malformed() {
         let (port, server) = serve_once("");
-        let err = http(port, "/", SHORT).expect_err("no answer");
+        let err = http(port, "/", SHORT, &ours).expect_err("no answer");
         assert!(matches!(err, ProbeError::Malformed { .. }), "{err:?}");
         server.join().expect("server");
     }
@@ -375,7 +866,7 @@ mod tests {
         });
         let timeout = Duration::from_millis(300);
         let start = Instant::now();
-        let err = http(port, "/", timeout).expect_err("silent server");
+        let err = http(port, "/", timeout, &ours).expect_err("silent server");
         let elapsed = start.elapsed();
         let _ = done_tx.send(());
         server.join().expect("server");
@@ -388,7 +879,7 @@ mod tests {
     #[test]
     fn http_refuses_paths_that_could_inject() {
         for path in ["", "healthz", "/a b", "/a\r\nX: y", "/é"] {
-            let err = http(1, path, SHORT).expect_err(path);
+            let err = http(1, path, SHORT, &ours).expect_err(path);
             assert!(matches!(err, ProbeError::InvalidPath { .. }), "{err:?}");
         }
     }
@@ -438,6 +929,57 @@ mod tests {
         assert_eq!(parse_listening_inodes(TCP6_FIXTURE, 8080), BTreeSet::from([777]));
         assert_eq!(parse_listening_inodes(TCP6_FIXTURE, 80), BTreeSet::from([888]));
         assert!(parse_listening_inodes("", 8080).is_empty());
+    }
+
+    #[test]
+    fn sockets_are_found_by_their_addresses_in_the_tables() {
+        let local: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        let remote: SocketAddr = "127.0.0.1:54321".parse().expect("addr");
+        assert_eq!(find_socket(TCP_FIXTURE, local, remote), Some((1, 249800)));
+        assert_eq!(find_socket(TCP_FIXTURE, remote, local), None);
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:54321".parse().expect("addr");
+        assert_eq!(find_socket(TCP_FIXTURE, local, mapped), Some((1, 249800)));
+        assert_eq!(parse_proc_addr("00000000000000000000000001000000:0050"), "[::1]:80".parse().ok());
+        assert_eq!(parse_proc_addr("0000000000000000FFFF00000100007F:0050"), "127.0.0.1:80".parse().ok());
+        assert_eq!(parse_proc_addr("0100007:0050"), None);
+    }
+
+    /// The inode of a descriptor of this process.
+    fn inode_of(fd: &impl std::os::fd::AsRawFd) -> u64 {
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("fd link");
+        socket_inode(&link).expect("a socket")
+    }
+
+    #[test]
+    fn sock_diag_and_the_tables_find_the_server_side_before_and_after_accept() {
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(listener) = TcpListener::bind(bind) else {
+                eprintln!("skipped {bind}: no such loopback");
+                continue;
+            };
+            let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+            let (probe, server) = (client.local_addr().expect("local"), client.peer_addr().expect("peer"));
+            let mut diag = Diag::open().expect("a NETLINK_SOCK_DIAG socket");
+            // Queued, not accepted: no inode yet (a request socket for a moment, then established).
+            let deadline = Instant::now() + SHORT;
+            let queued = loop {
+                match diag.lookup(server, probe).expect("sock_diag") {
+                    Some((TCP_ESTABLISHED, inode)) => break inode,
+                    _ if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+                    other => panic!("not established: {other:?}"),
+                }
+            };
+            assert_eq!(queued, 0);
+            assert_eq!(proc_tables_lookup(server, probe), Some((TCP_ESTABLISHED, 0)));
+            let (accepted, _) = listener.accept().expect("accept");
+            let inode = inode_of(&accepted);
+            assert_eq!(diag.lookup(server, probe).expect("sock_diag"), Some((TCP_ESTABLISHED, inode)));
+            assert_eq!(proc_tables_lookup(server, probe), Some((TCP_ESTABLISHED, inode)));
+            assert!(owned_socket_inodes(&[std::process::id()]).contains(&inode));
+            // The client's own end, and an unknown peer, are not the server side.
+            assert_eq!(diag.lookup(server, "127.0.0.1:1".parse().expect("addr")).expect("sock_diag"), None);
+            drop(client);
+        }
     }
 
     #[test]

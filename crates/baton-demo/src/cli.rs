@@ -26,6 +26,10 @@ pub struct Args {
     /// Fault: stay alive but never bind and never send READY=1.
     #[arg(long)]
     pub never_ready: bool,
+    /// Fault: bind and listen (the kernel still completes handshakes and queues connections,
+    /// and READY=1 is sent with `--notify`) but never accept a connection.
+    #[arg(long)]
+    pub never_accept: bool,
     /// Fault: ignore SIGTERM and keep serving; only SIGKILL (or SIGINT) ends it.
     #[arg(long)]
     pub ignore_sigterm: bool,
@@ -74,13 +78,14 @@ mod tests {
             "1.5",
             "--linger-ms",
             "300",
+            "--never-accept",
         ]);
         let args = args.map_err(|e| e.to_string());
         assert!(args.is_ok(), "{args:?}");
         if let Ok(args) = args {
             assert_eq!(args.listen, IpAddr::V4(Ipv4Addr::LOCALHOST));
             assert_eq!(args.unhealthy_after, Some(1.5));
-            assert!(args.notify && !args.ignore_sigterm);
+            assert!(args.notify && !args.ignore_sigterm && args.never_accept);
         }
     }
 

@@ -11,7 +11,7 @@
 //! in flight and exit 0 ([`signals`] turns signals into flags). Every phase is logged to stderr.
 //!
 //! Fault switches ([`cli`]) make it misbehave on purpose: crash on start, never become ready,
-//! ignore SIGTERM, turn unhealthy after a while, or answer slowly.
+//! ignore SIGTERM, listen but never accept, turn unhealthy after a while, or answer slowly.
 
 mod cli;
 mod http;
@@ -84,7 +84,11 @@ fn main() -> ExitCode {
         work: Duration::from_millis(args.work_ms),
         linger: Duration::from_millis(args.linger_ms),
         notify: args.notify,
+        never_accept: args.never_accept,
     };
+    if args.never_accept {
+        log!(version, "never accepting as asked (--never-accept): connections stay queued");
+    }
     server::serve(listener, &config, &flags);
     ExitCode::SUCCESS
 }

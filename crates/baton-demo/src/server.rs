@@ -29,6 +29,8 @@ pub struct Config {
     pub linger: Duration,
     /// Whether to send STOPPING=1 to `$NOTIFY_SOCKET` on shutdown.
     pub notify: bool,
+    /// Fault: never accept a connection (they stay queued in the kernel).
+    pub never_accept: bool,
 }
 
 /// What the connection threads share.
@@ -101,6 +103,10 @@ pub fn serve(listener: TcpListener, config: &Config, flags: &Flags) {
         if !unhealthy_logged && !state.healthy() {
             unhealthy_logged = true;
             log!(version, "now unhealthy as asked (--unhealthy-after): /health answers 503");
+        }
+        if config.never_accept {
+            thread::sleep(crate::listener::ACCEPT_POLL);
+            continue;
         }
         match listener.accept() {
             Ok((stream, _peer)) => spawn_handler(stream, &state, &mut last_error_log),

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::io::Read as _;
 use std::net::TcpStream;
 use std::os::unix::process::ExitStatusExt;
 use std::thread;
@@ -86,6 +87,24 @@ fn never_ready_stays_up_without_listening() {
     thread::sleep(Duration::from_millis(300));
     assert!(demo.exited().is_none());
     assert!(TcpStream::connect(common::addr(port)).is_err(), "never binds");
+    demo.signal("TERM");
+    assert_eq!(demo.wait_exit(PATIENCE).code(), Some(0));
+}
+
+#[test]
+fn never_accept_listens_but_leaves_connections_queued() {
+    let port = free_port();
+    let mut demo = Demo::start_listening(port, "v1", &["--never-accept"]);
+    demo.wait_for_line("never accepting");
+    // The kernel completes the handshake (the connection is queued) but nothing answers.
+    let stream = send_get(port, "/health");
+    stream.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    let mut buf = [0u8; 64];
+    let read = (&stream).read(&mut buf);
+    assert!(
+        matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "no answer from an instance that never accepts: {read:?}"
+    );
     demo.signal("TERM");
     assert_eq!(demo.wait_exit(PATIENCE).code(), Some(0));
 }
