@@ -254,20 +254,13 @@ fn attributed(
         if !waiting && pending.len() < MAX_PENDING {
             match connect(probe, port, timeout, deadline) {
                 Ok(stream) => {
-                    let (local, peer) = match (stream.local_addr(), stream.peer_addr()) {
-                        (Ok(local), Ok(peer)) => (local, peer),
-                        // Reset already: try another.
-                        _ => continue,
-                    };
-                    pending.push(Pending {
-                        stream,
-                        local,
-                        peer,
-                        opened: Instant::now(),
-                        nudged: false,
-                        foreign_since: None,
-                    });
-                    pause = Duration::from_millis(1);
+                    // Without both addresses (reset already) it cannot be attributed: the next
+                    // round opens another.
+                    if let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) {
+                        let opened = Instant::now();
+                        pending.push(Pending { stream, local, peer, opened, nudged: false, foreign_since: None });
+                        pause = Duration::from_millis(1);
+                    }
                 }
                 // Nothing listens any more, or the time is up.
                 Err(e) if pending.is_empty() => return Err(e),
@@ -715,6 +708,19 @@ mod tests {
     }
 
     #[test]
+    fn tcp_passes_for_a_dual_stack_listener_reached_over_ipv4() {
+        // std binds [::] without IPV6_V6ONLY: the server side of 127.0.0.1 connections is an
+        // IPv6 socket with IPv4-mapped addresses.
+        let Ok(listener) = TcpListener::bind("[::]:0") else {
+            eprintln!("skipped: no IPv6");
+            return;
+        };
+        let port = listener.local_addr().expect("addr").port();
+        accept_and_wait(listener);
+        tcp(port, SHORT, &ours).expect("tcp probe of a dual-stack listener");
+    }
+
+    #[test]
     fn tcp_to_a_listener_that_never_accepts_is_not_served() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
@@ -952,12 +958,15 @@ mod tests {
 
     #[test]
     fn sock_diag_and_the_tables_find_the_server_side_before_and_after_accept() {
-        for bind in ["127.0.0.1:0", "[::1]:0"] {
+        // IPv4, IPv6, and IPv4 to a dual-stack listener (an IPv6 socket, IPv4-mapped addresses).
+        for (bind, to) in [("127.0.0.1:0", "127.0.0.1"), ("[::1]:0", "::1"), ("[::]:0", "127.0.0.1")] {
             let Ok(listener) = TcpListener::bind(bind) else {
                 eprintln!("skipped {bind}: no such loopback");
                 continue;
             };
-            let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+            let port = listener.local_addr().expect("addr").port();
+            let to: IpAddr = to.parse().expect("ip");
+            let client = TcpStream::connect((to, port)).expect("connect");
             let (probe, server) = (client.local_addr().expect("local"), client.peer_addr().expect("peer"));
             let mut diag = Diag::open().expect("a NETLINK_SOCK_DIAG socket");
             // Queued, not accepted: no inode yet (a request socket for a moment, then established).
