@@ -112,6 +112,21 @@ pub fn describe(t: &std::fs::FileType) -> &'static str {
     }
 }
 
+/// What a raw file type is, in words.
+fn describe_raw(t: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType;
+    match t {
+        FileType::Symlink => "a symbolic link",
+        FileType::Directory => "a directory",
+        FileType::Fifo => "a FIFO",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Socket => "a socket",
+        FileType::RegularFile => "a regular file",
+        _ => "of an unknown type",
+    }
+}
+
 /// Reads `name` in the directory `dir` if it exists (`Ok(None)` when it does not): opened with
 /// `O_NOFOLLOW|O_NONBLOCK` (a symbolic link is refused, a FIFO never blocks), required to be a
 /// regular file, and at most `cap` bytes. Returns the bytes and the file's metadata.
@@ -126,7 +141,16 @@ pub fn read_regular_at(
         Err(Errno::NOENT) => return Ok(None),
         // O_NOFOLLOW on a symbolic link.
         Err(Errno::LOOP) => return Err(ReadProblem::NotRegular("a symbolic link")),
-        Err(e) => return Err(ReadProblem::Io(e.into())),
+        Err(e) => {
+            // Opening failed (e.g. a device on a `nodev` mount): say what is there if it is no
+            // regular file, which explains more than the error.
+            return Err(match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile => {
+                    ReadProblem::NotRegular(describe_raw(rustix::fs::FileType::from_raw_mode(st.st_mode)))
+                }
+                _ => ReadProblem::Io(e.into()),
+            });
+        }
     };
     let file = File::from(fd);
     let meta = file.metadata().map_err(ReadProblem::Io)?;
