@@ -289,3 +289,23 @@ fn a_release_named_like_another_packages_unit_is_refused_naming_its_file() {
     // A unit no file owns yet is baton's to write.
     h.apply(&plain("systemd", "baton-test", json!({})), &[]).ok();
 }
+
+// ---- item 11: time arithmetic that cannot overflow ----
+
+#[test]
+fn a_huge_timeout_stop_sec_in_a_unit_on_disk_is_no_panic() {
+    let h = Host::boot("hugetimeout");
+    // A marked release written by hand (or by an older tool) with a TimeoutStopSec near u64::MAX.
+    h.sh(
+        "printf '[Unit]\\nX-Baton-Service=huge\\nX-Baton-Version=v1\\n[Service]\\nExecStart=/bin/sleep 600\\n\
+         TimeoutStopSec=18446744073709551610\\n' > /etc/systemd/system/huge-v1.service && systemctl start huge-v1.service",
+    );
+    for spec in [json!({"name": "huge", "state": "stopped"}), json!({"name": "huge", "state": "absent"})] {
+        let out = apply_within(&h, &spec, &[], Duration::from_secs(60));
+        assert_eq!(out.code, 0, "{spec}: {:#} {}", out.json, out.stderr);
+        assert!(out.changed(), "{:#}", out.json);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+    assert!(h.unit_file("huge-v1.service").is_none());
+    assert_eq!(h.prop("huge-v1.service", "ActiveState"), "inactive");
+}

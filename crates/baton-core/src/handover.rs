@@ -440,7 +440,7 @@ impl Run<'_> {
 
     fn stop_unit(&mut self, unit: &str, timeout_stop_sec: u64) -> Result<(), RunError> {
         // systemd escalates to SIGKILL after TimeoutStopSec; allow it that long plus a margin.
-        let limit = Duration::from_secs(timeout_stop_sec) + Duration::from_secs(15);
+        let limit = Duration::from_secs(timeout_stop_sec).saturating_add(Duration::from_secs(15));
         let result = self.sd.stop(unit, limit).map_err(plain)?;
         let _ = self.sd.reset_failed(unit);
         match result {
@@ -454,7 +454,7 @@ impl Run<'_> {
     fn roll_back(&mut self, unit: &str, reason: String, had_old: bool, in_place: bool) -> RunError {
         (self.progress)(Progress::Step(format!("roll back: stop {unit}")));
         let journal = self.sd.journal(unit, JOURNAL_LINES);
-        let stopped = self.sd.stop(unit, Duration::from_secs(self.spec.timeout_stop_sec + 15));
+        let stopped = self.sd.stop(unit, Duration::from_secs(self.spec.timeout_stop_sec.saturating_add(15)));
         let _ = self.sd.reset_failed(unit);
         let aftermath = match (&stopped, had_old) {
             (Ok(_), true) => format!("baton stopped {unit}; the previous release is still serving"),

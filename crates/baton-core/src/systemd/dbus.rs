@@ -234,7 +234,9 @@ impl DbusSystemd {
         enqueue: impl FnOnce(&ManagerProxyBlocking<'static>) -> zbus::Result<OwnedObjectPath>,
     ) -> Result<Option<JobResult>, SystemdError> {
         let started = Instant::now();
-        let deadline = started + timeout;
+        // A timeout read from a unit on disk can be absurd (TimeoutStopSec=18446744073709551610):
+        // wait at most a year rather than overflow.
+        let deadline = started.checked_add(timeout.min(Duration::from_secs(365 * 86_400))).unwrap_or(started);
         let timed_out = || SystemdError::JobTimeout { method, unit: unit.to_owned(), waited: started.elapsed() };
         if self.subscribed.get().is_none() {
             self.manager.subscribe().map_err(|e| call_err("Subscribe", unit, e))?;
