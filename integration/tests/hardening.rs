@@ -150,8 +150,8 @@ fn a_lock_file_unlinked_by_another_user_does_not_let_a_second_run_in() {
     // Run B must wait for A (and give up after its timeout), not go ahead beside it.
     let b = h.apply(&spec("un", "v3", port, json!({})), &["--lock-timeout", "2"]);
     h.kill_baton(&mut a);
-    assert!(!unlinked, "nobody unlinked the lock file: {why}");
     assert_eq!(b.code, 5, "run B went ahead during run A's handover: {:#}", b.json);
+    assert!(!unlinked, "nobody unlinked the lock file: {why}");
     assert!(b.msg().starts_with("service un is locked by another baton run (pid="), "{}", b.msg());
     assert!(h.unit_file("un-v3.service").is_none(), "B touched nothing");
     // A's handover is completed by the next run.
