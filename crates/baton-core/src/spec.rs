@@ -304,6 +304,20 @@ fn check_path(field: &str, value: &str) -> Result<PathBuf, SpecError> {
     Ok(PathBuf::from(value))
 }
 
+/// Checks a path that the unit holds as it is, unquoted (`WorkingDirectory=`): as
+/// [`check_path`], and not ending in a backslash, which systemd reads as a line continuation
+/// (the next line of the unit would become part of the path).
+fn check_unquoted_path(field: &str, value: &str) -> Result<PathBuf, SpecError> {
+    let path = check_path(field, value)?;
+    if value.trim_end().ends_with('\\') {
+        return Err(SpecError::new(
+            field,
+            "must not end with a backslash (systemd would read it as a line continuation and swallow the next line)",
+        ));
+    }
+    Ok(path)
+}
+
 /// Readiness and health settings with defaults applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {
@@ -602,7 +616,8 @@ impl RawSpec {
 
         let user = self.user.map(|u| check_account("user", u)).transpose()?;
         let group = self.group.map(|g| check_account("group", g)).transpose()?;
-        let working_directory = self.working_directory.map(|d| check_path("working_directory", &d)).transpose()?;
+        let working_directory =
+            self.working_directory.map(|d| check_unquoted_path("working_directory", &d)).transpose()?;
 
         let environment = self.environment.unwrap_or_default();
         if environment.len() > MAX_ENV {
