@@ -129,8 +129,9 @@ pub fn exit_statuses() -> Vec<(u8, &'static str, &'static str)> {
     for kind in FailureKind::ALL {
         let meaning = match kind {
             FailureKind::Failed => {
-                "any failure the other statuses do not cover, e.g. systemd could not stop the old release, or a \
-                 release restarted in place (same version, new unit text) did not come back"
+                "any failure the other statuses do not cover, e.g. systemd could not stop the old release, a \
+                 release restarted in place (same version, new unit text) did not come back, or an internal error \
+                 (a bug in baton: the message starts with \"internal error in baton\")"
             }
             FailureKind::Refused => {
                 "the spec breaks a rule, its template does not render, a unit file in the way is not baton's, or the \

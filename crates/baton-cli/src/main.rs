@@ -1,8 +1,10 @@
 //! The `baton` command-line front-end: reads a JSON spec, calls the core, prints the contract's
 //! result as JSON on stdout (and progress on stderr), and exits with a status that tells the
-//! kind of failure apart (see `cli::exit_statuses`). No logic of its own.
+//! kind of failure apart (see `cli::exit_statuses`). No logic of its own. A panic is a failure
+//! too: JSON on stdout and exit status 1 (see `panic`).
 
 mod cli;
+mod panic;
 mod progress;
 
 use std::io::{IsTerminal, Read, Write};
@@ -20,6 +22,14 @@ use cli::{Cli, Command};
 use progress::Reporter;
 
 fn main() -> ExitCode {
+    panic::install();
+    match panic::catch(main_inner) {
+        Ok(code) => code,
+        Err(msg) => fail(&Failure::msg(msg)),
+    }
+}
+
+fn main_inner() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
