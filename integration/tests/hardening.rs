@@ -309,3 +309,31 @@ fn a_huge_timeout_stop_sec_in_a_unit_on_disk_is_no_panic() {
     assert!(h.unit_file("huge-v1.service").is_none());
     assert_eq!(h.prop("huge-v1.service", "ActiveState"), "inactive");
 }
+
+/// The D-Bus side of item 6: where systemd loads a unit from, for a loaded unit, a unit file it
+/// has not loaded (without loading it), a unit in `/etc/systemd/system` and an unknown name.
+#[test]
+fn unit_file_path_names_the_file_systemd_loads_a_unit_from() {
+    use baton_core::systemd::dbus::DbusSystemd;
+    use baton_core::systemd::Systemd as _;
+    use std::path::PathBuf;
+
+    let h = Host::boot("fragment");
+    let address = format!("unix:path=/proc/{}/root/run/dbus/system_bus_socket", h.sb.pid());
+    let sd = DbusSystemd::connect_address(&address).unwrap_or_else(|e| panic!("connect to {address}: {e}"));
+    let path = |unit: &str| sd.unit_file_path(unit).unwrap_or_else(|e| panic!("{unit}: {e}"));
+    assert_eq!(path("systemd-journald.service"), Some(PathBuf::from("/lib/systemd/system/systemd-journald.service")));
+    assert!(h.sh("systemctl list-units --all --no-legend systemd-hostnamed.service").trim().is_empty());
+    let t0 = Instant::now();
+    assert_eq!(path("systemd-hostnamed.service"), Some(PathBuf::from("/lib/systemd/system/systemd-hostnamed.service")));
+    eprintln!("unit_file_path of a unit not loaded took {:?}", t0.elapsed());
+    assert!(
+        h.sh("systemctl list-units --all --no-legend systemd-hostnamed.service").trim().is_empty(),
+        "asking loaded nothing"
+    );
+    h.sh("printf '[Service]\\nExecStart=/bin/true\\n' > /etc/systemd/system/mine-v1.service");
+    assert_eq!(path("mine-v1.service"), Some(PathBuf::from("/etc/systemd/system/mine-v1.service")));
+    let t0 = Instant::now();
+    assert_eq!(path("nothing-here.service"), None);
+    eprintln!("unit_file_path of an unknown unit took {:?}", t0.elapsed());
+}

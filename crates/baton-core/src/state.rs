@@ -89,16 +89,11 @@ pub fn read(sd: &dyn Systemd, unit_dir: &Path, service: &str, target_unit: &str)
         Some(r) => r.status.clone(),
         None => sd.unit_status(target_unit)?,
     };
-    let target_owner =
-        sd.unit_file_path(target_unit)?.map(
-            |owner| {
-                if same_place(&owner, &target_path) {
-                    target_path.clone()
-                } else {
-                    owner
-                }
-            },
-        );
+    // A unit systemd does not hold and for which it found no unit file (no UnitFileState) has
+    // no owner: skip asking where its file is (a scan of every unit directory, a few ms).
+    let unknown = !target_status.in_memory() && target_status.unit_file_state.is_empty();
+    let owner = if unknown { None } else { sd.unit_file_path(target_unit)? };
+    let target_owner = owner.map(|owner| if same_place(&owner, &target_path) { target_path.clone() } else { owner });
     Ok(ServiceState { releases, target_path, target_text, target_status, target_owner })
 }
 
@@ -113,5 +108,23 @@ fn same_place(a: &Path, b: &Path) -> bool {
             matches!((std::fs::canonicalize(da), std::fs::canonicalize(db)), (Ok(x), Ok(y)) if x == y)
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_unit_file_is_recognised_however_its_directory_is_spelled() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let real = root.path().join("system");
+        std::fs::create_dir(&real).expect("mkdir");
+        std::os::unix::fs::symlink(&real, root.path().join("link")).expect("symlink");
+        let target = root.path().join("link/app-v1.service");
+        assert!(same_place(&real.join("app-v1.service"), &target));
+        assert!(same_place(&target, &target));
+        assert!(!same_place(&real.join("app-v2.service"), &target));
+        assert!(!same_place(Path::new("/lib/systemd/system/app-v1.service"), &target));
     }
 }
