@@ -75,3 +75,6 @@ ansible-build: .venv collection
 
 ## ansible-check: the collection's own checkers: sanity (oldest and newest), units, lint, build
 ansible-check: ansible-sanity ansible-units ansible-lint ansible-build
+
+# integration/tests/ansible.rs runs the integration target on the oldest claimed ansible-core too.
+integration-test: .venv-oldest
