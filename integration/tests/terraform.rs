@@ -495,3 +495,97 @@ fn provider_run_by_hand_says_it_is_a_plugin() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("This binary is a plugin"));
 }
+
+/// The provider's private socket directories (`terraform-provider-baton-*`) in `tmp`: path,
+/// mode, owner, and whether it holds the socket `plugin.sock`.
+fn socket_dirs(tmp: &Path) -> Vec<(PathBuf, u32, u32, bool)> {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    let Ok(entries) = std::fs::read_dir(tmp) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("terraform-provider-baton-"))
+        .filter_map(|e| {
+            let meta = std::fs::symlink_metadata(e.path()).ok()?;
+            let socket =
+                std::fs::symlink_metadata(e.path().join("plugin.sock")).is_ok_and(|m| m.file_type().is_socket());
+            Some((e.path(), meta.mode() & 0o7777, meta.uid(), socket))
+        })
+        .collect()
+}
+
+/// Runs terraform with `TMPDIR=tmp` and `env`, and watches `tmp` while it runs: its output and
+/// every provider socket directory seen.
+fn run_watching(tf: &Tf, tmp: &Path, env: &[(&str, &str)], args: &[&str]) -> (Output, Vec<(PathBuf, u32, u32, bool)>) {
+    let mut cmd = terraform_command(tf.host, &tf.terraform, &tf.dir, &tf.rc);
+    cmd.args(args).env("TMPDIR", tmp).env_remove("TF_DISABLE_PLUGIN_TLS").env_remove("PLUGIN_UNIX_SOCKET_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run terraform inside the sandbox");
+    let done = std::thread::spawn(move || child.wait_with_output().expect("terraform output"));
+    let mut seen: Vec<(PathBuf, u32, u32, bool)> = Vec::new();
+    while !done.is_finished() {
+        for d in socket_dirs(tmp) {
+            match seen.iter_mut().find(|s| s.0 == d.0) {
+                Some(s) => s.3 |= d.3,
+                None => seen.push(d),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (done.join().expect("terraform thread"), seen)
+}
+
+/// Terraform with `TF_DISABLE_PLUGIN_TLS=1` (as terraform-plugin-testing runs it, and users
+/// working around antivirus) gives the provider no client certificate: the provider then serves
+/// plaintext only on a unix socket in a fresh 0700 directory of `TMPDIR`, never on TCP, and
+/// removes the directory when it exits. With AutoMTLS (the default) it makes no such directory.
+/// Both drive the sandbox's systemd through plan, apply (a handover) and destroy.
+#[test]
+fn terraform_without_plugin_tls_uses_a_private_unix_socket() {
+    let h = Host::boot("tf-notls");
+    let tf = Tf::new(&h, "notls");
+    let tmp = tf.dir.join("tmp");
+    std::fs::create_dir_all(&tmp).expect("mkdir tmp");
+    let config = |version: &str| format!("{HEADER}{}", demo_resource("notls", "notls", version, 18084, &[], ""));
+    let no_tls = [("TF_DISABLE_PLUGIN_TLS", "1")];
+    let text =
+        |out: &Output| format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let apply = ["apply", "-auto-approve", "-input=false", "-no-color"];
+
+    // AutoMTLS: TCP behind mutual TLS, no socket directory.
+    tf.write(&config("v1"));
+    let (out, seen) = run_watching(&tf, &tmp, &[], &apply);
+    assert!(out.status.success() && text(&out).contains("Resources: 1 added"), "{}", text(&out));
+    assert!(seen.is_empty(), "with AutoMTLS the provider makes no unix socket: {seen:?}");
+    assert_eq!(h.prop("notls-v1.service", "ActiveState"), "active");
+
+    // Without TLS: a plan, a handover and an empty plan, each provider on its own private socket.
+    tf.write(&config("v2"));
+    let (out, seen_plan) =
+        run_watching(&tf, &tmp, &no_tls, &["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("Plan: 0 to add, 1 to change, 0 to destroy."), "{}", text(&out));
+    let (out, seen_apply) = run_watching(&tf, &tmp, &no_tls, &apply);
+    assert!(out.status.success() && text(&out).contains("Resources: 0 added, 1 changed"), "{}", text(&out));
+    assert_eq!(h.prop("notls-v2.service", "ActiveState"), "active");
+    assert_eq!(h.prop("notls-v1.service", "ActiveState"), "inactive");
+    let (out, _) = run_watching(&tf, &tmp, &no_tls, &["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
+    assert_eq!(out.status.code(), Some(0), "the plan after the handover is empty:\n{}", text(&out));
+    let seen: Vec<_> = seen_plan.into_iter().chain(seen_apply).collect();
+    assert!(!seen.is_empty(), "without TLS the provider serves on a unix socket in TMPDIR");
+    for (dir, mode, uid, socket) in &seen {
+        assert_eq!((*mode, *uid), (0o700, 0), "{} is private to root", dir.display());
+        assert!(*socket, "{} held the socket plugin.sock", dir.display());
+    }
+    assert_eq!(socket_dirs(&tmp), Vec::new(), "every provider removed its socket directory");
+
+    let (out, _) = run_watching(&tf, &tmp, &no_tls, &["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(out.status.success() && text(&out).contains("Resources: 1 destroyed"), "{}", text(&out));
+    assert!(h.unit_files().iter().all(|f| !f.starts_with("notls-")), "{:?}", h.unit_files());
+    assert_eq!(socket_dirs(&tmp), Vec::new());
+}

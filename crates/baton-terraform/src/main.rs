@@ -2,7 +2,9 @@
 //! with go-plugin's handshake and AutoMTLS; the protocol comes from the `tf-provider` crate.
 //!
 //! Terraform starts this binary with `TF_PLUGIN_MAGIC_COOKIE` set and reads the handshake line
-//! (`1|6|tcp|127.0.0.1:PORT|grpc|CERT`) from its stdout; run by hand it says so and exits.
+//! from its stdout: `1|6|tcp|127.0.0.1:PORT|grpc|CERT` with AutoMTLS, `1|6|unix|PATH|grpc|` (a
+//! socket in a fresh 0700 directory) when Terraform's plugin TLS is off. Run by hand it says so
+//! and exits.
 
 mod check;
 mod data_source;

@@ -1,11 +1,19 @@
 //! The plugin server: go-plugin's handshake and AutoMTLS, the tfplugin6 `Provider` service for
 //! `baton_service`, and go-plugin's controller, stdio and broker services.
 //!
-//! AutoMTLS (see [`crate::tls`]): Terraform passes its client certificate in
-//! `PLUGIN_CLIENT_CERT`; the server's own TLS acceptor requires a client certificate, lets in
-//! only a client that presents exactly that one and proves it holds its ECDSA P-521 key, and the
-//! handshake line announces the server's fresh self-signed certificate. tonic serves the
-//! connections the acceptor lets through.
+//! No other local user may drive the provider (it runs as root and writes units), so it never
+//! serves plaintext over TCP:
+//! * AutoMTLS (see [`crate::tls`]): Terraform passes its client certificate in
+//!   `PLUGIN_CLIENT_CERT`; the server listens on 127.0.0.1, its own TLS acceptor requires a
+//!   client certificate and lets in only a client that presents exactly that one and proves it
+//!   holds its ECDSA P-521 key, and the handshake line (`1|6|tcp|127.0.0.1:PORT|grpc|CERT`)
+//!   announces the server's fresh self-signed certificate. tonic serves the connections the
+//!   acceptor lets through.
+//! * Without a client certificate (`TF_DISABLE_PLUGIN_TLS=1`, which terraform-plugin-testing
+//!   sets): plaintext gRPC on a unix socket, as go-plugin's own servers do, in a fresh directory
+//!   created 0700 in `PLUGIN_UNIX_SOCKET_DIR` or `$TMPDIR` (`1|6|unix|PATH|grpc|`). Only this
+//!   user and root can reach it; the directory is removed when the server stops (Shutdown,
+//!   SIGTERM, or an error). No TCP port is opened at all.
 //!
 //! Two details keep Terraform fast:
 //! * every accepted connection gets `TCP_NODELAY`: a gRPC response leaves in more than one write
@@ -19,6 +27,8 @@
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +38,10 @@ use base64::Engine as _;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tf_provider::Diagnostics;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
+use tokio_stream::wrappers::UnixListenerStream;
 use tokio_stream::{Stream, StreamExt};
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::data_source::{ServiceDataSource, ServiceInfo};
@@ -54,6 +65,8 @@ const PROTOCOL_VERSION: u32 = 6;
 const STOP_GRACE: Duration = Duration::from_millis(500);
 
 type Stdio = Pin<Box<dyn Stream<Item = Result<plugin::StdioData, Status>> + Send + 'static>>;
+/// The running gRPC server, whichever its transport.
+type Serving = Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 type Broker = Pin<Box<dyn Stream<Item = Result<plugin::ConnInfo, Status>> + Send + 'static>>;
 
 /// The state every service shares.
@@ -405,14 +418,125 @@ async fn bind() -> Result<tokio::net::TcpListener> {
     bail!("no free port on 127.0.0.1 in {min}..={max}")
 }
 
-/// Serves until Terraform calls `GRPCController.Shutdown` (or closes the connection).
+/// go-plugin's variable for the directory in which a plugin creates its unix socket.
+const SOCKET_DIR_ENV: &str = "PLUGIN_UNIX_SOCKET_DIR";
+/// The longest path a unix socket address holds (`sun_path` is 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// A plaintext unix socket that only this user (and root) can reach: `plugin.sock` in a fresh
+/// directory created 0700. Dropping it removes the directory and the socket.
+#[derive(Debug)]
+pub struct PrivateSocket {
+    pub listener: tokio::net::UnixListener,
+    pub path: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateSocket {
+    /// In `PLUGIN_UNIX_SOCKET_DIR` when set (as go-plugin's servers), else in `$TMPDIR` (or
+    /// `/tmp`).
+    pub fn from_env() -> Result<PrivateSocket> {
+        match std::env::var_os(SOCKET_DIR_ENV).filter(|d| !d.is_empty()) {
+            Some(dir) => PrivateSocket::new(Path::new(&dir))
+                .with_context(|| format!("{SOCKET_DIR_ENV}={}", Path::new(&dir).display())),
+            None => {
+                let dir = std::env::temp_dir();
+                PrivateSocket::new(&dir).with_context(|| format!("TMPDIR={}", dir.display()))
+            }
+        }
+    }
+
+    /// A fresh directory in `parent`, created 0700 and checked to be this user's own, with the
+    /// socket in it (0600).
+    pub fn new(parent: &Path) -> Result<PrivateSocket> {
+        // The handshake line is `|`-separated and ends at the newline.
+        if parent.to_str().is_none_or(|p| p.contains(['|', '\n', '\r'])) {
+            bail!(
+                "the socket directory {} cannot be announced in go-plugin's handshake line \
+                 (it must be UTF-8 without '|' or line breaks)",
+                parent.display()
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("terraform-provider-baton-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(parent)
+            .with_context(|| {
+                format!("cannot create a private directory for the plugin socket in {}", parent.display())
+            })?;
+        let meta = std::fs::symlink_metadata(dir.path()).with_context(|| format!("{}", dir.path().display()))?;
+        let euid = rustix::process::geteuid().as_raw();
+        if !meta.is_dir() || meta.uid() != euid || meta.mode() & 0o077 != 0 {
+            bail!(
+                "{} is not a private directory of uid {euid} (owner {}, mode {:o})",
+                dir.path().display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            );
+        }
+        let path = dir.path().join("plugin.sock");
+        if path.as_os_str().len() > MAX_SOCKET_PATH {
+            bail!(
+                "the plugin socket path {} is longer than a unix socket address holds ({MAX_SOCKET_PATH} bytes): \
+                 set {SOCKET_DIR_ENV} or TMPDIR to a shorter directory than {}",
+                path.display(),
+                parent.display()
+            );
+        }
+        let listener =
+            tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("chmod 0600 {}", path.display()))?;
+        Ok(PrivateSocket { listener, path, dir })
+    }
+}
+
+/// Where the server listens: never plaintext over TCP.
+#[derive(Debug)]
+enum Transport {
+    /// Terraform's AutoMTLS: TCP on 127.0.0.1, only Terraform's client certificate gets in.
+    Mtls(AutoMtls, tokio::net::TcpListener),
+    /// No client certificate (`TF_DISABLE_PLUGIN_TLS`): a unix socket only this user reaches.
+    Unix(PrivateSocket),
+}
+
+impl Transport {
+    async fn from_env() -> Result<Transport> {
+        Ok(match AutoMtls::from_env()? {
+            Some(tls) => Transport::Mtls(tls, bind().await?),
+            None => Transport::Unix(PrivateSocket::from_env()?),
+        })
+    }
+
+    /// go-plugin's handshake line: core version|app version|network|address|protocol|cert.
+    fn handshake(&self) -> Result<String> {
+        let (network, address, cert) = match self {
+            Transport::Mtls(tls, listener) => (
+                "tcp",
+                listener.local_addr()?.to_string(),
+                base64::engine::general_purpose::STANDARD_NO_PAD.encode(&tls.cert_der),
+            ),
+            Transport::Unix(socket) => ("unix", socket.path.display().to_string(), String::new()),
+        };
+        Ok(format!("{CORE_PROTOCOL_VERSION}|{PROTOCOL_VERSION}|{network}|{address}|grpc|{cert}"))
+    }
+}
+
+/// Serves until Terraform calls `GRPCController.Shutdown` (or closes the connection), or the
+/// process gets SIGTERM. SIGINT is ignored, as go-plugin's servers do: Terraform got it too, and
+/// ends the plugin itself (a handover under way finishes).
 pub async fn serve() -> Result<()> {
-    let listener = bind().await?;
-    let addr = listener.local_addr()?;
     // `BATON_PROVIDER_TCP_NODELAY=0` turns Nagle's algorithm back on, for the benchmark's
     // comparison only.
     let nodelay = std::env::var("BATON_PROVIDER_TCP_NODELAY").map_or(true, |v| v != "0");
-    let tls = AutoMtls::from_env()?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    tokio::spawn(async move { while sigint.recv().await.is_some() {} });
+
+    // The socket's directory lives as long as `_socket_dir` below: it is removed on return,
+    // whatever the outcome.
+    let transport = Transport::from_env().await?;
+    let line = transport.handshake()?;
     let plugin = Plugin::new();
     let router = tonic::transport::Server::builder()
         .add_service(tf::provider_server::ProviderServer::new(plugin.clone()))
@@ -425,23 +549,18 @@ pub async fn serve() -> Result<()> {
     let shutdown = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
-    // With AutoMTLS the connections come TLS'd from our own acceptor, which lets Terraform's
-    // client certificate in and nothing else; without it (run by hand) they are plain TCP.
-    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> = match &tls {
-        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener, nodelay), shutdown)),
-        None => {
-            let incoming = TcpIncoming::from_listener(listener, nodelay, None)
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-            Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
+    // TCP only behind our own TLS acceptor, which lets Terraform's client certificate in and
+    // nothing else; plaintext only on the private unix socket.
+    let (server, _socket_dir): (Serving, Option<tempfile::TempDir>) = match transport {
+        Transport::Mtls(tls, listener) => {
+            (Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener, nodelay), shutdown)), None)
+        }
+        Transport::Unix(socket) => {
+            let incoming = UnixListenerStream::new(socket.listener);
+            (Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown)), Some(socket.dir))
         }
     };
 
-    // The handshake line go-plugin reads: core version|app version|network|address|protocol|cert.
-    let mut line = format!("{CORE_PROTOCOL_VERSION}|{PROTOCOL_VERSION}|tcp|{addr}|grpc");
-    if let Some(tls) = &tls {
-        line.push('|');
-        line.push_str(&base64::engine::general_purpose::STANDARD_NO_PAD.encode(&tls.cert_der));
-    }
     println!("{line}");
 
     tokio::select! {
@@ -451,6 +570,7 @@ pub async fn serve() -> Result<()> {
             let _ = stopped_too.wait_for(|s| *s).await;
             tokio::time::sleep(STOP_GRACE).await;
         } => {}
+        _ = sigterm.recv() => {}
     }
     Ok(())
 }
@@ -468,6 +588,75 @@ mod tests {
         assert_eq!(manifest["version"], 1, "{manifest}");
         let versions = manifest["metadata"]["protocol_versions"].as_array().expect("protocol_versions");
         assert_eq!(versions, &[serde_json::json!(format!("{PROTOCOL_VERSION}.0"))], "{manifest}");
+    }
+
+    /// A scratch parent directory for sockets (short enough for a socket address).
+    fn parent() -> tempfile::TempDir {
+        tempfile::Builder::new().prefix("baton-sock-").tempdir().expect("scratch")
+    }
+
+    #[tokio::test]
+    async fn the_plaintext_socket_is_in_a_fresh_0700_directory_removed_on_drop() {
+        let parent = parent();
+        let a = PrivateSocket::new(parent.path()).expect("socket");
+        let b = PrivateSocket::new(parent.path()).expect("another socket");
+        assert_ne!(a.dir.path(), b.dir.path(), "a fresh directory each time");
+        for s in [&a, &b] {
+            assert_eq!(s.path.parent(), Some(s.dir.path()));
+            assert_eq!(s.dir.path().parent(), Some(parent.path()));
+            let dir = std::fs::symlink_metadata(s.dir.path()).expect("dir");
+            assert_eq!(dir.mode() & 0o7777, 0o700);
+            assert_eq!(dir.uid(), rustix::process::geteuid().as_raw());
+            let sock = std::fs::symlink_metadata(&s.path).expect("socket");
+            assert!(std::os::unix::fs::FileTypeExt::is_socket(&sock.file_type()));
+            assert_eq!(sock.mode() & 0o777, 0o600);
+        }
+        // It serves: a connection is accepted.
+        let client = tokio::net::UnixStream::connect(&a.path).await.expect("connect");
+        let (server, _) = a.listener.accept().await.expect("accept");
+        drop((client, server));
+        let dirs = [a.dir.path().to_path_buf(), b.dir.path().to_path_buf()];
+        drop((a, b));
+        assert!(dirs.iter().all(|d| !d.exists()), "removed on drop: {dirs:?}");
+    }
+
+    #[tokio::test]
+    async fn a_socket_directory_that_cannot_serve_is_refused_by_name() {
+        let parent = parent();
+        let missing = parent.path().join("missing");
+        let long = parent.path().join("d".repeat(MAX_SOCKET_PATH));
+        let pipe = parent.path().join("a|b");
+        std::fs::create_dir(&long).expect("mkdir");
+        std::fs::create_dir(&pipe).expect("mkdir");
+        for (dir, says) in [
+            (&missing, "cannot create a private directory for the plugin socket in"),
+            (&long, "longer than a unix socket address holds"),
+            (&pipe, "cannot be announced in go-plugin's handshake line"),
+        ] {
+            let e = format!("{:#}", PrivateSocket::new(dir).expect_err("refused"));
+            assert!(e.contains(says) && e.contains(&dir.display().to_string()), "{e}");
+        }
+        assert_eq!(std::fs::read_dir(&long).expect("dir").count(), 0, "nothing left behind");
+    }
+
+    #[tokio::test]
+    async fn the_handshake_announces_the_unix_socket_or_tls_over_tcp() {
+        let parent = parent();
+        let socket = PrivateSocket::new(parent.path()).expect("socket");
+        let line = Transport::Unix(socket).handshake().expect("line");
+        let fields: Vec<&str> = line.split('|').collect();
+        assert_eq!(fields[..3], ["1", "6", "unix"], "{line}");
+        assert!(fields[3].starts_with(&parent.path().display().to_string()) && fields[3].ends_with("/plugin.sock"));
+        assert_eq!(fields[4..], ["grpc", ""], "{line}");
+
+        let client = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("rcgen");
+        let tls = AutoMtls::new(&client.cert.pem()).expect("AutoMTLS");
+        let cert = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&tls.cert_der);
+        let listener = bind().await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let line = Transport::Mtls(tls, listener).handshake().expect("line");
+        assert_eq!(line, format!("1|6|tcp|{addr}|grpc|{cert}"));
+        assert!(addr.ip().is_loopback());
     }
 
     #[test]

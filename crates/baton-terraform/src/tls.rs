@@ -39,8 +39,9 @@ pub struct AutoMtls {
 }
 
 impl AutoMtls {
-    /// AutoMTLS for the client certificate in `PLUGIN_CLIENT_CERT`; `None` when it is unset
-    /// (the plugin run without Terraform's AutoMTLS serves plain gRPC).
+    /// AutoMTLS for the client certificate in `PLUGIN_CLIENT_CERT`; `None` when it is unset or
+    /// empty (`TF_DISABLE_PLUGIN_TLS`): the server then serves plaintext on a private unix
+    /// socket only, never on TCP (see [`crate::server`]).
     pub fn from_env() -> Result<Option<AutoMtls>> {
         let client = std::env::var("PLUGIN_CLIENT_CERT").unwrap_or_default();
         if client.trim().is_empty() {

@@ -3,9 +3,9 @@
 //! - wall time of `terraform plan` and `terraform apply` (create, version bump, destroy) with 1
 //!   and with 50 services (the demo app on distinct ports);
 //! - the provider's own time per RPC: the round trip of tfplugin6 calls made directly over gRPC
-//!   (h2c, the same server code as under Terraform's TLS), with `TCP_NODELAY` as shipped and
-//!   with Nagle's algorithm back on, which shows what the option saves; the data source's read
-//!   is among them.
+//!   (TCP and mutual TLS, as Terraform calls them: the provider serves plaintext only on a unix
+//!   socket), with `TCP_NODELAY` as shipped and with Nagle's algorithm back on, which shows what
+//!   the option saves; the data source's read is among them.
 //!
 //! The RPC client runs inside the sandbox (where the provider reaches systemd): this binary
 //! re-executes itself there with `--rpc-client`.
@@ -203,7 +203,7 @@ fn run() -> Result<()> {
     }
     writeln!(
         section,
-        "\n### Provider time per RPC ({CALLS} calls of each, one connection, h2c)\n\n\
+        "\n### Provider time per RPC ({CALLS} calls of each, one connection, gRPC over mutual TLS)\n\n\
          Round trip of each tfplugin6 call as a client sees it: transport, decoding, the provider's work, \
          encoding. `ReadResource` and `ReadDataSource` include baton's read of the unit directory and systemd \
          (D-Bus).\n"
@@ -336,24 +336,94 @@ impl tonic::codec::Decoder for RawCodec {
     }
 }
 
-/// Starts the provider as Terraform would (without TLS) and times each RPC kind.
+/// Trusts exactly the server certificate of the handshake line, as go-plugin's client does.
+#[derive(Debug)]
+struct ServerPin(Vec<u8>, rustls::crypto::WebPkiSupportedAlgorithms);
+
+impl rustls::client::danger::ServerCertVerifier for ServerPin {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.0.as_slice() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.1)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.1)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.1.supported_schemes()
+    }
+}
+
+/// Starts the provider as Terraform does, with AutoMTLS (a client certificate of our own), and
+/// times each RPC kind over TCP and TLS, as Terraform calls them.
 fn rpc_client() -> Result<()> {
+    use base64::Engine as _;
     let provider = std::env::var("BATON_BENCH_PROVIDER").context("BATON_BENCH_PROVIDER")?;
     let demo = std::env::var("BATON_BENCH_DEMO").context("BATON_BENCH_DEMO")?;
+    let client = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
     let mut child = Command::new(&provider)
         .env("TF_PLUGIN_MAGIC_COOKIE", MAGIC_COOKIE)
         .env("PLUGIN_PROTOCOL_VERSIONS", "6")
-        .env_remove("PLUGIN_CLIENT_CERT")
+        .env("PLUGIN_CLIENT_CERT", client.cert.pem())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .context("start the provider")?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let addr = line.trim().split('|').nth(3).context("handshake line")?.to_owned();
+    let fields: Vec<&str> = line.trim().split('|').collect();
+    ensure!(fields.len() == 6 && fields[2] == "tcp", "handshake line {line:?}");
+    let addr = fields[3].to_owned();
+    let server_cert = base64::engine::general_purpose::STANDARD_NO_PAD.decode(fields[5])?;
+    let crypto = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let pin = ServerPin(server_cert, crypto.signature_verification_algorithms);
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(client.key_pair.serialize_der().into());
+    let mut tls = rustls::ClientConfig::builder_with_provider(crypto)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(pin))
+        .with_client_auth_cert(vec![client.cert.der().clone()], key)?;
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+        let connect = tower::service_fn(move |_: tonic::transport::Uri| {
+            let (addr, connector) = (addr.clone(), connector.clone());
+            async move {
+                let tcp = tokio::net::TcpStream::connect(&addr).await?;
+                tcp.set_nodelay(true)?;
+                let name = rustls::pki_types::ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+                let stream = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        });
+        let channel =
+            tonic::transport::Endpoint::from_static("http://localhost").connect_with_connector(connect).await?;
         let mut grpc = tonic::client::Grpc::new(channel);
         let name = field(1, b"baton_service");
         let config = object(&demo, false);
