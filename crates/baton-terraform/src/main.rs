@@ -10,6 +10,7 @@ mod check;
 mod data_source;
 #[cfg(test)]
 mod docs;
+mod guard;
 mod model;
 mod proto;
 mod resource;

@@ -539,7 +539,7 @@ pub async fn serve() -> Result<()> {
     let line = transport.handshake()?;
     let plugin = Plugin::new();
     let router = tonic::transport::Server::builder()
-        .add_service(tf::provider_server::ProviderServer::new(plugin.clone()))
+        .add_service(tf::provider_server::ProviderServer::new(crate::guard::Guarded(plugin.clone())))
         .add_service(grpc_controller_server::GrpcControllerServer::new(plugin.clone()))
         .add_service(grpc_stdio_server::GrpcStdioServer::new(plugin.clone()))
         .add_service(grpc_broker_server::GrpcBrokerServer::new(plugin.clone()));
