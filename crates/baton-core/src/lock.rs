@@ -249,7 +249,8 @@ fn open_file(dir: &OwnedFd, name: &str, path: &Path) -> Result<File, LockError> 
 fn holder_line() -> String {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let cmd: Vec<String> = std::env::args_os().map(|arg| arg.to_string_lossy().into_owned()).collect();
-    let cmd = cmd.join(" ").replace(|c: char| c.is_control(), " ");
+    // At most 1000 characters of the command line: the holder is read back with a 4 KiB cap.
+    let cmd: String = cmd.join(" ").replace(|c: char| c.is_control(), " ").chars().take(1000).collect();
     format!("pid={} since={since} cmd={cmd}\n", std::process::id())
 }
 

@@ -93,6 +93,10 @@ pub trait Manager {
     /// `states`; empty: any), as (path, state). Reads the unit directories, loads nothing.
     fn list_unit_files_by_patterns(&self, states: &[&str], patterns: &[&str]) -> zbus::Result<Vec<(String, String)>>;
 
+    /// Every unit file in systemd's search path, as (path, state): the fallback for systemd
+    /// older than 230, which lacks `ListUnitFilesByPatterns`.
+    fn list_unit_files(&self) -> zbus::Result<Vec<(String, String)>>;
+
     /// Forgets a unit's failed state.
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
 
@@ -355,10 +359,13 @@ impl Systemd for DbusSystemd {
             Err(e) if is_no_such_unit(&e) => {}
             Err(e) => return Err(call_err("GetUnit", unit, e)),
         }
-        let files = self
-            .manager
-            .list_unit_files_by_patterns(&[], &[unit])
-            .map_err(|e| call_err("ListUnitFilesByPatterns", unit, e))?;
+        let files = match self.manager.list_unit_files_by_patterns(&[], &[unit]) {
+            Ok(files) => files,
+            Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == UNKNOWN_METHOD => {
+                self.manager.list_unit_files().map_err(|e| call_err("ListUnitFiles", unit, e))?
+            }
+            Err(e) => return Err(call_err("ListUnitFilesByPatterns", unit, e)),
+        };
         let by_name =
             files.into_iter().map(|(path, _)| PathBuf::from(path)).find(|p| p.file_name().is_some_and(|n| n == unit));
         Ok(by_name)
@@ -442,6 +449,9 @@ impl Systemd for DbusSystemd {
 }
 
 /// Whether systemd answered `NoSuchUnit` (the unit is not loaded).
+/// The D-Bus error of a method the service does not have.
+const UNKNOWN_METHOD: &str = "org.freedesktop.DBus.Error.UnknownMethod";
+
 fn is_no_such_unit(e: &zbus::Error) -> bool {
     matches!(e, zbus::Error::MethodError(name, _, _) if name.as_str() == NO_SUCH_UNIT)
 }
