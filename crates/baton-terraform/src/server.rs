@@ -457,6 +457,31 @@ impl PrivateSocket {
                 parent.display()
             );
         }
+        let parent = std::path::absolute(parent).with_context(|| format!("{}", parent.display()))?;
+        let euid = rustix::process::geteuid().as_raw();
+        // Nobody else may move entries of the parent: another user could otherwise swap the
+        // fresh directory for one of their own before the socket is bound in it.
+        let meta = std::fs::metadata(&parent)
+            .with_context(|| format!("cannot use {} for the plugin socket", parent.display()))?;
+        if !meta.is_dir() {
+            bail!("{} is not a directory", parent.display());
+        }
+        if meta.uid() != 0 && meta.uid() != euid {
+            bail!(
+                "{} is owned by uid {}, not by root or uid {euid}: its owner could replace the socket's directory",
+                parent.display(),
+                meta.uid()
+            );
+        }
+        if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+            bail!(
+                "{} is writable by group or others without the sticky bit (mode {:o}): they could replace the \
+                 socket's directory; use a directory like /tmp (1777) or one only its owner writes",
+                parent.display(),
+                meta.mode() & 0o7777
+            );
+        }
+        let parent = parent.as_path();
         let dir = tempfile::Builder::new()
             .prefix("terraform-provider-baton-")
             .permissions(std::fs::Permissions::from_mode(0o700))
@@ -465,7 +490,6 @@ impl PrivateSocket {
                 format!("cannot create a private directory for the plugin socket in {}", parent.display())
             })?;
         let meta = std::fs::symlink_metadata(dir.path()).with_context(|| format!("{}", dir.path().display()))?;
-        let euid = rustix::process::geteuid().as_raw();
         if !meta.is_dir() || meta.uid() != euid || meta.mode() & 0o077 != 0 {
             bail!(
                 "{} is not a private directory of uid {euid} (owner {}, mode {:o})",
@@ -626,10 +650,22 @@ mod tests {
         let missing = parent.path().join("missing");
         let long = parent.path().join("d".repeat(MAX_SOCKET_PATH));
         let pipe = parent.path().join("a|b");
-        std::fs::create_dir(&long).expect("mkdir");
-        std::fs::create_dir(&pipe).expect("mkdir");
+        let open = parent.path().join("open");
+        let sticky = parent.path().join("sticky");
+        for d in [&long, &pipe, &open, &sticky] {
+            std::fs::create_dir(d).expect("mkdir");
+        }
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        let group = parent.path().join("group");
+        std::fs::create_dir(&group).expect("mkdir");
+        std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o770)).expect("chmod");
+        // A sticky world-writable directory, like /tmp, is fine.
+        drop(PrivateSocket::new(&sticky).expect("a socket in a sticky directory"));
         for (dir, says) in [
-            (&missing, "cannot create a private directory for the plugin socket in"),
+            (&open, "writable by group or others without the sticky bit (mode 777)"),
+            (&group, "writable by group or others without the sticky bit (mode 770)"),
+            (&missing, "cannot use"),
             (&long, "longer than a unix socket address holds"),
             (&pipe, "cannot be announced in go-plugin's handshake line"),
         ] {

@@ -543,16 +543,32 @@ fn an_unusable_socket_directory_is_a_clear_error() {
     std::fs::create_dir(&long).expect("mkdir");
     let pipe = dir.path().join("a|b");
     std::fs::create_dir(&pipe).expect("mkdir");
-    for (socket_dir, says) in
-        [(&missing, "PLUGIN_UNIX_SOCKET_DIR"), (&long, "longer than a unix socket address"), (&pipe, "handshake")]
-    {
+    // Another user's directory, and a directory others may write without the sticky bit: they
+    // could swap the fresh directory for their own before the socket is bound in it.
+    let foreign = dir.path().join("foreign");
+    let open = dir.path().join("open");
+    std::fs::create_dir(&foreign).expect("mkdir");
+    std::os::unix::fs::chown(&foreign, Some(OTHER_UID), Some(OTHER_UID)).expect("chown");
+    std::fs::create_dir(&open).expect("mkdir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod 0777");
+    for (socket_dir, says) in [
+        (&missing, "PLUGIN_UNIX_SOCKET_DIR"),
+        (&long, "longer than a unix socket address"),
+        (&pipe, "handshake"),
+        (&foreign, "owned by uid 65534, not by root"),
+        (&open, "without the sticky bit"),
+    ] {
         let envs = [("PLUGIN_UNIX_SOCKET_DIR", socket_dir.to_str().expect("UTF-8"))];
         let (e, log) =
             Provider::try_start(&envs, dir.path()).err().unwrap_or_else(|| panic!("served in {socket_dir:?}"));
         assert!(log.contains(says), "{socket_dir:?}: {e:#}: the error says {says:?}:\n{log}");
         assert!(log.contains(&socket_dir.display().to_string()), "the error names the directory:\n{log}");
     }
-    let left: Vec<PathBuf> =
-        [&long, &pipe].iter().flat_map(|d| std::fs::read_dir(d).expect("dir")).flatten().map(|e| e.path()).collect();
+    let left: Vec<PathBuf> = [&long, &pipe, &foreign, &open]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).expect("dir"))
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert!(left.is_empty(), "nothing left behind: {left:?}");
 }
