@@ -110,6 +110,21 @@ pub enum RenderError {
     },
 }
 
+impl RenderError {
+    /// The spec field the error is about, as [`crate::spec::SpecError::field`] names fields
+    /// (`template`, `exec_start`, `environment.KEY`, `directives.Service.Nice`, …).
+    pub fn field(&self) -> String {
+        match self {
+            RenderError::ReadTemplate { .. }
+            | RenderError::Template { .. }
+            | RenderError::TooLarge { .. }
+            | RenderError::MissingMarks { .. } => "template".to_owned(),
+            RenderError::NoRelease { .. } => "version".to_owned(),
+            RenderError::LineTooLong { field, .. } | RenderError::Continuation { field, .. } => field.clone(),
+        }
+    }
+}
+
 /// Quotes one `ExecStart=` argument: double quotes, C escapes for `\`, `"` and control
 /// characters, `$$` for `$` and `%%` for `%`.
 pub fn quote_exec_arg(arg: &str) -> String {

@@ -206,7 +206,11 @@ pub fn check(lowered: Lowered) -> Result<Option<String>, AttrErrors> {
     if unknown {
         return Ok(None);
     }
-    render::render(&spec).map(Some).map_err(|e| vec![AttrError::new(AttributePath::new("template"), e.to_string())])
+    render::render(&spec).map(Some).map_err(|e| {
+        // At the attribute the error names (a line of `exec_start` too long for systemd, …).
+        let at = locate(&raw, &e.field()).map_or_else(|| AttributePath::new("template"), |l| l.path());
+        vec![AttrError::new(at, e.to_string())]
+    })
 }
 
 #[cfg(test)]
@@ -227,6 +231,18 @@ mod tests {
             ),
             ..RawSpec::default()
         }
+    }
+
+    // Issue 11, item 10: a unit line systemd would refuse is an error of the attribute it comes
+    // from, at plan time.
+    #[test]
+    fn a_unit_line_too_long_for_systemd_is_an_error_of_exec_start() {
+        let mut r = raw();
+        r.exec_start = std::iter::once("/bin/web".to_owned()).chain((0..9).map(|_| "%".repeat(60_000))).collect();
+        let errors = check(Lowered { raw: r, unknown: false, errors: Vec::new() }).expect_err("refused");
+        let [e] = errors.as_slice() else { panic!("one error: {errors:?}") };
+        assert_eq!(e.path, AttributePath::new("exec_start"));
+        assert!(e.msg.starts_with("exec_start: renders a line `ExecStart=…` of"), "{}", e.msg);
     }
 
     #[test]
