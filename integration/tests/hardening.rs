@@ -44,8 +44,11 @@ fn default_lock_dir(h: &Host) -> String {
 
 /// `/run/lock` as every host has it (systemd-tmpfiles makes it 1777; the sandbox runs no
 /// tmpfiles): any user may create entries there.
+/// Also checks that commands really run as `nobody` (an attack that cannot even start would
+/// prove nothing).
 fn world_writable_run_lock(h: &Host) {
     h.sh("mkdir -p /run/lock && chmod 1777 /run/lock");
+    assert_eq!(as_nobody(h, "id -u && id -G"), (true, "65534\n65534\n".to_owned()));
 }
 
 /// `baton apply` of `spec` with extra flags, killed after `limit` if it has not ended by then
