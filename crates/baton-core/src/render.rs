@@ -400,15 +400,16 @@ fn render_with(spec: &ServiceSpec, version: &Ident, source: &str, path: &str) ->
         };
         RenderError::Template {
             path: path.to_owned(),
+            // minijinja names the place itself, `(in <path>:<line>)`, when it knows both.
             detail: match e.line() {
-                Some(line) => format!("{what} (line {line})"),
-                None => what,
+                Some(line) if !what.contains(&format!(":{line})")) => format!("{what} (line {line})"),
+                _ => what,
             },
         }
     };
     // Compiled outside the environment's registry, which stays empty: `include`, `import` and
     // `extends` find no template, so a template reads nothing but itself.
-    let tmpl = env.template_from_named_str("unit", source).map_err(template_error)?;
+    let tmpl = env.template_from_named_str(path, source).map_err(template_error)?;
 
     let directives = spec
         .directives
