@@ -440,7 +440,9 @@ impl PrivateSocket {
             Some(dir) => PrivateSocket::new(Path::new(&dir))
                 .with_context(|| format!("{SOCKET_DIR_ENV}={}", Path::new(&dir).display())),
             None => {
-                let dir = std::env::temp_dir();
+                // An empty TMPDIR means the default, as for go-plugin (Go's os.TempDir).
+                let dir =
+                    std::env::var_os("TMPDIR").filter(|d| !d.is_empty()).map_or_else(|| "/tmp".into(), PathBuf::from);
                 PrivateSocket::new(&dir).with_context(|| format!("TMPDIR={}", dir.display()))
             }
         }

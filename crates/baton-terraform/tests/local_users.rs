@@ -514,6 +514,10 @@ fn plugin_unix_socket_dir_gets_a_fresh_private_subdirectory() {
     a.shutdown(None);
     b.shutdown(None);
     assert_eq!(std::fs::read_dir(&sockets).expect("sockets").count(), 0, "both directories removed");
+    // Empty variables mean the default, /tmp.
+    let c = Provider::start(&[("PLUGIN_UNIX_SOCKET_DIR", ""), ("TMPDIR", "")], dir.path());
+    assert_eq!(Path::new(&c.hs.address).parent().and_then(Path::parent), Some(Path::new("/tmp")), "{:?}", c.hs);
+    c.shutdown(None);
 }
 
 #[test]
