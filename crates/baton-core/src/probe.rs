@@ -128,12 +128,18 @@ pub enum ProbeError {
     },
 }
 
+/// `now + timeout`, capped at a year from now: no timeout, however large, overflows the clock.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout.min(Duration::from_secs(365 * 86_400))).unwrap_or(now)
+}
+
 /// Succeeds when a TCP connection to `127.0.0.1:port` (or, when that is refused, `[::1]:port`)
 /// is accepted by one of the `owners`' processes within `timeout`. Nothing is sent: an app
 /// that accepts and waits for its client passes; one that accepts and closes at once may be
 /// gone before the connection can be attributed, and is retried until the timeout.
 pub fn tcp(port: u16, timeout: Duration, owners: Owners<'_>) -> Result<(), ProbeError> {
-    let deadline = Instant::now() + timeout;
+    let deadline = deadline_after(timeout);
     attributed("tcp", port, timeout, deadline, owners, None).map(drop)
 }
 
@@ -144,7 +150,7 @@ pub fn http(port: u16, path: &str, timeout: Duration, owners: Owners<'_>) -> Res
     if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ProbeError::InvalidPath { path: path.to_string() });
     }
-    let deadline = Instant::now() + timeout;
+    let deadline = deadline_after(timeout);
     let timed_out = || ProbeError::Timeout { probe: "http", port, timeout };
     let io_error = |source: io::Error| match source.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => timed_out(),
@@ -784,6 +790,16 @@ mod tests {
         assert!(start.elapsed() < SHORT);
         assert!(matches!(err, ProbeError::Refused { .. }), "{err:?}");
         assert!(err.to_string().starts_with(&format!("nothing accepts connections on port {port} ")), "{err}");
+    }
+
+    // Issue 11, item 11: `Instant + Duration::MAX` panicked ("overflow when adding duration").
+    #[test]
+    fn a_huge_probe_timeout_is_no_panic() {
+        let port = closed_port();
+        let err = tcp(port, Duration::MAX, &ours).expect_err("closed port");
+        assert!(matches!(err, ProbeError::Refused { .. }), "{err:?}");
+        let err = http(port, "/", Duration::MAX, &ours).expect_err("closed port");
+        assert!(matches!(err, ProbeError::Refused { .. }), "{err:?}");
     }
 
     #[test]
