@@ -136,12 +136,12 @@ pub fn in_userland(root: &Path, binary: &Path, args: &[&str], files: &[(&str, &s
         std::fs::write(dir.join(file), text)?;
     }
     let inside = Path::new("/opt/baton-test").join(name);
-    let out = Command::new("chroot")
+    let out = Command::new("/usr/sbin/chroot")
         .arg(root)
         .arg(&inside)
         .args(args)
         .env_clear()
-        .env("PATH", "/usr/bin:/bin")
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .output()
         .context("chroot")?;
     Ok((
