@@ -11,16 +11,7 @@ use crate::failure;
 
 /// The message of a panic: `internal error in the baton module: <payload> (at <file:line>)`.
 pub fn message(info: &std::panic::PanicHookInfo<'_>) -> String {
-    let payload = info.payload();
-    let what = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown cause".to_owned());
-    match info.location() {
-        Some(at) => format!("internal error in the baton module: {what} (at {}:{})", at.file(), at.line()),
-        None => format!("internal error in the baton module: {what}"),
-    }
+    format!("internal error in the baton module: {}", baton_core::result::panic_report(info))
 }
 
 /// Installs the hook: on a panic, print `{"failed": true, "msg": …}` as one line on stdout and

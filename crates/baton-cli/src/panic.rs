@@ -16,16 +16,7 @@ static LAST: Mutex<Option<String>> = Mutex::new(None);
 
 /// The message of a panic: `internal error in baton: <payload> (at <file:line>)`.
 pub fn message(info: &panic::PanicHookInfo<'_>) -> String {
-    let payload = info.payload();
-    let what = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown cause".to_owned());
-    match info.location() {
-        Some(at) => format!("internal error in baton: {what} (at {}:{})", at.file(), at.line()),
-        None => format!("internal error in baton: {what}"),
-    }
+    format!("internal error in baton: {}", baton_core::result::panic_report(info))
 }
 
 /// Installs the hook: record the message and print it as one line on stderr (no backtrace).

@@ -102,6 +102,25 @@ impl Failure {
     }
 }
 
+/// The message of a panic's payload (what `panic!` was given), for the front-ends that turn a
+/// panic, a bug in baton, into a failure.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown cause".to_owned())
+}
+
+/// A panic as a panic hook sees it: its message and, when known, `(at file:line)`.
+pub fn panic_report(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let what = panic_text(info.payload());
+    match info.location() {
+        Some(at) => format!("{what} (at {}:{})", at.file(), at.line()),
+        None => what,
+    }
+}
+
 /// What kind of failure a run ended in, for a caller that must tell them apart without reading
 /// the message (the CLI maps each to its own exit status).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

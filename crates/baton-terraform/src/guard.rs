@@ -42,15 +42,6 @@ impl<F: Future> Future for CatchUnwind<F> {
     }
 }
 
-/// The text of a panic's payload.
-fn panic_text(payload: &(dyn Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown cause".to_owned())
-}
-
 /// The diagnostics of an RPC that panicked.
 pub fn internal_error(rpc: &str, text: &str) -> Vec<tf::Diagnostic> {
     let mut d = Diagnostics::default();
@@ -73,7 +64,7 @@ pub async fn guard<T: Default>(
         Ok(result) => result,
         Err(payload) => {
             let mut response = T::default();
-            on_panic(&mut response, internal_error(rpc, &panic_text(payload.as_ref())));
+            on_panic(&mut response, internal_error(rpc, &baton_core::result::panic_text(payload.as_ref())));
             Ok(Response::new(response))
         }
     }
