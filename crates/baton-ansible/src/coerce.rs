@@ -80,6 +80,7 @@ pub const OPTIONS: &[(&str, Kind)] = &[
     ("keep", Kind::Int),
     ("migrate_requests", Kind::Bool),
     ("unit_dir", Kind::Str),
+    ("secret_environment", Kind::StrMap),
 ];
 
 /// The suboptions of `health`.

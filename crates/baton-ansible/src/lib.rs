@@ -15,8 +15,9 @@
 //! 4. returns the core's result with `invocation: {module_args}` (every option, defaults filled
 //!    in from the validated spec, as `AnsibleModule` reports them) and the warnings added, and
 //!    each diff entry with `before_header`/`after_header` (its path) for Ansible's diff callback;
-//!    under `no_log` every `environment` value is masked in the whole output (core's
-//!    [`Redactor`](baton_core::result::Redactor)).
+//!    every `secret_environment` value is masked in the whole output, and under `no_log` every
+//!    `environment` value too (core's [`Redactor`](baton_core::result::Redactor), which knows
+//!    every escaped form a value takes in a unit file).
 
 pub mod coerce;
 pub mod panic;
@@ -27,6 +28,12 @@ use baton_core::spec::{self, RawSpec, ServiceSpec, MAX_SPEC_BYTES};
 use serde_json::{json, Map, Value};
 
 pub use coerce::Conversion;
+
+/// The option whose values are always secret (declared `no_log: true` in the module's docs).
+pub const SECRET_OPTION: &str = "secret_environment";
+
+/// What `invocation.module_args` shows for a `no_log` option, as `AnsibleModule` does.
+pub const NO_LOG_VALUE: &str = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER";
 
 /// The largest args document accepted: a maximal spec plus room for Ansible's own keys.
 pub const MAX_ARGS_BYTES: usize = MAX_SPEC_BYTES + 64 * 1024;
@@ -88,7 +95,8 @@ impl Request {
         Ok(request)
     }
 
-    /// The secrets of this request: every string under `environment`.
+    /// The secrets of this request: every string under `secret_environment`, and under
+    /// `no_log` every string under `environment` too.
     pub fn secrets(&self) -> Vec<String> {
         fn strings(v: &Value, out: &mut Vec<String>) {
             match v {
@@ -99,20 +107,30 @@ impl Request {
             }
         }
         let mut out = Vec::new();
-        if let Some(env) = self.options.get("environment") {
-            strings(env, &mut out);
+        if let Some(secret) = self.options.get(SECRET_OPTION) {
+            strings(secret, &mut out);
+        }
+        if self.no_log {
+            if let Some(env) = self.options.get("environment") {
+                strings(env, &mut out);
+            }
         }
         out
     }
 
-    /// The redactor of this request's secrets under `no_log` (None without `no_log`).
+    /// The redactor of this request's secrets: under `no_log` every `environment` and
+    /// `secret_environment` value (and every `Environment=` line of a diff); without it, the
+    /// `secret_environment` values alone. None when there is nothing to mask.
     fn redactor(&self) -> Option<Redactor> {
-        if !self.no_log {
-            return None;
-        }
         let secrets = self.secrets();
         let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-        Some(Redactor::new(&refs))
+        if self.no_log {
+            Some(Redactor::new(&refs))
+        } else if refs.iter().any(|s| !s.is_empty()) {
+            Some(Redactor::values_only(&refs))
+        } else {
+            None
+        }
     }
 
     /// The run options the core gets.
@@ -140,6 +158,10 @@ impl Request {
         if let Some(r) = &redactor {
             r.value(&mut module_args);
             warnings.iter_mut().for_each(|w| r.text(w));
+        }
+        // As Ansible reports an option declared `no_log`: its whole value is hidden.
+        if let Some(v) = module_args.get_mut(SECRET_OPTION).filter(|v| !v.is_null()) {
+            *v = json!(NO_LOG_VALUE);
         }
         if let Value::Object(obj) = &mut out {
             obj.insert("invocation".to_owned(), json!({ "module_args": module_args }));
@@ -275,7 +297,7 @@ mod tests {
                 "service_type": "exec", "user": null, "group": null, "working_directory": null,
                 "environment": {"A": "1"}, "timeout_stop_sec": 30, "restart": "always", "directives": {},
                 "template": null, "state": "started", "enabled": true, "keep": 2, "migrate_requests": true,
-                "unit_dir": "/etc/systemd/system",
+                "unit_dir": "/etc/systemd/system", "secret_environment": null,
             })
         );
         let names: Vec<&str> = coerce::OPTIONS.iter().map(|(n, _)| *n).collect();
@@ -429,6 +451,65 @@ mod tests {
         assert_eq!(out["diff"][1]["before"], format!("Environment=\"TOKEN={MASK}\"\n"));
         // Environment values are secrets: a number converted to a string is masked too.
         assert_eq!(out["invocation"]["module_args"]["environment"]["PORT"], MASK);
+    }
+
+    /// Runs the module on `extra` over the real core (a fake systemd, a temp unit directory)
+    /// with diff on, twice: check mode, then a real run.
+    fn run_core(extra: Value) -> Vec<Value> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut outs = Vec::new();
+        let sd = baton_core::systemd::fake::FakeSystemd::new();
+        for check in [true, false] {
+            let input = args(with(
+                base(),
+                with(
+                    json!({"_ansible_diff": true, "_ansible_check_mode": check,
+                           "unit_dir": dir.path().join("units").display().to_string()}),
+                    extra.clone(),
+                ),
+            ));
+            let (out, ok) = run(&input, |raw, opts| {
+                let spec = raw.validate().expect("valid");
+                let opts = ApplyOptions { lock_dir: dir.path().join("locks"), ..opts.clone() };
+                baton_core::run::apply_with(&spec, &sd, &opts, &mut |_| {})
+            });
+            assert!(ok, "{out:#}");
+            outs.push(out);
+        }
+        outs
+    }
+
+    #[test]
+    fn secret_environment_is_masked_without_no_log() {
+        let secret = "hunter2-Pa$$w0rd";
+        for out in run_core(json!({"secret_environment": {"DB_PASSWORD": secret},
+                                   "exec_start": ["/bin/app", format!("--password={secret}")]}))
+        {
+            let text = out.to_string();
+            assert!(!text.contains("hunter2"), "{out:#}");
+            assert_eq!(out["invocation"]["module_args"]["secret_environment"], NO_LOG_VALUE);
+            assert_eq!(out["changed"], true);
+            let diff = out["diff"].as_array().expect("diff");
+            assert_eq!(diff[0]["after"], "secret_environment: changed (values hidden)\n", "{out:#}");
+            assert!(diff[1]["after"].as_str().expect("unit").contains("EnvironmentFile="), "{out:#}");
+        }
+    }
+
+    /// Issue 11 item 7: a value in `exec_start` and an `ExecStartPre` directive renders as
+    /// `Pa$$$$w0rd%%\"x` and `Pa$$$$w0rd%%"x`; under no_log no form of it may show.
+    #[test]
+    fn no_log_masks_every_escaped_form_of_a_secret_in_the_unit() {
+        let secret = r#"Pa$$w0rd%"x"#;
+        for out in run_core(json!({"_ansible_no_log": true, "environment": {"PW": secret},
+                                   "exec_start": ["/bin/app", format!("--pw={secret}")],
+                                   "directives": {"Service": {"ExecStartPre": format!("/bin/check {secret}")}}}))
+        {
+            let text = out.to_string();
+            assert!(!text.contains("w0rd"), "{out:#}");
+            let unit = out["diff"][0]["after"].as_str().expect("unit");
+            assert!(unit.contains(&format!("ExecStartPre=/bin/check {MASK}")), "{unit}");
+            assert!(unit.contains(&format!("ExecStart=\"/bin/app\" \"--pw={MASK}\"")), "{unit}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::plan::{self, Migrate, Plan, PlanError, Step};
 use crate::probe;
 use crate::render::{self, RenderError};
 use crate::result::{Failure, FailureKind, FileDiff, Outcome};
+use crate::secrets;
 use crate::spec::{Ident, ServiceSpec, State};
 use crate::state::{self, StateError};
 use crate::systemd::{JobResult, Systemd, SystemdError};
@@ -281,6 +282,7 @@ impl Run<'_> {
         self.warnings.extend(plan.warnings.iter().cloned());
         if !opts.check {
             unit_dir::clean_temp_files(&spec.unit_dir, &target);
+            secrets::clean_temp_files(&spec.unit_dir, &target);
         }
 
         if opts.check {
@@ -365,6 +367,16 @@ impl Run<'_> {
         match step {
             Step::WriteUnit { unit, text, .. } => {
                 unit_dir::write_atomic(&self.spec.unit_dir, unit, text).map_err(plain)?;
+                self.diff.extend(file_diff(step, state));
+                self.record(step.describe());
+            }
+            Step::WriteSecrets { unit, text, .. } => {
+                secrets::write(&self.spec.unit_dir, unit, text).map_err(plain)?;
+                self.diff.extend(file_diff(step, state));
+                self.record(step.describe());
+            }
+            Step::RemoveSecrets { unit, .. } => {
+                secrets::remove(&self.spec.unit_dir, unit).map_err(plain)?;
                 self.diff.extend(file_diff(step, state));
                 self.record(step.describe());
             }
@@ -618,7 +630,8 @@ fn target_version(spec: &ServiceSpec) -> Option<String> {
 }
 
 /// The diff entry of a step that writes or removes a unit file: its text before (as read when
-/// the run began; empty for a new file) and after (empty once removed). None for other steps.
+/// the run began; empty for a new file) and after (empty once removed); for a secret file, only
+/// [`secrets::DIFF_PRESENT`] and [`secrets::DIFF_CHANGED`]. None for other steps.
 fn file_diff(step: &Step, state: &state::ServiceState) -> Option<FileDiff> {
     let text_on_disk = |path: &std::path::Path| {
         if path == state.target_path {
@@ -633,6 +646,17 @@ fn file_diff(step: &Step, state: &state::ServiceState) -> Option<FileDiff> {
         Step::RemoveUnit { path, .. } => {
             Some(FileDiff { path: path.display().to_string(), before: text_on_disk(path), after: String::new() })
         }
+        // A secret file's diff never holds its values: only that it changed.
+        Step::WriteSecrets { path, existed, .. } => Some(FileDiff {
+            path: path.display().to_string(),
+            before: if *existed { secrets::DIFF_PRESENT.to_owned() } else { String::new() },
+            after: secrets::DIFF_CHANGED.to_owned(),
+        }),
+        Step::RemoveSecrets { path, .. } => Some(FileDiff {
+            path: path.display().to_string(),
+            before: secrets::DIFF_PRESENT.to_owned(),
+            after: String::new(),
+        }),
         _ => None,
     }
 }
@@ -845,6 +869,64 @@ mod tests {
         );
         let again = apply(&name_only(dir.path(), "absent"), &sd, &diff, &mut |_| {}).expect("again");
         assert!(!again.changed, "{again:?}");
+    }
+
+    #[test]
+    fn a_changed_secret_is_a_change_diffed_without_its_value_and_removed_with_its_release() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sd = FakeSystemd::new();
+        let diff = ApplyOptions { diff: true, ..opts(dir.path()) };
+        let with = |v: &str, secret: &str, extra: &str| {
+            spec(dir.path(), v, &format!(r#","secret_environment":{{"DB_PASSWORD":"{secret}"}}{extra}"#))
+        };
+        let file = crate::secrets::path(dir.path(), "app-v1.service");
+        let out = apply(&with("v1", "hunter2", ""), &sd, &diff, &mut |_| {}).expect("v1");
+        let json = serde_json::to_string(&out).expect("json");
+        assert!(!json.contains("hunter2"), "{json}");
+        assert!(std::fs::read_to_string(&file).expect("secret file").contains("DB_PASSWORD=\"hunter2\""));
+        assert!(read(&dir.path().join("app-v1.service")).contains(&format!("EnvironmentFile={}", file.display())));
+
+        // The same spec again: nothing to do.
+        let again = apply(&with("v1", "hunter2", ""), &sd, &diff, &mut |_| {}).expect("again");
+        assert!(!again.changed, "{again:?}");
+
+        // Only the secret changed: planned (check mode) and done alike, a restart in place, the
+        // diff says so without the value.
+        let changed = with("v1", "hunter3", "");
+        let check = ApplyOptions { check: true, ..diff.clone() };
+        let planned = apply(&changed, &sd, &check, &mut |_| {}).expect("check");
+        assert!(planned.changed);
+        sd.clear_calls();
+        let out = apply(&changed, &sd, &diff, &mut |_| {}).expect("changed secret");
+        assert!(out.changed && out.warnings[0].contains("secret_environment"), "{out:?}");
+        assert_eq!(sd.calls(), ["stop app-v1.service", "start app-v1.service"]);
+        let entries = out.diff.clone().expect("diff");
+        assert_eq!(planned.diff.as_ref(), Some(&entries));
+        assert_eq!(
+            entries,
+            [FileDiff {
+                path: file.display().to_string(),
+                before: crate::secrets::DIFF_PRESENT.to_owned(),
+                after: "secret_environment: changed (values hidden)\n".to_owned(),
+            }]
+        );
+        let json = serde_json::to_string(&out).expect("json") + &serde_json::to_string(&planned).expect("json");
+        assert!(!json.contains("hunter"), "{json}");
+        assert!(std::fs::read_to_string(&file).expect("secret file").contains("hunter3"));
+
+        // v2 with keep 0 removes v1's unit and secret file.
+        apply(&with("v2", "hunter3", r#","keep":0"#), &sd, &diff, &mut |_| {}).expect("v2");
+        assert!(!file.exists() && !dir.path().join("app-v1.service").exists());
+        let v2 = crate::secrets::path(dir.path(), "app-v2.service");
+        assert!(v2.exists());
+
+        // Dropping secret_environment removes the file; absent removes every one.
+        apply(&spec(dir.path(), "v2", ""), &sd, &diff, &mut |_| {}).expect("no secrets");
+        assert!(!v2.exists() && !read(&dir.path().join("app-v2.service")).contains("EnvironmentFile"));
+        apply(&with("v2", "x", ""), &sd, &diff, &mut |_| {}).expect("secrets again");
+        let out = apply(&name_only(dir.path(), "absent"), &sd, &diff, &mut |_| {}).expect("absent");
+        assert!(!v2.exists(), "{out:?}");
+        assert!(out.actions.contains(&format!("remove {}", v2.display())), "{:?}", out.actions);
     }
 
     #[test]

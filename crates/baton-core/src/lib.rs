@@ -18,6 +18,7 @@
 //! | [`probe`] | TCP/HTTP probes and the listening-socket check from /proc |
 //! | [`migrate`] | `net.ipv4.tcp_migrate_req` |
 //! | [`lock`] | one run per service at a time |
+//! | [`secrets`] | a release's secret environment file (0600, named by `EnvironmentFile=`) |
 //! | [`safe_fs`] | trusted directories, no-follow reads with a cap, exclusive temp files |
 //! | [`result`] | the contract's result |
 //! | [`status`] | the human/JSON view of a service's releases |
@@ -32,6 +33,7 @@ pub mod render;
 pub mod result;
 pub mod run;
 pub mod safe_fs;
+pub mod secrets;
 pub mod spec;
 pub mod state;
 pub mod status;

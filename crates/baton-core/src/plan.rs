@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use crate::render::read_service_key;
+use crate::secrets::{self, SecretText};
 use crate::spec::{ServiceSpec, State};
 use crate::state::ServiceState;
 use crate::unit_dir::{self, DiskError};
@@ -20,6 +21,25 @@ pub enum Step {
         path: PathBuf,
         /// The new text.
         text: String,
+    },
+    /// Write a release's secret file (see [`crate::secrets`]): its content differs, it is
+    /// missing, or others could read it.
+    WriteSecrets {
+        /// The unit it belongs to.
+        unit: String,
+        /// The file.
+        path: PathBuf,
+        /// The new text (never shown).
+        text: SecretText,
+        /// Whether a file was there before.
+        existed: bool,
+    },
+    /// Remove a release's secret file.
+    RemoveSecrets {
+        /// The unit it belongs to.
+        unit: String,
+        /// The file.
+        path: PathBuf,
     },
     /// One `daemon-reload`.
     Reload,
@@ -69,7 +89,7 @@ impl Step {
     /// The step as an action line of the result.
     pub fn describe(&self) -> String {
         match self {
-            Step::WriteUnit { path, .. } => format!("write {}", path.display()),
+            Step::WriteUnit { path, .. } | Step::WriteSecrets { path, .. } => format!("write {}", path.display()),
             Step::Reload => "daemon-reload".to_owned(),
             Step::StartAndWait { unit, start: true } => format!("start {unit}"),
             Step::StartAndWait { unit, start: false } => format!("verify {unit} is ready"),
@@ -78,7 +98,7 @@ impl Step {
             Step::Enable { units } => format!("enable {}", units.join(" ")),
             Step::Disable { units } => format!("disable {}", units.join(" ")),
             Step::Stop { unit, .. } => format!("stop {unit}"),
-            Step::RemoveUnit { path, .. } => format!("remove {}", path.display()),
+            Step::RemoveUnit { path, .. } | Step::RemoveSecrets { path, .. } => format!("remove {}", path.display()),
         }
     }
 
@@ -86,7 +106,7 @@ impl Step {
     /// `enable`, `disable`, `stop`, `remove`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Step::WriteUnit { .. } => "write",
+            Step::WriteUnit { .. } | Step::WriteSecrets { .. } => "write",
             Step::Reload => "reload",
             Step::StartAndWait { start: true, .. } => "start",
             Step::StartAndWait { start: false, .. } => "verify",
@@ -95,7 +115,7 @@ impl Step {
             Step::Enable { .. } => "enable",
             Step::Disable { .. } => "disable",
             Step::Stop { .. } => "stop",
-            Step::RemoveUnit { .. } => "remove",
+            Step::RemoveUnit { .. } | Step::RemoveSecrets { .. } => "remove",
         }
     }
 
@@ -182,6 +202,10 @@ pub fn plan(
         for r in &state.releases {
             steps.push(Step::RemoveUnit { unit: r.unit().to_owned(), path: r.file.path.clone() });
         }
+        // Every secret file of the service, also one whose unit an earlier run already removed.
+        for f in &state.secrets {
+            steps.push(Step::RemoveSecrets { unit: f.unit.clone(), path: f.path.clone() });
+        }
         return Ok(Plan { steps, previous_version, warnings });
     }
 
@@ -208,6 +232,16 @@ pub fn plan(
         return Err(PlanError::Shadows { unit: target_unit, owner: owner.clone(), path: state.target_path.clone() });
     }
     let write = state.target_text.as_deref() != Some(text.as_str());
+    // The secret file: compared by content (the unit names only its path, so a changed secret
+    // changes no byte of the unit); one others could read is written again.
+    let wanted_secrets = (!spec.secret_environment.is_empty())
+        .then(|| secrets::render(spec.name.as_str(), version.as_str(), &spec.secret_environment));
+    let secret_file = state.secret_file(&target_unit);
+    let write_secrets = match (&wanted_secrets, secret_file) {
+        (Some(wanted), Some(file)) => *wanted != file.text || !file.private,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
     let target_running = state.target_status.is_running();
     let others_running: Vec<_> = state.running().filter(|r| r.unit() != target_unit).collect();
 
@@ -215,6 +249,15 @@ pub fn plan(
         preflight_same_user(spec, &target_unit, &others_running)?;
     }
 
+    // The secret file first: the unit never names a file that is not there yet.
+    if let Some(text) = wanted_secrets.filter(|_| write_secrets) {
+        steps.push(Step::WriteSecrets {
+            unit: target_unit.clone(),
+            path: secrets::path(&spec.unit_dir, &target_unit),
+            text,
+            existed: secret_file.is_some(),
+        });
+    }
     if write {
         steps.push(Step::WriteUnit { unit: target_unit.clone(), path: state.target_path.clone(), text: text.clone() });
     }
@@ -228,15 +271,19 @@ pub fn plan(
         State::Started => {
             // A running release whose unit file is newer than its start runs an old version of
             // the unit (a run was killed between writing it and restarting): restart it too.
+            // The same holds for its secret file (written, then the run was killed).
+            let active_since =
+                std::time::UNIX_EPOCH + std::time::Duration::from_micros(state.target_status.active_enter_timestamp_us);
+            let newer = |modified: std::time::SystemTime| {
+                state.target_status.active_enter_timestamp_us > 0 && modified > active_since
+            };
             let stale = target_running
-                && state.release(version.as_str()).is_some_and(|r| {
-                    let active_since = std::time::UNIX_EPOCH
-                        + std::time::Duration::from_micros(state.target_status.active_enter_timestamp_us);
-                    state.target_status.active_enter_timestamp_us > 0 && r.file.modified > active_since
-                });
-            if target_running && (write || stale) {
+                && (state.release(version.as_str()).is_some_and(|r| newer(r.file.modified))
+                    || secret_file.is_some_and(|f| wanted_secrets_present(spec) && newer(f.modified)));
+            if target_running && (write || write_secrets || stale) {
+                let what = if write { "unit" } else { "secret_environment" };
                 warnings.push(format!(
-                    "{target_unit} is restarted in place to apply its changed unit: a restart drops connections; \
+                    "{target_unit} is restarted in place to apply its changed {what}: a restart drops connections; \
                      give a changed release a new version for a zero-downtime handover"
                 ));
                 steps.push(Step::Restart { unit: target_unit.clone() });
@@ -289,15 +336,35 @@ pub fn plan(
     }
 
     if spec.state == State::Started {
-        // Keep the `keep` most recently active inactive releases; remove the rest.
+        // Keep the `keep` most recently active inactive releases; remove the rest, with their
+        // secret files.
         let mut inactive: Vec<_> = state.releases.iter().filter(|r| r.unit() != target_unit).collect();
         inactive.sort_by(|a, b| b.file.modified.cmp(&a.file.modified).then_with(|| b.unit().cmp(a.unit())));
         for r in inactive.into_iter().skip(spec.keep as usize) {
             steps.push(Step::RemoveUnit { unit: r.unit().to_owned(), path: r.file.path.clone() });
+            if let Some(f) = state.secret_file(r.unit()) {
+                steps.push(Step::RemoveSecrets { unit: f.unit.clone(), path: f.path.clone() });
+            }
+        }
+        // Secret files whose unit is gone (a run killed between the two removals).
+        for f in &state.secrets {
+            if f.unit != target_unit && state.releases.iter().all(|r| r.unit() != f.unit) {
+                steps.push(Step::RemoveSecrets { unit: f.unit.clone(), path: f.path.clone() });
+            }
+        }
+    }
+    // The target's secret file once the spec no longer has secrets (its unit no longer names it).
+    if !wanted_secrets_present(spec) {
+        if let Some(f) = secret_file {
+            steps.push(Step::RemoveSecrets { unit: f.unit.clone(), path: f.path.clone() });
         }
     }
 
     Ok(Plan { steps, previous_version, warnings })
+}
+
+fn wanted_secrets_present(spec: &ServiceSpec) -> bool {
+    !spec.secret_environment.is_empty()
 }
 
 fn stop_step(unit: &str, version: &str, text: &str) -> Step {
@@ -381,6 +448,7 @@ mod tests {
             }),
             releases,
             target_owner: None,
+            secrets: Vec::new(),
         }
     }
 

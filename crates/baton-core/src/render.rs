@@ -98,6 +98,15 @@ pub enum RenderError {
         /// The service.
         service: String,
     },
+    /// The spec has `secret_environment` but the rendered unit does not name the secret file
+    /// (a custom template without `EnvironmentFile={{ environment_file }}` in `[Service]`).
+    #[error("template: {path} renders a unit without `EnvironmentFile={file}` in [Service], so the release would start without its secret_environment; add `{{% if environment_file %}}EnvironmentFile={{{{ environment_file }}}}{{% endif %}}` to [Service]")]
+    NoSecretFile {
+        /// The template's path.
+        path: String,
+        /// The secret file, as the line names it.
+        file: String,
+    },
     /// The rendered unit lacks baton's ownership marks in `[Unit]`, where [`read_marks`] (and
     /// so every later run) looks for them.
     #[error("template: {path} renders a unit without {what}; baton cannot own a unit it cannot recognise")]
@@ -118,7 +127,8 @@ impl RenderError {
             RenderError::ReadTemplate { .. }
             | RenderError::Template { .. }
             | RenderError::TooLarge { .. }
-            | RenderError::MissingMarks { .. } => "template".to_owned(),
+            | RenderError::MissingMarks { .. }
+            | RenderError::NoSecretFile { .. } => "template".to_owned(),
             RenderError::NoRelease { .. } => "version".to_owned(),
             RenderError::LineTooLong { field, .. } | RenderError::Continuation { field, .. } => field.clone(),
         }
@@ -188,6 +198,13 @@ fn escape_path(value: &str) -> String {
     value.replace('%', "%%")
 }
 
+/// The value of the `EnvironmentFile=` line naming the release's secret file, when the spec
+/// has `secret_environment`.
+fn secret_file_value(spec: &ServiceSpec, version: &Ident) -> Option<String> {
+    (!spec.secret_environment.is_empty())
+        .then(|| escape_path(&crate::secrets::path(&spec.unit_dir, &spec.unit_name(version)).to_string_lossy()))
+}
+
 /// One rendered `Key=value` pair.
 #[derive(Debug, Serialize)]
 struct Line {
@@ -210,6 +227,9 @@ struct Context<'a> {
     group: Option<&'a str>,
     working_directory: Option<String>,
     environment: Vec<String>,
+    /// `EnvironmentFile=`'s value: the release's secret file (never its values), when the spec
+    /// has `secret_environment`.
+    environment_file: Option<String>,
     restart: &'a str,
     timeout_stop_sec: u64,
     port: Option<u16>,
@@ -234,9 +254,15 @@ pub fn render(spec: &ServiceSpec) -> Result<String, RenderError> {
     let unit = render_with(spec, version, &source, &path)?;
     check_lines(spec, &unit)?;
     check_marks(&unit, spec.name.as_str(), version.as_str()).map_err(|found| RenderError::MissingMarks {
-        path,
+        path: path.clone(),
         what: format!("the `{MARK_SERVICE}={}` and `{MARK_VERSION}={version}` lines in [Unit]{found}", spec.name),
     })?;
+    // A template that leaves out the secret file would start the release without its secrets.
+    if let Some(file) = secret_file_value(spec, version) {
+        if !unit_lines(&unit).any(|(s, k, v)| s == "Service" && k == "EnvironmentFile" && v == file) {
+            return Err(RenderError::NoSecretFile { path, file });
+        }
+    }
     Ok(unit)
 }
 
@@ -433,6 +459,7 @@ fn render_with(spec: &ServiceSpec, version: &Ident, source: &str, path: &str) ->
         group: spec.group.as_deref(),
         working_directory: spec.working_directory.as_ref().map(|p| escape_path(&p.to_string_lossy())),
         environment: spec.environment.iter().map(|(k, v)| quote_env(k, v)).collect(),
+        environment_file: secret_file_value(spec, version),
         restart: &spec.restart,
         timeout_stop_sec: spec.timeout_stop_sec,
         port: spec.port,

@@ -171,31 +171,72 @@ pub enum RunResult {
 /// What [`redact`] puts in place of a secret (Ansible's own mask).
 pub const MASK: &str = "********";
 
-/// Masks secrets (e.g. the `environment` values of a run under Ansible's `no_log`) in text.
+/// Masks secrets (e.g. the `environment` values of a run under Ansible's `no_log`, and the
+/// `secret_environment` values always) in text.
 ///
-/// Each secret is masked both as given and in the quoted form a unit file holds (`\"`, `\\`,
-/// `%%`, control characters as C escapes), longest first, so a secret that contains another is
-/// masked whole. Empty secrets are ignored.
-#[derive(Debug, Clone, Default)]
+/// Each secret is masked in every form baton or a reader may render it in ([`Redactor::forms`]):
+/// as given; quoted as an `Environment=` value (`\"`, `\\`, `%%`, control characters as C
+/// escapes); quoted as an `ExecStart=` argument (the same, and `$$`); escaped as a plain
+/// directive value (`%%`, and `$$` in `Exec*` lines); escaped as in a secret file (`\$`, `\"`,
+/// `\\`, `` \` ``); and each of these as a JSON string holds it. Longest first, so a secret
+/// that contains another is masked whole. Empty secrets are ignored.
+#[derive(Clone, Default)]
 pub struct Redactor {
     forms: Vec<String>,
+    /// Whether [`Redactor::result`] masks every `Environment=` value of the diff too.
+    environment_lines: bool,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor({} forms, values hidden)", self.forms.len())
+    }
 }
 
 impl Redactor {
-    /// A redactor of `secrets`.
+    /// A redactor of `secrets` that also masks the value of every `Environment=` line of a
+    /// diff (for Ansible's `no_log`, where the unit on disk may hold earlier secrets).
     pub fn new(secrets: &[&str]) -> Self {
-        let mut forms: Vec<String> = Vec::new();
-        for s in secrets.iter().filter(|s| !s.is_empty()) {
-            forms.push((*s).to_owned());
-            // The value as `Environment="K=value"` renders it: strip the quotes and `K=`.
-            let quoted = crate::render::quote_env("K", s);
-            if let Some(inner) = quoted.strip_prefix("\"K=").and_then(|q| q.strip_suffix('"')) {
-                forms.push(inner.to_owned());
-            }
-        }
+        Redactor { environment_lines: true, ..Self::values_only(secrets) }
+    }
+
+    /// A redactor of `secrets` only (the `secret_environment` values of a run without
+    /// `no_log`): the rest of the text, `Environment=` lines included, stays as it is.
+    pub fn values_only(secrets: &[&str]) -> Self {
+        let mut forms: Vec<String> = secrets.iter().filter(|s| !s.is_empty()).flat_map(|s| Self::forms(s)).collect();
         forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         forms.dedup();
-        Redactor { forms }
+        Redactor { forms, environment_lines: false }
+    }
+
+    /// Every rendered form of `secret` this redactor masks.
+    pub fn forms(secret: &str) -> Vec<String> {
+        let inner = |quoted: String| quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')).map(str::to_owned);
+        let mut rendered = vec![secret.to_owned()];
+        // As `Environment="K=value"` holds it: strip the quotes and `K=`.
+        if let Some(v) =
+            inner(crate::render::quote_env("K", secret)).and_then(|q| q.strip_prefix("K=").map(str::to_owned))
+        {
+            rendered.push(v);
+        }
+        rendered.extend(inner(crate::render::quote_exec_arg(secret)));
+        rendered.push(crate::render::escape_directive("ExecStartPre", secret));
+        rendered.push(crate::render::escape_directive("Description", secret));
+        let mut file_form = String::with_capacity(secret.len());
+        for c in secret.chars() {
+            if matches!(c, '\\' | '"' | '$' | '`') {
+                file_form.push('\\');
+            }
+            file_form.push(c);
+        }
+        rendered.push(file_form);
+        let json: Vec<String> =
+            rendered.iter().filter_map(|f| serde_json::to_string(f).ok()).filter_map(inner).collect();
+        rendered.extend(json);
+        rendered.retain(|f| !f.is_empty());
+        rendered.sort();
+        rendered.dedup();
+        rendered
     }
 
     /// Whether there is nothing to mask.
@@ -238,7 +279,9 @@ impl Redactor {
                 for d in o.diff.iter_mut().flatten() {
                     for text in [&mut d.before, &mut d.after] {
                         mask(text);
-                        mask_environment_lines(text);
+                        if self.environment_lines {
+                            mask_environment_lines(text);
+                        }
                     }
                 }
             }
@@ -374,6 +417,50 @@ mod tests {
         let mut r = before.clone();
         redact(&mut r, &[]);
         assert_eq!(r, before);
+    }
+
+    /// Issue 11 item 7: `Pa$$w0rd%"x` in `exec_start` renders as `Pa$$$$w0rd%%\"x`, in an
+    /// `ExecStartPre` directive as `Pa$$$$w0rd%%"x`; neither (nor any other form) may show.
+    #[test]
+    fn no_log_masks_every_escaped_form_of_a_secret() {
+        let secret = r#"Pa$$w0rd%"x"#;
+        let forms = Redactor::forms(secret);
+        for expected in [
+            secret,
+            r#"Pa$$$$w0rd%%\"x"#,   // ExecStart= argument
+            r#"Pa$$$$w0rd%%"x"#,    // Exec* directive
+            r#"Pa$$w0rd%%"x"#,      // other directive
+            r#"Pa$$w0rd%%\"x"#,     // Environment= value
+            r#"Pa\$\$w0rd%\"x"#,    // secret file
+            r#"Pa$$w0rd%\"x"#,      // JSON string
+            r#"Pa$$$$w0rd%%\\\"x"#, // ExecStart= argument in a JSON string
+        ] {
+            assert!(forms.iter().any(|f| f == expected), "{expected} not in {forms:?}");
+        }
+        let spec = crate::spec::parse(
+            serde_json::json!({"name": "a", "version": "v1", "exec_start": ["/bin/app", format!("--pw={secret}")],
+                "environment": {"PW": secret},
+                "directives": {"Service": {"ExecStartPre": format!("/bin/check {secret}"), "SyslogIdentifier": secret}}})
+            .to_string()
+            .as_bytes(),
+        )
+        .expect("valid");
+        let unit = crate::render::render(&spec).expect("renders");
+        let mut r = outcome(&format!("journal: {secret}"), "", &unit);
+        Redactor::values_only(&[secret]).result(&mut r);
+        let text = serde_json::to_string(&r).expect("json");
+        for bit in ["w0rd", "Pa$", "Pa\\$"] {
+            assert!(!text.contains(bit), "{bit} in {text}");
+        }
+        assert!(format!("{:?}", Redactor::new(&[secret])).contains("values hidden"));
+    }
+
+    #[test]
+    fn values_only_leaves_environment_lines_alone() {
+        let mut r = outcome("ok", "", "Environment=\"A=visible\"\nExecStart=/x hunter2\n");
+        Redactor::values_only(&["hunter2"]).result(&mut r);
+        let RunResult::Ok(o) = r else { panic!("still an outcome") };
+        assert_eq!(o.diff.expect("diff")[0].after, "Environment=\"A=visible\"\nExecStart=/x ********\n");
     }
 
     #[test]

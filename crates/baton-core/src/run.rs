@@ -3,7 +3,7 @@
 
 use crate::handover::{self, ApplyOptions, Progress};
 use crate::render;
-use crate::result::{Failure, FailureKind, RunResult};
+use crate::result::{Failure, FailureKind, Redactor, RunResult};
 use crate::spec::{RawSpec, ServiceSpec, State};
 use crate::systemd::dbus::DbusSystemd;
 use crate::systemd::Systemd;
@@ -39,8 +39,15 @@ pub fn apply_with(
     opts: &ApplyOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> RunResult {
-    match handover::apply(spec, sd, opts, progress) {
+    let mut result = match handover::apply(spec, sd, opts, progress) {
         Ok(outcome) => RunResult::Ok(outcome),
         Err(failure) => RunResult::Failed(Failure::from(*failure)),
+    };
+    // baton itself never writes a secret into a result; a release's journal lines (in a
+    // failure) may still quote one: masked in every front-end.
+    let secrets: Vec<&str> = spec.secret_environment.values().map(String::as_str).collect();
+    if !secrets.is_empty() {
+        Redactor::values_only(&secrets).result(&mut result);
     }
+    result
 }

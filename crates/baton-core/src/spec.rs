@@ -109,6 +109,12 @@ pub struct RawSpec {
     /// Where unit files live (default `/etc/systemd/system`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit_dir: Option<String>,
+    /// Environment variables whose values are secret: same key rules as `environment` (no key
+    /// in both), single-line values. They are written only to a root-owned 0600 file that the
+    /// unit names with `EnvironmentFile=`, never to the unit itself, results, diffs or errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("writeOnly" = true))]
+    pub secret_environment: Option<BTreeMap<String, String>>,
 }
 
 /// The `health` object as written by a user.
@@ -386,6 +392,54 @@ pub struct ServiceSpec {
     pub migrate_requests: bool,
     /// Where unit files live.
     pub unit_dir: PathBuf,
+    /// Secret environment variables (values only in the release's secret file).
+    pub secret_environment: Secrets,
+}
+
+/// The values of `secret_environment`: a map that never shows its values when debug-printed or
+/// serialised (each value is `********`), so that no log line, panic message or error built
+/// from a spec can carry one. [`Secrets::expose`] is the one way to the values.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secrets(BTreeMap<String, String>);
+
+impl Secrets {
+    /// The variables with their values, for the secret file and nothing else.
+    pub fn expose(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The variable names, which are not secret.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
+    }
+
+    /// The values, e.g. for a redactor.
+    pub fn values(&self) -> impl Iterator<Item = &String> {
+        self.0.values()
+    }
+}
+
+impl From<BTreeMap<String, String>> for Secrets {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Secrets(map)
+    }
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.keys().map(|k| (k, crate::result::MASK))).finish()
+    }
+}
+
+impl Serialize for Secrets {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.keys().map(|k| (k, crate::result::MASK)))
+    }
 }
 
 impl ServiceSpec {
@@ -449,6 +503,8 @@ impl ServiceSpec {
             keep: Some(self.keep),
             migrate_requests: Some(self.migrate_requests),
             unit_dir: Some(path(&self.unit_dir)),
+            // Left out when empty: an option declared no_log shows as null when not given.
+            secret_environment: (!self.secret_environment.is_empty()).then(|| self.secret_environment.expose().clone()),
         }
     }
 }
@@ -504,6 +560,13 @@ pub fn from_value(value: serde_json::Value) -> Result<RawSpec, SpecError> {
         let message = e.into_inner().to_string();
         let path = path.trim_end_matches(".?").trim_end_matches('?').trim_end_matches('.').to_owned();
         let field = if path.is_empty() { "spec".to_owned() } else { path };
+        // serde quotes the value it could not take: never a secret's.
+        if field.starts_with("secret_environment") {
+            return SpecError::new(
+                field,
+                "must be an object of strings (names to values); the value given is not shown because it may be secret",
+            );
+        }
         // serde reports a missing field at its parent; name the field itself.
         if let Some(rest) = message.strip_prefix("missing field `") {
             if let Some((name, _)) = rest.split_once('`') {
@@ -627,8 +690,27 @@ impl RawSpec {
             ));
         }
         for (key, value) in &environment {
-            check_env_key(key)?;
+            check_env_key("environment", key)?;
             check_value(&format!("environment.{key}"), value, true)?;
+        }
+
+        let secret_environment = self.secret_environment.unwrap_or_default();
+        if secret_environment.len() > MAX_ENV {
+            return Err(SpecError::new(
+                "secret_environment",
+                format!("has {} variables; the limit is {MAX_ENV}", secret_environment.len()),
+            ));
+        }
+        for (key, value) in &secret_environment {
+            check_env_key("secret_environment", key)?;
+            // The value is never quoted in an error: only where the rule breaks.
+            check_value(&format!("secret_environment.{key}"), value, true)?;
+            if environment.contains_key(key) {
+                return Err(SpecError::new(
+                    format!("secret_environment.{key}"),
+                    "is also set in `environment`; set each variable in only one of them",
+                ));
+            }
         }
 
         let timeout_stop_sec = self.timeout_stop_sec.unwrap_or(30);
@@ -680,6 +762,7 @@ impl RawSpec {
             keep,
             migrate_requests: self.migrate_requests.unwrap_or(true),
             unit_dir,
+            secret_environment: Secrets::from(secret_environment),
         })
     }
 }
@@ -704,7 +787,7 @@ fn check_account(field: &str, value: String) -> Result<String, SpecError> {
     Ok(value)
 }
 
-fn check_env_key(key: &str) -> Result<(), SpecError> {
+fn check_env_key(field: &str, key: &str) -> Result<(), SpecError> {
     let ok = !key.is_empty()
         && key.len() <= 256
         && (key.as_bytes()[0].is_ascii_alphabetic() || key.starts_with('_'))
@@ -713,7 +796,7 @@ fn check_env_key(key: &str) -> Result<(), SpecError> {
         Ok(())
     } else {
         Err(SpecError::new(
-            format!("environment.{}", key.escape_debug()),
+            format!("{field}.{}", key.escape_debug()),
             "key must match ^[A-Za-z_][A-Za-z0-9_]*$ (at most 256 bytes)",
         ))
     }
@@ -913,6 +996,28 @@ mod tests {
         let raw =
             serde_json::to_value(spec(r#"{"name":"a","state":"stopped"}"#).expect("valid").to_raw()).expect("json");
         assert!(raw.get("version").is_none() && raw.get("exec_start").is_none(), "{raw}");
+    }
+
+    #[test]
+    fn secret_environment_follows_the_environment_rules_and_never_shows_a_value() {
+        let s = spec(r#"{"name":"a","version":"v1","exec_start":["/x"],"secret_environment":{"PW":"hunter2"}}"#)
+            .expect("valid");
+        assert_eq!(s.secret_environment.expose()["PW"], "hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!serde_json::to_string(&s).expect("json").contains("hunter2"));
+        assert_eq!(s.to_raw().validate().expect("valid again"), s);
+        for (doc, start) in [
+            (r#"{"PW-1":"x"}"#, "secret_environment.PW-1: key must match"),
+            (r#"{"PW":"hunter2\nX"}"#, "secret_environment.PW: contains a newline"),
+            (r#"{"PW":12345}"#, "secret_environment.PW: must be an object of strings"),
+            (r#"{"A":"hunter2"}"#, "secret_environment.A: is also set in `environment`"),
+        ] {
+            let e = err(&format!(
+                r#"{{"name":"a","version":"v1","exec_start":["/x"],"environment":{{"A":"1"}},"secret_environment":{doc}}}"#
+            ));
+            assert!(e.starts_with(start), "{e}");
+            assert!(!e.contains("hunter2") && !e.contains("12345"), "{e}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::secrets::{self, SecretFile};
 use crate::systemd::{Systemd, SystemdError, UnitStatus};
 use crate::unit_dir::{self, DiskError, UnitFile};
 
@@ -43,6 +44,8 @@ pub struct ServiceState {
     /// when that is the file (however the unit directory was spelled), anything else when
     /// another file owns the unit name (another package's unit that baton's would shadow).
     pub target_owner: Option<PathBuf>,
+    /// The service's secret files (see [`crate::secrets`]), also those whose unit is gone.
+    pub secrets: Vec<SecretFile>,
 }
 
 /// Reading the state failed.
@@ -65,6 +68,11 @@ impl ServiceState {
     /// The release of `version`, if on disk.
     pub fn release(&self, version: &str) -> Option<&Release> {
         self.releases.iter().find(|r| r.version() == version)
+    }
+
+    /// The secret file of `unit`, if on disk.
+    pub fn secret_file(&self, unit: &str) -> Option<&SecretFile> {
+        self.secrets.iter().find(|f| f.unit == unit)
     }
 
     /// The release that counts as active: the running one entered most recently.
@@ -94,7 +102,8 @@ pub fn read(sd: &dyn Systemd, unit_dir: &Path, service: &str, target_unit: &str)
     let unknown = !target_status.in_memory() && target_status.unit_file_state.is_empty();
     let owner = if unknown { None } else { sd.unit_file_path(target_unit)? };
     let target_owner = owner.map(|owner| if same_place(&owner, &target_path) { target_path.clone() } else { owner });
-    Ok(ServiceState { releases, target_path, target_text, target_status, target_owner })
+    let secrets = secrets::list(unit_dir, service)?;
+    Ok(ServiceState { releases, target_path, target_text, target_status, target_owner, secrets })
 }
 
 /// Whether two paths name the same directory entry: the same file name in the same directory,

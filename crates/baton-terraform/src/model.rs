@@ -91,6 +91,8 @@ pub struct Service {
     pub migrate_requests: Value<bool>,
     /// Where unit files live.
     pub unit_dir: Value<String>,
+    /// Secret environment variables (sensitive): only in the release's 0600 secret file.
+    pub secret_environment: Value<BTreeMap<String, Value<String>>>,
     /// Computed: the active unit (null when stopped).
     pub unit: Value<String>,
     /// Computed: the unit file of the release `version`, as on disk.
@@ -369,6 +371,11 @@ impl Service {
             keep,
             migrate_requests: r.opt(&self.migrate_requests),
             unit_dir: r.opt(&self.unit_dir),
+            secret_environment: r.string_map(
+                &self.secret_environment,
+                &AttributePath::new("secret_environment"),
+                "secret_environment",
+            ),
         };
         Lowered { raw, unknown: r.unknown, errors: r.errors }
     }
@@ -514,6 +521,8 @@ impl Service {
             keep: Value::Value(raw.keep.map_or(DEFAULT_KEEP, i64::from)),
             migrate_requests: Value::Value(raw.migrate_requests.unwrap_or(true)),
             unit_dir: Value::Value(raw.unit_dir.clone().unwrap_or_else(|| DEFAULT_UNIT_DIR.to_owned())),
+            // A unit names its secret file, never the values: they cannot be read back.
+            secret_environment: Value::Null,
             unit: Value::Null,
             unit_text: Value::Null,
         };

@@ -107,8 +107,19 @@ pub fn service() -> Schema {
             attr(
                 Map(Box::new(string())),
                 Optional,
-                "Environment variables; keys `^[A-Za-z_][A-Za-z0-9_]*$`, values escaped.",
+                "Environment variables; keys `^[A-Za-z_][A-Za-z0-9_]*$`, values escaped. They are part of the unit file, which any local user can read, and of `unit_text`: put secrets in `secret_environment` instead.",
             ),
+        ),
+        (
+            "secret_environment",
+            Attribute {
+                sensitive: true,
+                ..attr(
+                    Map(Box::new(string())),
+                    Optional,
+                    "Environment variables whose values are secret (same key rules as `environment`, no key in both). Sensitive: plans show `(sensitive value)`. The values are written only to a root-owned 0600 file, `<unit_dir>/baton-secrets/<name>-<version>.service.env`, that the unit names with `EnvironmentFile=`: never to the unit (so never to `unit_text`), `systemctl show`, diagnostics or logs. A changed value restarts the release in place. Use it, not `environment`, for secrets: `environment` values are part of the unit and of `unit_text`, even when marked `sensitive()`.",
+                )
+            },
         ),
         (
             "timeout_stop_sec",

@@ -98,7 +98,17 @@ def _lookup(args, path):
     return value
 
 
-def _rewrite(message, args):
+def _secret(spec, path):
+    """Whether ``path`` is (inside) an option declared no_log."""
+    for part in path.split('.'):
+        entry = (spec or {}).get(part) or {}
+        if entry.get('no_log'):
+            return True
+        spec = entry.get('options')
+    return False
+
+
+def _rewrite(message, args, spec=None):
     required = _REQUIRED.match(message)
     if required:
         ctx = required.group('ctx')
@@ -110,7 +120,9 @@ def _rewrite(message, args):
             fields = match.groupdict()
             ctx = fields.get('ctx')
             fields['path'] = '%s.%s' % (ctx, fields['opt']) if ctx else fields['opt']
-            fields['value'] = repr(_lookup(args, fields['path']))
+            # A value of an option declared no_log (secret_environment) is never quoted.
+            fields['value'] = ('a value not shown (the option is no_log)' if _secret(spec, fields['path'])
+                               else repr(_lookup(args, fields['path'])))
             return template.format(**fields)
     return message
 
@@ -128,7 +140,7 @@ def validate(args, spec):
             parent = parent.get(part, {}).get('options', {})
         errors.append('%s: unknown option; the options%s are %s'
                       % (name, ' here' if '.' in name else '', ', '.join(sorted(parent))))
-    rewritten = [_rewrite(error.msg, args) for error in result.errors.errors if not isinstance(error, UnsupportedError)]
+    rewritten = [_rewrite(error.msg, args, spec) for error in result.errors.errors if not isinstance(error, UnsupportedError)]
     # Messages that name no option (e.g. "dictionary requested, ...") repeat one that does.
     named = [message for message in rewritten if _NAMED.match(message)]
     for message in named or rewritten:

@@ -119,3 +119,10 @@ def test_every_shipped_path_is_in_the_collection():
     for row in service.SHIPPED:
         assert os.path.relpath(os.path.join(service.COLLECTION_ROOT, row['path']), service.COLLECTION_ROOT) == row['path']
         assert os.path.isfile(os.path.join(service.COLLECTION_ROOT, row['path'])), 'run `make collection`'
+
+
+def test_a_wrong_secret_environment_is_named_without_its_value(spec):
+    assert spec['secret_environment'].get('no_log') is True
+    errors = service.validate(dict(VALID, secret_environment='hunter2-as-a-string'), spec)
+    assert errors and errors[0].startswith('secret_environment: must be of type dict'), errors
+    assert 'hunter2' not in ' '.join(errors), errors
