@@ -115,7 +115,7 @@ fn changing_only_a_secret_is_a_change_that_restarts_the_release_diffed_with_valu
     let file = secret_file("chg-v1.service");
     assert_eq!(actions[0], format!("write {file}"), "{actions:?}");
     assert!(actions.iter().any(|a| a.starts_with("stop chg-v1.service")), "{actions:?}");
-    assert!(actions.iter().any(|a| *a == "start chg-v1.service"), "{actions:?}");
+    assert!(actions.contains(&"start chg-v1.service"), "{actions:?}");
     assert_eq!(
         done.json["diff"],
         json!([{"path": file, "before": "secret_environment: (values hidden)\n",
