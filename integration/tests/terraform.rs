@@ -589,3 +589,70 @@ fn terraform_without_plugin_tls_uses_a_private_unix_socket() {
     assert!(h.unit_files().iter().all(|f| !f.starts_with("notls-")), "{:?}", h.unit_files());
     assert_eq!(socket_dirs(&tmp), Vec::new());
 }
+
+/// Issue 11 item 3: `secret_environment` is sensitive. Plans and `state show` print
+/// `(sensitive value)`, the value appears nowhere in a plan's or an apply's output, and no state
+/// attribute but `secret_environment` itself holds it (above all not the computed `unit_text`).
+/// The release's process gets it; a changed value is an in-place change; destroy removes the
+/// secret file.
+#[test]
+fn secret_environment_is_sensitive_and_never_in_unit_text_or_plan_output() {
+    const MARK: &str = "w0rd";
+    let h = Host::boot("tf-secrets");
+    let tf = Tf::new(&h, "secrets");
+    let config = |secret: &str| {
+        format!(
+            "{HEADER}{}",
+            demo_resource(
+                "sec",
+                "tfsec",
+                "v1",
+                18095,
+                &[],
+                &format!("  secret_environment = {{ DB_PASSWORD = {secret:?} }}\n"),
+            )
+        )
+    };
+    tf.write(&config(r#"tf-Pa$$w0rd%"x"#));
+    let (code, plan) = tf.plan();
+    assert_eq!(code, 2, "{plan}");
+    assert!(plan.contains("+ secret_environment = (sensitive value)"), "{plan}");
+    assert!(!plan.contains(MARK), "the plan shows the secret:\n{plan}");
+    let out = tf.apply();
+    assert!(!out.contains(MARK), "the apply shows the secret:\n{out}");
+
+    let file = "/etc/systemd/system/baton-secrets/tfsec-v1.service.env";
+    let pid = h.prop("tfsec-v1.service", "MainPID");
+    let env = std::fs::read(h.path(&format!("/proc/{pid}/environ"))).expect("environ");
+    assert!(String::from_utf8_lossy(&env).contains("DB_PASSWORD=tf-Pa$$w0rd%\"x\0"), "the process lacks the secret");
+    assert_eq!(h.sh(&format!("stat -c '%a %U' {file}")), "600 root\n");
+
+    let state = tf.state_show("baton_service.sec");
+    assert!(state.contains("secret_environment = (sensitive value)"), "{state}");
+    assert!(!state.contains(MARK), "{state}");
+    let shown: serde_json::Value = serde_json::from_str(&tf.ok(&["show", "-json"])).expect("show -json");
+    let resource = &shown["values"]["root_module"]["resources"][0];
+    assert_eq!(resource["sensitive_values"]["secret_environment"], true, "{resource:#}");
+    let values = resource["values"].as_object().expect("values");
+    let unit_text = values["unit_text"].as_str().expect("unit_text");
+    assert!(unit_text.contains(&format!("EnvironmentFile={file}\n")), "{unit_text}");
+    for (name, value) in values.iter().filter(|(name, _)| *name != "secret_environment") {
+        assert!(!value.to_string().contains(MARK), "state attribute {name} holds the secret: {value}");
+    }
+    tf.assert_no_changes("after the apply");
+
+    // A changed secret: an in-place change, hidden in the plan, applied with a restart.
+    tf.write(&config("tf-other-w0rd"));
+    let (code, plan) = tf.plan();
+    assert_eq!(code, 2, "{plan}");
+    assert!(plan.contains("~ secret_environment = (sensitive value)"), "{plan}");
+    assert!(plan.contains("Plan: 0 to add, 1 to change, 0 to destroy."), "{plan}");
+    assert!(!plan.contains(MARK), "{plan}");
+    let out = tf.apply();
+    assert!(!out.contains(MARK), "{out}");
+    assert_ne!(h.prop("tfsec-v1.service", "MainPID"), pid, "a changed secret restarts the release");
+    tf.assert_no_changes("after changing the secret");
+
+    tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    assert!(!h.path(file).exists(), "destroy left the secret file");
+}
