@@ -2,7 +2,7 @@
 //! each must produce; `@CORPUS@` in a spec stands for the corpus directory, whose `templates/`
 //! hold hostile custom templates): every spec is refused with exit status 3 (refused, nothing
 //! touched), `{"failed": true}` and a message naming the field, within seconds, before baton
-//! connects to systemd or takes a lock.
+//! connects to systemd or takes a lock. A `secret_environment` value is never quoted back.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -48,6 +48,10 @@ fn assert_refused(case: &str, input: &[u8], expected: &str) {
     assert!(msg.contains(expected), "{case}: expected {expected:?} in {msg:?}");
     assert!(!msg.contains("cannot connect to systemd"), "{case}: got past validation: {msg}");
     assert!(!locks.exists(), "{case}: a refused spec must not take a lock");
+    // The corpus's secret_environment values: never quoted back, whatever is wrong.
+    for secret in ["hunter2", "123456789"] {
+        assert!(!r.json.to_string().contains(secret), "{case}: the refusal shows a secret: {}", r.json);
+    }
 }
 
 fn corpus_dir() -> PathBuf {
