@@ -525,6 +525,19 @@ mod tests {
     }
 
     #[test]
+    fn secret_environment_renders_only_the_file_its_values_live_in() {
+        let s = spec(
+            r#"{"name":"app","version":"v1","exec_start":["/x"],"unit_dir":"/srv/u%x","secret_environment":{"PW":"hunter2"}}"#,
+        );
+        let unit = render(&s).expect("renders");
+        assert!(!unit.contains("hunter2"), "{unit}");
+        assert!(unit.contains("\nEnvironmentFile=/srv/u%%x/baton-secrets/app-v1.service.env\n"), "{unit}");
+        // Without secrets, no EnvironmentFile= line.
+        let plain = spec(r#"{"name":"app","version":"v1","exec_start":["/x"]}"#);
+        assert!(!render(&plain).expect("renders").contains("EnvironmentFile="));
+    }
+
+    #[test]
     fn builtin_unit_minimal() {
         let s = spec(r#"{"name":"app","version":"v1","exec_start":["/usr/bin/app","--port","8080"]}"#);
         insta::assert_snapshot!(render(&s).expect("renders"));

@@ -559,6 +559,24 @@ mod tests {
     }
 
     #[test]
+    fn secret_environment_is_lowered_but_never_in_unit_text() {
+        let mut c = Service {
+            name: s("app"),
+            version: s("v1"),
+            exec_start: Value::Value(vec![s("/bin/app")]),
+            secret_environment: Value::Value([("DB_PASSWORD".to_owned(), s("hunter2"))].into()),
+            ..Service::default()
+        };
+        let raw = c.to_raw().expect("valid").expect("known");
+        assert_eq!(raw.secret_environment.expect("lowered")["DB_PASSWORD"], "hunter2");
+        c.compute_outputs().expect("outputs");
+        let text = c.unit_text.as_ref_option().expect("unit text");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("EnvironmentFile=/etc/systemd/system/baton-secrets/app-v1.service.env"), "{text}");
+        assert!(crate::schema::service().block.attributes["secret_environment"].sensitive);
+    }
+
+    #[test]
     fn plan_fills_defaults_and_outputs() {
         let c = config();
         let p = Service::plan(&c, &c).expect("plans");
