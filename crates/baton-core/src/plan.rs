@@ -636,6 +636,44 @@ mod tests {
         assert!(actions(&s, &st).is_empty());
     }
 
+    fn secret_file(s: &ServiceSpec, version: &str, modified: SystemTime) -> crate::secrets::SecretFile {
+        let unit = format!("app-{version}.service");
+        crate::secrets::SecretFile {
+            path: crate::secrets::path(&s.unit_dir, &unit),
+            text: crate::secrets::render("app", version, &s.secret_environment),
+            unit,
+            version: version.to_owned(),
+            modified,
+            private: true,
+        }
+    }
+
+    #[test]
+    fn secret_files_converge_after_an_interrupted_run() {
+        let s = spec("v1", r#","secret_environment":{"PW":"x"}"#);
+        let mut st = state(&s, vec![release("v1", true, true, 0)]);
+        // The unit is the one this spec renders; its secret file is what the spec holds.
+        st.releases[0].file.text = render(&s).expect("renders");
+        st.target_text = Some(st.releases[0].file.text.clone());
+        let written = st.releases[0].file.modified;
+        st.target_status.active_enter_timestamp_us =
+            (written.duration_since(std::time::UNIX_EPOCH).expect("time") + Duration::from_secs(10)).as_micros() as u64;
+        st.secrets = vec![secret_file(&s, "v1", written)];
+        assert!(actions(&s, &st).is_empty(), "converged");
+        // Killed after writing a new secret file, before the restart: the release runs old
+        // secrets, so it is restarted.
+        st.secrets[0].modified = written + Duration::from_secs(60);
+        assert_eq!(actions(&s, &st), ["restart app-v1.service"]);
+        // A secret file others could read is written again (and the release restarted).
+        st.secrets[0].modified = written;
+        st.secrets[0].private = false;
+        assert_eq!(actions(&s, &st), ["write /u/baton-secrets/app-v1.service.env", "restart app-v1.service"]);
+        // A secret file whose unit is gone (killed between the two removals) is removed.
+        st.secrets[0].private = true;
+        st.secrets.push(secret_file(&s, "v0", written));
+        assert_eq!(actions(&s, &st), ["remove /u/baton-secrets/app-v0.service.env"]);
+    }
+
     #[test]
     fn disabled_and_unsupported_migrate_warns() {
         let s = spec("v2", r#","enabled":false"#);
