@@ -90,6 +90,18 @@ fn a_secret_reaches_the_process_but_not_the_unit_systemctl_show_the_result_or_pr
     assert!(!out.status.success(), "nobody read the secret file");
     assert!(!String::from_utf8_lossy(&out.stdout).contains(MARK));
 
+    // Another user can still see the service's status (the secret directory is just not
+    // theirs to open), with no secret in it.
+    let status =
+        h.sb.sh_output(&format!(
+            "setpriv --reuid=nobody --regid=nogroup --clear-groups {} status --json sec 2>&1",
+            baton_integration::bin("baton").display()
+        ))
+        .expect("baton status as nobody");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "baton status as nobody failed: {text}");
+    assert!(text.contains("sec-v1.service") && !text.contains(MARK), "{text}");
+
     // The journal of the run holds nothing either (baton logs no value; the demo logs none).
     let journal = h.sh("journalctl --no-pager -o cat 2>/dev/null || true");
     assert!(!journal.contains(MARK), "the journal holds the secret");

@@ -124,10 +124,17 @@ fn open_dir(unit_dir: &Path) -> Result<Option<OwnedFd>, DiskError> {
     }
 }
 
-/// The secret files of `service` in `unit_dir` (found by their marks), sorted by unit.
+/// The secret files of `service` in `unit_dir` (found by their marks), sorted by unit. A user
+/// who may not open the directory (anyone but root: `baton status` run by an operator) sees
+/// none; a run that must write one then fails writing it, naming the file.
 pub fn list(unit_dir: &Path, service: &str) -> Result<Vec<SecretFile>, DiskError> {
-    let Some(dir_fd) = open_dir(unit_dir)? else {
-        return Ok(Vec::new());
+    let dir_fd = match open_dir(unit_dir) {
+        Ok(Some(fd)) => fd,
+        Ok(None) => return Ok(Vec::new()),
+        Err(DiskError::Read { source, .. }) if source.kind() == io::ErrorKind::PermissionDenied => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e),
     };
     let d = dir(unit_dir);
     let entries = fs::read_dir(&d).map_err(|source| DiskError::Read { path: d.clone(), source })?;
