@@ -1,3 +1,8 @@
+variable "database_password" {
+  type      = string
+  sensitive = true
+}
+
 resource "baton_service" "web" {
   name       = "web"
   version    = "v2"
@@ -17,6 +22,12 @@ resource "baton_service" "web" {
 
   environment = {
     RUST_LOG = "info"
+  }
+
+  # Secrets: only in a root-owned 0600 file the unit names with EnvironmentFile=; plans show
+  # (sensitive value), and unit_text, systemctl show and diagnostics never hold them.
+  secret_environment = {
+    DATABASE_PASSWORD = var.database_password
   }
 
   directives = {
