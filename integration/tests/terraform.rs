@@ -653,6 +653,26 @@ fn secret_environment_is_sensitive_and_never_in_unit_text_or_plan_output() {
     assert_ne!(h.prop("tfsec-v1.service", "MainPID"), pid, "a changed secret restarts the release");
     tf.assert_no_changes("after changing the secret");
 
+    // Import: the unit reads back exactly, but secret values never come back (a warning says so);
+    // the configuration's values are then applied without rewriting or restarting anything.
+    let pid = h.prop("tfsec-v1.service", "MainPID");
+    tf.ok(&["state", "rm", "-no-color", "baton_service.sec"]);
+    let out = tf.run(&["import", "-no-color", "-input=false", "baton_service.sec", "tfsec"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Terraform wraps warnings: compare with single spaces.
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("secret values are never read back"), "{text}");
+    assert!(!text.contains("does not read back exactly"), "{text}");
+    assert!(!text.contains(MARK), "{text}");
+    let (code, plan) = tf.plan();
+    assert_eq!(code, 2, "{plan}");
+    assert!(plan.contains("+ secret_environment = (sensitive value)"), "{plan}");
+    assert!(!plan.contains(MARK), "{plan}");
+    tf.apply();
+    assert_eq!(h.prop("tfsec-v1.service", "MainPID"), pid, "the same secret restarted the release");
+    tf.assert_no_changes("after the import");
+
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
     assert!(!h.path(file).exists(), "destroy left the secret file");
 }

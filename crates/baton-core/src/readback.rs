@@ -7,7 +7,8 @@
 //! Settings of the handover itself (`port`, `health`, `keep`, `migrate_requests`, `template`) are
 //! not in the unit and stay unset. [`ReadBack::exact`] tells whether rendering the spec read back
 //! gives the file byte for byte (false for a unit edited by hand or rendered by a custom
-//! template: the fields are then a best effort).
+//! template: the fields are then a best effort). `secret_environment` is never in a unit: only
+//! [`ReadBack::secret_file`] tells that the unit names its secret file.
 
 use std::collections::BTreeMap;
 
@@ -19,8 +20,12 @@ use crate::spec::{DirectiveValue, RawSpec, ServiceType};
 pub struct ReadBack {
     /// The spec: the unit's fields, everything else unset (defaults).
     pub spec: RawSpec,
-    /// Whether rendering `spec` with the built-in template reproduces the file exactly.
+    /// Whether rendering `spec` with the built-in template reproduces the file exactly (with
+    /// `secret_environment` set, when the unit names its secret file).
     pub exact: bool,
+    /// Whether the unit names the release's secret file (`EnvironmentFile=`): the spec had
+    /// `secret_environment`, whose values are not in the unit and are not read back.
+    pub secret_file: bool,
 }
 
 /// Reads the spec back from `text`, a release unit of `unit_dir`. `None` when the file does not
@@ -34,6 +39,7 @@ pub fn read_back(text: &str, unit_dir: &str) -> Option<ReadBack> {
     // them is an extra directive.
     let mut past_fixed = false;
     let mut seen_after = false;
+    let mut secret_file = false;
     for (line_section, key, value) in render::unit_lines(text) {
         if line_section != section {
             section = line_section;
@@ -80,6 +86,11 @@ pub fn read_back(text: &str, unit_dir: &str) -> Option<ReadBack> {
             ("Service", "TimeoutStopSec") => {
                 spec.timeout_stop_sec = value.parse().ok().filter(|&t| t != 30);
             }
+            ("Service", "EnvironmentFile") => {
+                let unit = format!("{}-{}.service", spec.name, spec.version);
+                let file = crate::secrets::path(std::path::Path::new(unit_dir), &unit);
+                secret_file |= value.replace("%%", "%") == file.to_string_lossy();
+            }
             ("Service", "KillSignal") => past_fixed = true,
             ("Service", _) => {}
             ("Install", "WantedBy") => past_fixed = true,
@@ -89,9 +100,14 @@ pub fn read_back(text: &str, unit_dir: &str) -> Option<ReadBack> {
     if !directives.is_empty() {
         spec.directives = Some(directives);
     }
+    // The secret values are not in the unit: any value renders the same text.
+    let mut rendered_spec = spec.clone();
+    if secret_file {
+        rendered_spec.secret_environment = Some(BTreeMap::from([("_".to_owned(), String::new())]));
+    }
     let exact =
-        spec.clone().validate().ok().and_then(|s| render::render(&s).ok()).is_some_and(|rendered| rendered == text);
-    Some(ReadBack { spec, exact })
+        rendered_spec.validate().ok().and_then(|s| render::render(&s).ok()).is_some_and(|rendered| rendered == text);
+    Some(ReadBack { spec, exact, secret_file })
 }
 
 /// Undoes [`render::escape_directive`]: `%%` → `%`, and in `Exec*` keys `$$` → `$`.
@@ -227,6 +243,26 @@ mod tests {
             r#"{"name":"app","version":"v1","exec_start":["/bin/echo","a b","\"q\"","back\\slash","$HOME","${PATH}","100%","%n",";","'single'","tab\there","ünïcødé","x\u0001y","\u0085"],
                 "environment":{"EVIL":"x\" Foo=\"bar","PCT":"%h $HOME \\","EQ":"a=b"}}"#,
         );
+    }
+
+    #[test]
+    fn a_unit_with_secrets_reads_back_exactly_without_their_values() {
+        let spec = parse(
+            br#"{"name":"app","version":"v1","exec_start":["/x"],"unit_dir":"/srv/u%1","secret_environment":{"PW":"hunter2"}}"#,
+        )
+        .expect("valid");
+        let text = render::render(&spec).expect("renders");
+        let back = read_back(&text, "/srv/u%1").expect("marked");
+        assert!(back.exact && back.secret_file, "{back:?}");
+        assert_eq!(back.spec.secret_environment, None);
+        assert_eq!(back.spec.directives, None, "the EnvironmentFile= line is no directive");
+        let plain = read_back(
+            &render::render(&parse(br#"{"name":"app","version":"v1","exec_start":["/x"]}"#).expect("valid"))
+                .expect("renders"),
+            "/u",
+        )
+        .expect("marked");
+        assert!(plain.exact && !plain.secret_file);
     }
 
     #[test]

@@ -169,6 +169,14 @@ fn import(bus: &SharedBus, id: &str) -> Result<(Service, Vec<String>), String> {
             release.file.path.display()
         ));
     }
+    if back.secret_file {
+        warnings.push(format!(
+            "{} reads secret_environment from {}; secret values are never read back: set secret_environment in \
+             the configuration (the first apply then rewrites nothing if they are unchanged)",
+            release.file.path.display(),
+            baton_core::secrets::path(Path::new(unit_dir), &release.file.unit).display()
+        ));
+    }
     service.state = Value::Value(if active.is_some() { "started" } else { "stopped" }.to_owned());
     service.enabled = Value::Value(release.status.is_enabled());
     service.unit_text = Value::Value(release.file.text.clone());
