@@ -53,7 +53,7 @@ endef
 ANSIBLE_TEST = cd $(COLLECTION_DIR) && HOME=$(ANSIBLE_TEST_HOME) $(CURDIR)/$(1)/bin/ansible-test
 
 ## ansible-sanity: `ansible-test sanity` (every test it has) on the oldest and the newest ansible-core
-ansible-sanity: .venv .venv-oldest
+ansible-sanity: .venv .venv-oldest collection
 	$(call get-pip-for,.venv)
 	$(call get-pip-for,.venv-oldest)
 	$(call ANSIBLE_TEST,.venv-oldest) sanity --venv --python $(ANSIBLE_PYTHON) --color no

@@ -29,7 +29,7 @@ use serde_json::{json, Map, Value};
 
 pub use coerce::Conversion;
 
-/// The option whose values are always secret (declared `no_log: true` in the module's docs).
+/// The option whose values are always secret (`no_log` in the action plugin's argument spec).
 pub const SECRET_OPTION: &str = "secret_environment";
 
 /// What `invocation.module_args` shows for a `no_log` option, as `AnsibleModule` does.

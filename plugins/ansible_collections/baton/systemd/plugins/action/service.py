@@ -62,12 +62,21 @@ def argument_spec(options):
     return spec
 
 
+# Options whose values are secrets (the module masks them in all it returns). Module docs have no
+# `no_log` key (validate-modules refuses it), so the argument spec gets it here.
+NO_LOG_OPTIONS = ('secret_environment',)
+
+
 def module_argument_spec():
     """The module's argument spec, from its sidecar documentation."""
     doc = get_docstring(SIDECAR, fragment_loader, is_module=True, collection_name=COLLECTION)[0]
     if not doc or not doc.get('options'):
         raise AnsibleError('%s: no DOCUMENTATION.options in %s' % (MODULE, SIDECAR))
-    return argument_spec(doc['options'])
+    spec = argument_spec(doc['options'])
+    for name in NO_LOG_OPTIONS:
+        if name in spec:
+            spec[name]['no_log'] = True
+    return spec
 
 
 # ArgumentSpecValidator's messages (the same from ansible-core 2.15 to 2.19), rewritten as
