@@ -173,6 +173,14 @@ pub struct DbusSystemd {
 }
 
 impl DbusSystemd {
+    /// A proxy of the unit object at `path` (from GetUnit), reading its properties fresh.
+    fn unit_object(&self, unit: &str, path: OwnedObjectPath) -> Result<UnitObjectProxyBlocking<'_>, SystemdError> {
+        UnitObjectProxyBlocking::builder(self.manager.inner().connection())
+            .path(path)
+            .and_then(|b| b.cache_properties(CacheProperties::No).build())
+            .map_err(|e| call_err("GetAll", unit, e))
+    }
+
     /// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS`, else
     /// `unix:path=/var/run/dbus/system_bus_socket`). systemd's signals are subscribed to before
     /// the first job, so a read-only run costs no extra round trip.
@@ -305,12 +313,7 @@ impl Systemd for DbusSystemd {
             Err(e) => return Err(call_err("GetUnit", unit, e)),
         };
         let props_err = |e| call_err("GetAll", unit, e);
-        let object = UnitObjectProxyBlocking::builder(self.manager.inner().connection())
-            .path(path)
-            .map_err(props_err)?
-            .cache_properties(CacheProperties::No)
-            .build()
-            .map_err(props_err)?;
+        let object = self.unit_object(unit, path)?;
         let u = object.unit_properties(UNIT_INTERFACE).map_err(props_err)?;
         let mut status = UnitStatus {
             load_state: u.load_state.unwrap_or_default(),
@@ -343,14 +346,10 @@ impl Systemd for DbusSystemd {
     fn unit_file_path(&self, unit: &str) -> Result<Option<PathBuf>, SystemdError> {
         match self.manager.get_unit(unit) {
             Ok(path) => {
-                let props_err = |e| call_err("GetAll", unit, e);
-                let object = UnitObjectProxyBlocking::builder(self.manager.inner().connection())
-                    .path(path)
-                    .map_err(props_err)?
-                    .cache_properties(CacheProperties::No)
-                    .build()
-                    .map_err(props_err)?;
-                let u = object.unit_properties(UNIT_INTERFACE).map_err(props_err)?;
+                let u = self
+                    .unit_object(unit, path)?
+                    .unit_properties(UNIT_INTERFACE)
+                    .map_err(|e| call_err("GetAll", unit, e))?;
                 if let Some(fragment) = u.fragment_path.filter(|p| !p.is_empty()) {
                     return Ok(Some(PathBuf::from(fragment)));
                 }
