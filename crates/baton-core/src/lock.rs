@@ -376,7 +376,7 @@ mod tests {
         let mut child = match child {
             Ok(child) => child,
             Err(e) => {
-                eprintln!("skipped: cannot run sh: {e}");
+                crate::cannot_test(&format!("cannot run sh: {e}"));
                 return;
             }
         };
@@ -394,7 +394,7 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
             if let Some(status) = child.try_wait().expect("try_wait") {
-                eprintln!("skipped: the flock helper exited with {status} (no flock(1)?)");
+                crate::cannot_test(&format!("the flock helper exited with {status} (no flock(1)?)"));
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -722,7 +722,7 @@ mod tests {
         // std binds [::] without IPV6_V6ONLY: the server side of 127.0.0.1 connections is an
         // IPv6 socket with IPv4-mapped addresses.
         let Ok(listener) = TcpListener::bind("[::]:0") else {
-            eprintln!("skipped: no IPv6");
+            crate::cannot_test("no IPv6");
             return;
         };
         let port = listener.local_addr().expect("addr").port();
@@ -770,7 +770,7 @@ mod tests {
     #[test]
     fn tcp_falls_back_to_ipv6() {
         let Ok(listener) = TcpListener::bind("[::1]:0") else {
-            eprintln!("skipped: no IPv6 loopback");
+            crate::cannot_test("no IPv6 loopback");
             return;
         };
         let port = listener.local_addr().expect("addr").port();
@@ -948,7 +948,7 @@ mod tests {
     #[test]
     fn listening_pids_sees_ipv6_listeners() {
         let Ok(listener) = TcpListener::bind("[::1]:0") else {
-            eprintln!("skipped: no IPv6 loopback");
+            crate::cannot_test("no IPv6 loopback");
             return;
         };
         let port = listener.local_addr().expect("addr").port();
@@ -1004,7 +1004,7 @@ mod tests {
         // IPv4, IPv6, and IPv4 to a dual-stack listener (an IPv6 socket, IPv4-mapped addresses).
         for (bind, to) in [("127.0.0.1:0", "127.0.0.1"), ("[::1]:0", "::1"), ("[::]:0", "127.0.0.1")] {
             let Ok(listener) = TcpListener::bind(bind) else {
-                eprintln!("skipped {bind}: no such loopback");
+                crate::cannot_test(&format!("{bind}: no such loopback"));
                 continue;
             };
             let port = listener.local_addr().expect("addr").port();
