@@ -1,8 +1,15 @@
-//! One HTTP/1.1 request over a fresh TCP connection, and what became of it.
+//! One HTTP/1.1 request, over a fresh TCP connection ([`get`]) or a kept-alive one
+//! ([`KeepAlive`]), and what became of it.
 //!
-//! The connection is closed with `SO_LINGER` 0 once the whole response has been read (or the
+//! A fresh connection is closed with `SO_LINGER` 0 once the whole response has been read (or the
 //! request has failed): the client sends a reset instead of a FIN, so neither side keeps the
 //! connection in TIME_WAIT and loopback runs at full speed never run out of ephemeral ports.
+//!
+//! A kept-alive connection carries request after request, like a browser's, a load balancer's
+//! or a service client's. It is given up when a request on it fails (the failure counts: this
+//! client does not retry, so a request sent on a connection the server has closed is lost) or
+//! when a response says `Connection: close` (honoured: the next request opens a new connection,
+//! which is no failure).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -49,6 +56,12 @@ impl Outcome {
 /// Bytes that may not appear in a request target (controls, spaces, non-ASCII) are
 /// percent-encoded, and a path without a leading `/` gets one.
 pub fn request_bytes(addr: SocketAddr, path: &str) -> Vec<u8> {
+    request_bytes_for(addr, path, false)
+}
+
+/// The bytes of a `GET path` request to `addr`: with `keep_alive`, an HTTP/1.1 request that
+/// leaves the connection open (HTTP/1.1's default), else one with `Connection: close`.
+pub fn request_bytes_for(addr: SocketAddr, path: &str, keep_alive: bool) -> Vec<u8> {
     let mut target = String::with_capacity(path.len() + 1);
     if !path.starts_with('/') {
         target.push('/');
@@ -60,23 +73,98 @@ pub fn request_bytes(addr: SocketAddr, path: &str) -> Vec<u8> {
             target.push_str(&format!("%{byte:02X}"));
         }
     }
-    format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: baton-load\r\nConnection: close\r\n\r\n").into_bytes()
+    let connection = if keep_alive { "keep-alive" } else { "close" };
+    format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: baton-load\r\nConnection: {connection}\r\n\r\n")
+        .into_bytes()
 }
 
 /// Sends `request` to `target` over a new connection (from `source`, when given) and reads the
 /// response, all within `timeout`.
 pub fn get(target: SocketAddr, source: Option<SocketAddr>, request: &[u8], timeout: Duration) -> Outcome {
+    get_counted(target, source, request, timeout).0
+}
+
+/// [`get`], also saying whether a connection was made.
+pub(crate) fn get_counted(
+    target: SocketAddr,
+    source: Option<SocketAddr>,
+    request: &[u8],
+    timeout: Duration,
+) -> (Outcome, bool) {
     let deadline = Instant::now() + timeout;
     let stream = match connect(target, source, timeout) {
         Ok(stream) => stream,
-        Err(outcome) => return outcome,
+        Err(outcome) => return (outcome, false),
     };
-    let outcome = exchange(&stream, request, deadline);
-    // Reset rather than FIN: no TIME_WAIT on either side. The response is complete (or the
-    // request has failed) by now, so nothing is lost.
+    let (outcome, _) = exchange(&stream, request, deadline);
+    abort(stream);
+    (outcome, true)
+}
+
+/// Closes `stream` with a reset rather than a FIN: no TIME_WAIT on either side. Only for a
+/// connection whose last response is complete (or whose request has failed): nothing is lost.
+fn abort(stream: TcpStream) {
     let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     drop(stream);
-    outcome
+}
+
+/// One client's kept-alive connection to `target`, opened when needed.
+#[derive(Debug)]
+pub struct KeepAlive {
+    target: SocketAddr,
+    source: Option<SocketAddr>,
+    stream: Option<TcpStream>,
+    /// Connections opened so far.
+    pub connections: u64,
+    /// Connections given up because a response said `Connection: close`.
+    pub closed_by_server: u64,
+}
+
+impl KeepAlive {
+    /// A client that connects to `target` (from `source`, when given) on its first request.
+    pub fn new(target: SocketAddr, source: Option<SocketAddr>) -> Self {
+        Self { target, source, stream: None, connections: 0, closed_by_server: 0 }
+    }
+
+    /// Sends `request` on the open connection (a new one if there is none) and reads the
+    /// response, all within `timeout`. A failed request gives the connection up; so does a
+    /// response with `Connection: close` (not a failure).
+    pub fn get(&mut self, request: &[u8], timeout: Duration) -> Outcome {
+        let deadline = Instant::now() + timeout;
+        let stream = match self.stream.take() {
+            Some(stream) => stream,
+            None => match connect(self.target, self.source, timeout) {
+                Ok(stream) => {
+                    self.connections += 1;
+                    stream
+                }
+                Err(outcome) => return outcome,
+            },
+        };
+        let (outcome, reuse) = exchange(&stream, request, deadline);
+        if reuse {
+            self.stream = Some(stream);
+        } else {
+            if matches!(outcome, Outcome::Ok(_) | Outcome::WrongStatus(_)) {
+                self.closed_by_server += 1;
+            }
+            abort(stream);
+        }
+        outcome
+    }
+
+    /// Whether a connection is open now.
+    pub fn is_connected(&self) -> bool {
+        self.stream.is_some()
+    }
+}
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            abort(stream);
+        }
+    }
 }
 
 fn connect(target: SocketAddr, source: Option<SocketAddr>, timeout: Duration) -> Result<TcpStream, Outcome> {
@@ -89,35 +177,37 @@ fn connect(target: SocketAddr, source: Option<SocketAddr>, timeout: Duration) ->
     Ok(socket.into())
 }
 
-fn exchange(mut stream: &TcpStream, request: &[u8], deadline: Instant) -> Outcome {
+/// Sends `request` and reads one response. Also says whether the connection may carry another
+/// request: a complete response the server did not mark `Connection: close`.
+fn exchange(mut stream: &TcpStream, request: &[u8], deadline: Instant) -> (Outcome, bool) {
     let Some(left) = remaining(deadline) else {
-        return Outcome::Timeout("connect used up the timeout".to_owned());
+        return (Outcome::Timeout("connect used up the timeout".to_owned()), false);
     };
     if let Err(err) = stream.set_write_timeout(Some(left)).and_then(|()| stream.write_all(request)) {
-        return Outcome::from_io("send", &err);
+        return (Outcome::from_io("send", &err), false);
     }
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
     loop {
         let Some(left) = remaining(deadline) else {
-            return Outcome::Timeout(format!("read: no full response in time ({} bytes)", buf.len()));
+            return (Outcome::Timeout(format!("read: no full response in time ({} bytes)", buf.len())), false);
         };
         if let Err(err) = stream.set_read_timeout(Some(left)) {
-            return Outcome::from_io("read", &err);
+            return (Outcome::from_io("read", &err), false);
         }
         match stream.read(&mut chunk) {
-            Ok(0) => return parse(&buf, true),
+            Ok(0) => return (parse(&buf, true), false),
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
                 if buf.len() > MAX_RESPONSE {
-                    return Outcome::Other(format!("response longer than {MAX_RESPONSE} bytes"));
+                    return (Outcome::Other(format!("response longer than {MAX_RESPONSE} bytes")), false);
                 }
-                if let Some(outcome) = complete(&buf) {
-                    return outcome;
+                if let Some(done) = complete(&buf) {
+                    return done;
                 }
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Outcome::from_io("read", &err),
+            Err(err) => return (Outcome::from_io("read", &err), false),
         }
     }
 }
@@ -127,11 +217,12 @@ fn remaining(deadline: Instant) -> Option<Duration> {
     (!left.is_zero()).then_some(left)
 }
 
-/// The outcome of `buf` if it already holds a whole response with a `Content-Length`.
-fn complete(buf: &[u8]) -> Option<Outcome> {
+/// The outcome of `buf` if it already holds a whole response with a `Content-Length`, and
+/// whether the server keeps the connection open after it.
+fn complete(buf: &[u8]) -> Option<(Outcome, bool)> {
     let head = Head::parse(buf)?;
     let length = head.content_length.ok()??;
-    (buf.len() >= head.len + length).then(|| parse(buf, false))
+    (buf.len() >= head.len + length).then(|| (parse(buf, false), head.keep_alive))
 }
 
 /// Classifies the response in `buf`; `eof` says the server has closed the connection.
@@ -171,6 +262,9 @@ struct Head {
     version: Option<String>,
     /// `Ok(None)` when absent, `Err` when present but not a number.
     content_length: Result<Option<usize>, ()>,
+    /// Whether the server keeps the connection open: HTTP/1.1 without `Connection: close`, or
+    /// HTTP/1.0 with `Connection: keep-alive`.
+    keep_alive: bool,
 }
 
 impl Head {
@@ -179,13 +273,15 @@ impl Head {
         let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
         let text = String::from_utf8_lossy(&buf[..end]);
         let mut lines = text.split("\r\n");
-        let status = lines.next().and_then(|line| {
-            let mut parts = line.splitn(3, ' ');
-            let proto = parts.next()?;
-            let code = parts.next()?;
+        let status_line = lines.next().unwrap_or("");
+        let status = {
+            let mut parts = status_line.splitn(3, ' ');
+            let proto = parts.next().unwrap_or("");
+            let code = parts.next().unwrap_or("");
             (proto.starts_with("HTTP/1.") && code.len() == 3).then(|| code.parse().ok()).flatten()
-        });
-        let mut head = Self { len: end + 4, status, version: None, content_length: Ok(None) };
+        };
+        let http11 = status_line.starts_with("HTTP/1.1 ");
+        let mut head = Self { len: end + 4, status, version: None, content_length: Ok(None), keep_alive: http11 };
         for line in lines {
             let Some((name, value)) = line.split_once(':') else {
                 continue;
@@ -195,6 +291,14 @@ impl Head {
                 head.version = Some(value.to_owned());
             } else if name.eq_ignore_ascii_case("content-length") {
                 head.content_length = value.parse().map(Some).map_err(|_| ());
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in value.split(',').map(str::trim) {
+                    if token.eq_ignore_ascii_case("close") {
+                        head.keep_alive = false;
+                    } else if token.eq_ignore_ascii_case("keep-alive") && !http11 {
+                        head.keep_alive = true;
+                    }
+                }
             }
         }
         Some(head)
@@ -209,7 +313,7 @@ mod tests {
     fn ok_with_version() {
         let resp = b"HTTP/1.1 200 OK\r\nX-Version: v7\r\nContent-Length: 3\r\n\r\nv7\n";
         assert_eq!(parse(resp, true), Outcome::Ok(Some("v7".to_owned())));
-        assert_eq!(complete(resp), Some(Outcome::Ok(Some("v7".to_owned()))));
+        assert_eq!(complete(resp), Some((Outcome::Ok(Some("v7".to_owned())), true)));
     }
 
     #[test]
@@ -226,6 +330,27 @@ mod tests {
         assert!(matches!(parse(b"SSH-2.0\r\n\r\n", true), Outcome::Other(_)));
         assert!(matches!(parse(b"HTTP/1.1 200", true), Outcome::Reset(_)));
         assert!(matches!(parse(b"", true), Outcome::Reset(_)));
+    }
+
+    #[test]
+    fn connection_close_and_http10_end_the_connection() {
+        let ok = Outcome::Ok(None);
+        let close = b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(complete(close), Some((ok.clone(), false)));
+        let tokens = b"HTTP/1.1 200 OK\r\nconnection: upgrade, close\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(complete(tokens), Some((ok.clone(), false)));
+        let http10 = b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(complete(http10), Some((ok.clone(), false)));
+        let http10_kept = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(complete(http10_kept), Some((ok, true)));
+    }
+
+    #[test]
+    fn keep_alive_requests_leave_the_connection_open() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 80));
+        let req = String::from_utf8(request_bytes_for(addr, "/", true)).unwrap_or_default();
+        assert!(req.contains("\r\nConnection: keep-alive\r\n\r\n"), "{req}");
+        assert!(!req.contains("close"), "{req}");
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! The bounded load generator library.
 //!
 //! `baton-load` measures what a version handover costs the clients of a service: every worker
-//! thread opens a NEW TCP connection per request, as fast as it can, sends one
-//! `GET <path> HTTP/1.1` with `Connection: close`, reads the whole response and files the
-//! outcome in a [`LoadReport`]: a success (counted per `X-Version` header value) or a failure of
-//! one kind — refused, reset, timeout, wrong status or other.
+//! thread sends `GET <path> HTTP/1.1` requests one after the other, as fast as it can, reads
+//! each whole response and files the outcome in a [`LoadReport`]: a success (counted per
+//! `X-Version` header value) or a failure of one kind — refused, reset, timeout, wrong status or
+//! other.
+//!
+//! Two [`Mode`]s: by default each request goes over a NEW TCP connection with
+//! `Connection: close`; in [`Mode::KeepAlive`] each worker keeps one HTTP/1.1 connection open
+//! for request after request. A kept-alive request on a connection the server has closed is a
+//! failure (this client does not retry); a response with `Connection: close` is honoured: the
+//! next request opens a new connection, which is no failure.
 //!
 //! A run is always bounded: it stops at the first of [`LoadConfig::duration`] (itself capped at
 //! [`MAX_DURATION`]), [`LoadConfig::max_requests`] requests in total, or the caller's stop flag;
@@ -30,7 +36,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
-pub use report::LoadReport;
+pub use report::{LoadReport, Mode};
 
 /// The longest a run may last, whatever [`LoadConfig::duration`] asks for.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
@@ -53,6 +59,8 @@ pub struct LoadConfig {
     pub max_requests: u64,
     /// The longest one request may take, connect through the last byte of the response.
     pub timeout: Duration,
+    /// A new connection per request, or kept-alive connections (one per worker).
+    pub mode: Mode,
 }
 
 impl Default for LoadConfig {
@@ -64,6 +72,7 @@ impl Default for LoadConfig {
             duration: Duration::from_secs(10),
             max_requests: 0,
             timeout: Duration::from_secs(2),
+            mode: Mode::NewConnection,
         }
     }
 }
@@ -76,20 +85,21 @@ pub fn run(cfg: impl Borrow<LoadConfig>, stop: &AtomicBool) -> LoadReport {
     let cfg = cfg.borrow();
     let started = Instant::now();
     let deadline = started + cfg.duration.min(MAX_DURATION);
-    let request = client::request_bytes(cfg.addr, &cfg.path);
+    let request = client::request_bytes_for(cfg.addr, &cfg.path, cfg.mode == Mode::KeepAlive);
     let issued = AtomicU64::new(0);
     let workers = cfg.workers.clamp(1, MAX_WORKERS);
 
     let shared = worker::Shared {
         target: cfg.addr,
         request: &request,
+        mode: cfg.mode,
         timeout: cfg.timeout,
         deadline,
         max_requests: cfg.max_requests,
         issued: &issued,
         stop,
     };
-    let mut total = LoadReport::default();
+    let mut total = LoadReport { mode: cfg.mode, ..LoadReport::default() };
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|index| {

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use baton_load::{LoadConfig, MAX_WORKERS};
+use baton_load::{LoadConfig, Mode, MAX_WORKERS};
 use clap::Parser;
 
-/// Bounded HTTP load: a new connection per request, failures counted by kind.
+/// Bounded HTTP load: a new connection per request (or kept-alive connections with
+/// --keep-alive), failures counted by kind.
 #[derive(Debug, Parser)]
 #[command(name = "baton-load", version)]
 struct Args {
@@ -40,6 +41,11 @@ struct Args {
     /// Also stop when stdin reaches end of file (a parent closes the pipe).
     #[arg(long)]
     stop_on_stdin_eof: bool,
+    /// Keep one HTTP/1.1 connection per worker open for request after request. A request on a
+    /// connection the server closed counts as failed (no retry); a `Connection: close`
+    /// response is honoured (the next request opens a new connection).
+    #[arg(long)]
+    keep_alive: bool,
 }
 
 fn parse_path(path: &str) -> Result<String, String> {
@@ -89,6 +95,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         duration: Duration::from_secs(args.duration_secs),
         max_requests: args.max_requests.unwrap_or(0),
         timeout: Duration::from_millis(args.timeout_ms),
+        mode: if args.keep_alive { Mode::KeepAlive } else { Mode::NewConnection },
     };
     let report = baton_load::run(&cfg, &stop);
     let json = serde_json::to_string(&report).context("encoding the report")?;

@@ -10,11 +10,36 @@ use crate::client::Outcome;
 /// How many error messages a report keeps as samples.
 pub const ERROR_SAMPLES: usize = 8;
 
+/// How the clients of a run use connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// A new TCP connection per request, closed after its response (`Connection: close`).
+    #[default]
+    NewConnection,
+    /// One persistent HTTP/1.1 connection per worker carrying many requests; a new one only
+    /// after a failure or a `Connection: close` response.
+    KeepAlive,
+}
+
+impl Mode {
+    /// The name used in reports and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NewConnection => "new-connection",
+            Self::KeepAlive => "keep-alive",
+        }
+    }
+}
+
 /// What a load run saw. `requests == ok + failed` and
 /// `failed == refused + reset + timeout + wrong_status + other`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoadReport {
-    /// Requests made (each on its own connection).
+    /// How the clients used connections (absent in reports of older versions: new-connection).
+    #[serde(default)]
+    pub mode: Mode,
+    /// Requests made.
     pub requests: u64,
     /// Requests answered with status 200.
     pub ok: u64,
@@ -38,6 +63,13 @@ pub struct LoadReport {
     pub rps: f64,
     /// The first few distinct error messages, each prefixed with its kind.
     pub first_errors: Vec<String>,
+    /// TCP connections opened (in new-connection mode, one per request that got connected).
+    #[serde(default)]
+    pub connections: u64,
+    /// Keep-alive mode: connections given up because a response said `Connection: close`
+    /// (honoured, not failures).
+    #[serde(default)]
+    pub closed_by_server: u64,
 }
 
 impl LoadReport {
@@ -79,6 +111,8 @@ impl LoadReport {
         self.timeout += other.timeout;
         self.wrong_status += other.wrong_status;
         self.other += other.other;
+        self.connections += other.connections;
+        self.closed_by_server += other.closed_by_server;
         for (version, count) in other.by_version {
             *self.by_version.entry(version).or_default() += count;
         }
@@ -98,12 +132,19 @@ impl LoadReport {
     pub fn summary(&self) -> String {
         let versions: Vec<String> =
             self.by_version.iter().map(|(version, count)| format!("{version}={count}")).collect();
+        let closed = if self.mode == Mode::KeepAlive {
+            format!(", {} closed by the server", self.closed_by_server)
+        } else {
+            String::new()
+        };
         format!(
-            "{} requests in {:.1} s ({} req/s): ok {} failed {} (refused {} reset {} timeout {} \
-             wrong_status {} other {}); versions: {}",
+            "{} requests in {:.1} s ({} req/s, {}, {} connections{closed}): ok {} failed {} (refused {} reset {} \
+             timeout {} wrong_status {} other {}); versions: {}",
             self.requests,
             self.elapsed_ms as f64 / 1000.0,
             self.rps,
+            self.mode.as_str(),
+            self.connections,
             self.ok,
             self.failed,
             self.refused,
@@ -150,5 +191,17 @@ mod tests {
         let back: LoadReport = serde_json::from_str(&json).unwrap_or_default();
         assert_eq!(back, r);
         assert!(json.contains("\"by_version\":{\"v2\":1}"), "{json}");
+        assert!(json.contains("\"mode\":\"new-connection\""), "{json}");
+        r.mode = Mode::KeepAlive;
+        let json = serde_json::to_string(&r).unwrap_or_default();
+        assert!(json.contains("\"mode\":\"keep-alive\""), "{json}");
+    }
+
+    #[test]
+    fn reports_without_the_newer_fields_still_read() {
+        let old = r#"{"requests":1,"ok":1,"failed":0,"refused":0,"reset":0,"timeout":0,"wrong_status":0,
+            "other":0,"by_version":{"v1":1},"elapsed_ms":5,"rps":200.0,"first_errors":[]}"#;
+        let report: Result<LoadReport, _> = serde_json::from_str(old);
+        assert!(report.as_ref().is_ok_and(|r| r.mode == Mode::NewConnection && r.ok == 1), "{report:?}");
     }
 }
