@@ -15,6 +15,9 @@ declare -A uses=(
   [binutils]="/usr/bin/objdump"
   [debootstrap]="/usr/sbin/debootstrap"
   [python3-venv]="/usr/lib/python3*/ensurepip/__init__.py"
+  # The fleet harness (integration/src/fleet.rs): an sshd per sandboxed host, ssh from the controller.
+  [openssh-server]="/usr/sbin/sshd /usr/lib/openssh/sftp-server"
+  [openssh-client]="/usr/bin/ssh /usr/bin/ssh-keygen"
 )
 
 installed() { dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed; }
@@ -46,5 +49,22 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # No package may start a daemon on this machine (its PID 1 is not systemd; openssh-server
+  # would start an sshd on the host): a policy-rc.d that exits 101 is in place for the install,
+  # and removed afterwards unless one was there before.
+  # A policy-rc.d already there that denies (exit 101) is kept as is; one that would allow is
+  # set aside and put back.
+  policy=/usr/sbin/policy-rc.d
+  denies() { [ -x "$policy" ] && { "$policy" ssh start >/dev/null 2>&1; [ $? = 101 ]; }; }
+  if ! denies; then
+    if [ -e "$policy" ]; then
+      mv "$policy" "$policy.baton-saved"
+      trap 'mv -f "$policy.baton-saved" "$policy"' EXIT
+    else
+      trap 'rm -f "$policy"' EXIT
+    fi
+    printf '#!/bin/sh\n# baton .ci/deps.sh: no daemon starts during the install\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+  fi
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi

@@ -6,8 +6,24 @@
 //! [`Sandbox::command`] / [`Sandbox::sh`] (`nsenter -t PID -m -p -n`). Dropping the sandbox
 //! SIGKILLs its PID 1 (every process inside dies with it) and removes its cgroup directories.
 //!
-//! It follows the recipe in `/work/shared/SANDBOX.md`, with these additions, each needed to
-//! keep the sandbox from touching the host:
+//! # The recipe
+//!
+//! 1. The launcher moves itself into a fresh `<id>` directory of the host's cgroup hierarchies,
+//!    then runs `unshare --cgroup --pid --fork --mount --net --uts --propagation private`.
+//! 2. Inside, before systemd starts, a tmpfs is mounted over each path of [`PRIVATE_TMPFS`]
+//!    (`/tmp`, `/run`, `/var/tmp`, `/var/log/journal`, `/etc/systemd/system`, ...): the root
+//!    filesystem is shared with the host, and a booting systemd would otherwise run
+//!    systemd-tmpfiles over the host's `/tmp`. A fresh `proc` is mounted on `/proc` and a fresh
+//!    `cgroup2` on `/sys/fs/cgroup`; `lo` is brought up.
+//! 3. A minimal default target, `sandbox.target` (`DefaultDependencies=no`,
+//!    `Wants=dbus.socket systemd-journald.socket` plus the units given to
+//!    [`SandboxBuilder::unit`]), is written into the private `/etc/systemd/system`, and the
+//!    script execs `/lib/systemd/systemd --system --unit=sandbox.target` as PID 1.
+//! 4. The sandbox is up when `/run/dbus/system_bus_socket` exists inside and
+//!    `systemctl is-system-running` settles. Commands run inside with
+//!    `nsenter -t PID -m -p -n -u`; teardown SIGKILLs PID 1 and removes the cgroup directories.
+//!
+//! On top of that recipe, each of these is needed to keep the sandbox from touching the host:
 //!
 //! * **A private cgroup tree.** The launcher is moved into a fresh `<id>` directory of the
 //!   host's cgroup v2 hierarchy (and, on a hybrid host, of the v1 `name=systemd` one) before
@@ -36,7 +52,8 @@
 //! [`Sandbox::boot_sharing`], which binds them back over the tmpfs (a checkout cloned under
 //! `/tmp`, say). The network namespace is private: only
 //! `lo` exists inside (up), ports and `net.*` sysctls (e.g. `net.ipv4.tcp_migrate_req`) are the
-//! sandbox's own.
+//! sandbox's own. So is the UTS namespace: [`SandboxBuilder::hostname`] names the sandbox
+//! without renaming the host (by default it keeps the host's name).
 //!
 //! # Logs
 //!
@@ -138,8 +155,205 @@ const OUTER_SCRIPT: &str = r#"inner=$1; id=$2; console=$3; shift 3
 for procs in "$@"; do
     echo $$ > "$procs" || { echo "baton-sandbox: cannot join cgroup $procs" >&2; exit 125; }
 done
-exec unshare --cgroup --pid --fork --mount --net --propagation private --kill-child -- sh -c "$inner" sh "$id" "$console"
+exec unshare --cgroup --pid --fork --mount --net --uts --propagation private --kill-child -- sh -c "$inner" sh "$id" "$console"
 "#;
+
+/// What a sandbox gets before its systemd starts; see [`Sandbox::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct SandboxBuilder {
+    label: String,
+    shares: Vec<PathBuf>,
+    hostname: Option<String>,
+    files: Vec<(PathBuf, String, u32)>,
+    units: Vec<String>,
+    tmpfs: Vec<(PathBuf, u32)>,
+}
+
+impl SandboxBuilder {
+    /// Host directories that stay visible inside at the same paths even where they lie under
+    /// a private tmpfs (see [`Sandbox::boot_sharing`]).
+    pub fn shares(mut self, dirs: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.shares.extend(dirs);
+        self
+    }
+
+    /// The sandbox's host name (its own UTS namespace; `/etc/hostname` inside shows it too).
+    /// Letters, digits, `-` and `.`, at most 63 characters.
+    pub fn hostname(mut self, name: &str) -> Self {
+        self.hostname = Some(name.to_owned());
+        self
+    }
+
+    /// One more private tmpfs inside, over the existing host directory `dir` (e.g. `/root`, so
+    /// that what a remote login writes to its home stays in the sandbox; `/var/log`), with
+    /// `mode` (e.g. `0o700`). Mounted after [`PRIVATE_TMPFS`]; shared directories under it are
+    /// bound back as for those.
+    pub fn tmpfs(mut self, dir: impl Into<PathBuf>, mode: u32) -> Self {
+        self.tmpfs.push((dir.into(), mode));
+        self
+    }
+
+    /// A file written inside before systemd starts, with `mode` (e.g. `0o644`). `path` must lie
+    /// in one of the private tmpfs ([`PRIVATE_TMPFS`] or [`SandboxBuilder::tmpfs`]), outside any
+    /// shared directory, so it
+    /// never reaches the host; parent directories are created.
+    pub fn file(mut self, path: impl Into<PathBuf>, contents: impl Into<String>, mode: u32) -> Self {
+        self.files.push((path.into(), contents.into(), mode));
+        self
+    }
+
+    /// A unit file written into the private `/etc/systemd/system` and wanted by
+    /// `sandbox.target`, so it starts with the sandbox: the boot waits for its start job (for
+    /// `Type=notify`, until it is ready), and a unit that fails leaves the sandbox `degraded`.
+    pub fn unit(mut self, name: &str, text: impl Into<String>) -> Self {
+        self.files.push((Path::new("/etc/systemd/system").join(name), text.into(), 0o644));
+        self.units.push(name.to_owned());
+        self
+    }
+
+    /// Refuses a bad host name, file path or unit name, naming it and the rule.
+    fn validate(&self) -> Result<()> {
+        if let Some(name) = &self.hostname {
+            let ok = !name.is_empty()
+                && name.len() <= 63
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                && !name.starts_with(['-', '.']);
+            if !ok {
+                bail!(
+                    "sandbox hostname {name:?}: must be 1-63 letters, digits, '-' or '.', not starting with '-' or '.'"
+                );
+            }
+        }
+        for unit in &self.units {
+            let suffix_ok = [".service", ".socket", ".target", ".timer", ".path", ".mount"]
+                .iter()
+                .any(|suffix| unit.len() > suffix.len() && unit.ends_with(suffix));
+            let chars_ok = unit.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@:".contains(c));
+            if !suffix_ok || !chars_ok || unit.len() > 255 {
+                bail!(
+                    "sandbox unit name {unit:?}: must be letters, digits and '-_.@:' ending in .service, .socket, \
+                     .target, .timer, .path or .mount"
+                );
+            }
+        }
+        let clean = |path: &Path| {
+            path.is_absolute()
+                && path
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)))
+        };
+        for (dir, mode) in &self.tmpfs {
+            if !clean(dir) || dir == Path::new("/") || !dir.is_dir() || *mode > 0o7777 {
+                bail!(
+                    "sandbox tmpfs {} (mode {mode:o}): must be an existing directory other than /, as an absolute path \
+                     without '..', with a mode of at most 7777 octal",
+                    dir.display()
+                );
+            }
+        }
+        let private_dirs = self.private_dirs();
+        for (path, contents, mode) in &self.files {
+            let private = private_dirs.iter().any(|dir| path.starts_with(dir) && path != dir);
+            let shared = self.shares.iter().any(|d| path.starts_with(d));
+            if !clean(path) || !private || shared {
+                bail!(
+                    "sandbox file {}: must be an absolute path without '..' inside one of the private tmpfs ({}) and \
+                     outside the shared directories, so that it never reaches the host",
+                    path.display(),
+                    private_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                );
+            }
+            if contents.contains('\0') {
+                bail!("sandbox file {}: contents must not contain NUL bytes", path.display());
+            }
+            if *mode > 0o7777 {
+                bail!("sandbox file {}: mode {mode:o} is not a file mode (at most 7777 octal)", path.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every directory that is a private tmpfs inside.
+    fn private_dirs(&self) -> Vec<PathBuf> {
+        PRIVATE_TMPFS
+            .iter()
+            .map(|(d, _, _)| PathBuf::from(d))
+            .chain(self.tmpfs.iter().map(|(d, _)| d.clone()))
+            .collect()
+    }
+
+    /// Boots the sandbox; see [`Sandbox::boot`] for when it returns and how it fails.
+    pub fn boot(self) -> Result<Sandbox> {
+        self.validate()?;
+        let started = Instant::now();
+        check_prerequisites()?;
+        static REAP: Once = Once::new();
+        REAP.call_once(|| {
+            if let Err(err) = reap_stale() {
+                eprintln!("baton-sandbox: cleaning up stale sandboxes failed: {err:#}");
+            }
+        });
+
+        let id = next_id(&self.label);
+        let layout = CgroupLayout::detect()?;
+        let log_dir = log_dir();
+        fs::create_dir_all(&log_dir)
+            .with_context(|| format!("creating the sandbox log directory {}", log_dir.display()))?;
+        let log_path = log_dir.join(format!("{id}.log"));
+        let console_path = log_dir.join(format!("{id}.console"));
+        let log = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        File::create(&console_path).with_context(|| format!("creating {}", console_path.display()))?;
+
+        let mut sandbox = Sandbox {
+            id: id.clone(),
+            pid: 0,
+            launcher: None,
+            cgroup_dirs: Vec::new(),
+            log_path,
+            console_path,
+            state: BootState::Running,
+            boot_duration: Duration::ZERO,
+            keep_logs: true,
+            torn_down: false,
+        };
+        // From here on, failures tear down what exists (through Drop) but keep the logs.
+        for parent in layout.parents() {
+            let dir = parent.join(&id);
+            fs::create_dir(&dir).with_context(|| format!("creating the cgroup directory {}", dir.display()))?;
+            sandbox.cgroup_dirs.push(dir);
+        }
+
+        let log_err = log.try_clone().context("duplicating the log file handle")?;
+        let mut launcher = Command::new("sh");
+        launcher
+            .arg("-c")
+            .arg(OUTER_SCRIPT)
+            .arg("sh")
+            .arg(inner_script(&self))
+            .arg(&id)
+            .arg(&sandbox.console_path)
+            .args(sandbox.cgroup_dirs.iter().map(|d| d.join("cgroup.procs")))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        let launcher = launcher.spawn().context("spawning the sandbox launcher (sh -c ... unshare ...)")?;
+        let launcher_pid = launcher.id();
+        sandbox.launcher = Some(launcher);
+
+        let timeout = boot_timeout();
+        let deadline = started + timeout;
+        sandbox.pid = sandbox.wait_for_pid1(launcher_pid, deadline)?;
+        sandbox.state = sandbox.wait_until_up(deadline, timeout)?;
+        sandbox.boot_duration = started.elapsed();
+        sandbox.keep_logs = std::env::var_os("BATON_SANDBOX_KEEP_LOGS").is_some();
+        Ok(sandbox)
+    }
+}
 
 /// How the sandbox's systemd came up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,73 +409,13 @@ impl Sandbox {
     /// paths even where they lie under a private tmpfs (e.g. a checkout under `/tmp`): each is
     /// bound back over the tmpfs, read-write, before systemd starts.
     pub fn boot_sharing(label: &str, shares: &[PathBuf]) -> Result<Sandbox> {
-        let started = Instant::now();
-        check_prerequisites()?;
-        static REAP: Once = Once::new();
-        REAP.call_once(|| {
-            if let Err(err) = reap_stale() {
-                eprintln!("baton-sandbox: cleaning up stale sandboxes failed: {err:#}");
-            }
-        });
+        Self::builder(label).shares(shares.iter().cloned()).boot()
+    }
 
-        let id = next_id(label);
-        let layout = CgroupLayout::detect()?;
-        let log_dir = log_dir();
-        fs::create_dir_all(&log_dir)
-            .with_context(|| format!("creating the sandbox log directory {}", log_dir.display()))?;
-        let log_path = log_dir.join(format!("{id}.log"));
-        let console_path = log_dir.join(format!("{id}.console"));
-        let log = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
-        File::create(&console_path).with_context(|| format!("creating {}", console_path.display()))?;
-
-        let mut sandbox = Sandbox {
-            id: id.clone(),
-            pid: 0,
-            launcher: None,
-            cgroup_dirs: Vec::new(),
-            log_path,
-            console_path,
-            state: BootState::Running,
-            boot_duration: Duration::ZERO,
-            keep_logs: true,
-            torn_down: false,
-        };
-        // From here on, failures tear down what exists (through Drop) but keep the logs.
-        for parent in layout.parents() {
-            let dir = parent.join(&id);
-            fs::create_dir(&dir).with_context(|| format!("creating the cgroup directory {}", dir.display()))?;
-            sandbox.cgroup_dirs.push(dir);
-        }
-
-        let log_err = log.try_clone().context("duplicating the log file handle")?;
-        let mut launcher = Command::new("sh");
-        launcher
-            .arg("-c")
-            .arg(OUTER_SCRIPT)
-            .arg("sh")
-            .arg(inner_script(shares))
-            .arg(&id)
-            .arg(&sandbox.console_path)
-            .args(sandbox.cgroup_dirs.iter().map(|d| d.join("cgroup.procs")))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        let launcher = launcher.spawn().context("spawning the sandbox launcher (sh -c ... unshare ...)")?;
-        let launcher_pid = launcher.id();
-        sandbox.launcher = Some(launcher);
-
-        let timeout = boot_timeout();
-        let deadline = started + timeout;
-        sandbox.pid = sandbox.wait_for_pid1(launcher_pid, deadline)?;
-        sandbox.state = sandbox.wait_until_up(deadline, timeout)?;
-        sandbox.boot_duration = started.elapsed();
-        sandbox.keep_logs = std::env::var_os("BATON_SANDBOX_KEEP_LOGS").is_some();
-        Ok(sandbox)
+    /// A sandbox with more set up before systemd starts: a host name, files in its private
+    /// tmpfs, units started with `sandbox.target`. [`SandboxBuilder::boot`] boots it.
+    pub fn builder(label: &str) -> SandboxBuilder {
+        SandboxBuilder { label: label.to_owned(), ..SandboxBuilder::default() }
     }
 
     /// Host PID of the namespace's PID 1 (systemd).
@@ -300,14 +454,14 @@ impl Sandbox {
         &self.console_path
     }
 
-    /// A [`Command`] that runs `program` inside: `nsenter -t PID -m -p -n -- program`.
+    /// A [`Command`] that runs `program` inside: `nsenter -t PID -m -p -n -u -- program`.
     ///
-    /// The program sees the sandbox's mounts, PIDs and network; it inherits the caller's
+    /// The program sees the sandbox's mounts, PIDs, network and host name; it inherits the caller's
     /// environment, starts in `/` (entering a mount namespace resets the working directory) and
     /// stays in the caller's cgroup (it is not a unit). Use `systemd-run` for units.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new("nsenter");
-        cmd.arg("-t").arg(self.pid.to_string()).args(["-m", "-p", "-n", "--"]).arg(program);
+        cmd.arg("-t").arg(self.pid.to_string()).args(["-m", "-p", "-n", "-u", "--"]).arg(program);
         cmd
     }
 
@@ -610,25 +764,34 @@ fn cgroup_tree(root: &Path) -> Vec<PathBuf> {
 
 /// The script run by `unshare` as the namespace's PID 1 until it execs systemd.
 /// `$1` is the sandbox id, `$2` the host file to bind over `/dev/console`.
-fn inner_script(shares: &[PathBuf]) -> String {
+fn inner_script(builder: &SandboxBuilder) -> String {
+    let shares = &builder.shares;
     let mut s = String::from("set -e\n");
     // First, while the host's /tmp (where the console log usually is) is still visible.
     s.push_str("mount --bind \"$2\" /dev/console\n");
     // Shared directories that a tmpfs is about to cover: hold each open (fds 3-9) so it can be
     // bound back over the tmpfs from the same mount namespace.
+    let private_dirs = builder.private_dirs();
     let covered: Vec<&PathBuf> =
-        shares.iter().filter(|d| PRIVATE_TMPFS.iter().any(|(path, _, _)| d.starts_with(path))).take(7).collect();
+        shares.iter().filter(|d| private_dirs.iter().any(|path| d.starts_with(path))).take(7).collect();
     for (fd, share) in (3..).zip(&covered) {
         s.push_str(&format!("exec {fd}<{}\n", shell_quote(&share.to_string_lossy())));
     }
-    for (path, mode, optional) in PRIVATE_TMPFS {
+    let extra =
+        builder.tmpfs.iter().map(|(dir, mode)| (dir.to_string_lossy().into_owned(), format!("{mode:o}"), false));
+    let all: Vec<(String, String, bool)> =
+        PRIVATE_TMPFS.iter().map(|(d, m, o)| (d.to_string(), m.to_string(), *o)).chain(extra).collect();
+    // Each covered share is bound back after the last tmpfs that covers it.
+    let last_cover = |share: &Path| all.iter().rposition(|(dir, _, _)| share.starts_with(dir));
+    for (index, (dir, mode, optional)) in all.iter().enumerate() {
+        let path = &shell_word(dir);
         let mount = format!("mount -t tmpfs -o mode={mode},nosuid,nodev tmpfs {path}");
         if *optional {
             s.push_str(&format!("if [ -d {path} ]; then {mount}; fi\n"));
         } else {
             s.push_str(&format!("{mount}\n"));
         }
-        for (fd, share) in (3..).zip(&covered).filter(|(_, d)| d.starts_with(path)) {
+        for (fd, share) in (3..).zip(&covered).filter(|(_, d)| last_cover(d) == Some(index)) {
             let inside = shell_quote(&share.to_string_lossy());
             s.push_str(&format!(
                 "mkdir -p {inside}\nmount --no-canonicalize --rbind /proc/self/fd/{fd} {inside}\nexec {fd}<&-\n"
@@ -639,14 +802,37 @@ fn inner_script(shares: &[PathBuf]) -> String {
         "mount -t proc proc /proc\n\
          mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
          if [ -e /dev/kmsg ]; then mount --bind /dev/null /dev/kmsg; fi\n\
-         ip link set lo up\n\
-         cat > /etc/systemd/system/sandbox.target <<'EOF'\n\
+         ip link set lo up\n",
+    );
+    if let Some(name) = &builder.hostname {
+        // The UTS namespace is the sandbox's own; systemd sets the host name from /etc/hostname
+        // at boot, so that file shows the sandbox's name too (a file in the private /run).
+        s.push_str(&format!(
+            "echo {name} > /proc/sys/kernel/hostname\n\
+             echo {name} > /run/baton-sandbox-hostname\n\
+             if [ -e /etc/hostname ]; then mount --bind /run/baton-sandbox-hostname /etc/hostname; fi\n"
+        ));
+    }
+    let mut wants = String::from("dbus.socket systemd-journald.socket");
+    for unit in &builder.units {
+        wants.push(' ');
+        wants.push_str(unit);
+    }
+    s.push_str(&format!(
+        "cat > /etc/systemd/system/sandbox.target <<'EOF'\n\
          [Unit]\n\
          Description=baton sandbox\n\
          DefaultDependencies=no\n\
-         Wants=dbus.socket systemd-journald.socket\n\
-         EOF\n",
-    );
+         Wants={wants}\n\
+         EOF\n"
+    ));
+    for (path, contents, mode) in &builder.files {
+        let quoted = shell_quote(&path.to_string_lossy());
+        if let Some(parent) = path.parent() {
+            s.push_str(&format!("mkdir -p {}\n", shell_quote(&parent.to_string_lossy())));
+        }
+        s.push_str(&format!("printf '%s' {} > {quoted}\nchmod {mode:o} {quoted}\n", shell_quote(contents)));
+    }
     for unit in MASKED_UNITS {
         s.push_str(&format!("ln -s /dev/null /etc/systemd/system/{unit}\n"));
     }
@@ -672,6 +858,15 @@ fn log_dir() -> PathBuf {
     std::env::var_os("BATON_SANDBOX_LOG_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("baton-sandbox"))
+}
+
+/// A word for `sh`: as is when it is made of safe characters only, else single-quoted.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/_.-".contains(c)) {
+        s.to_owned()
+    } else {
+        shell_quote(s)
+    }
 }
 
 /// Quotes a string for `sh` with single quotes.
@@ -815,7 +1010,8 @@ mod tests {
 
     #[test]
     fn inner_script_mounts_the_tmpfs_set_before_exec() {
-        let s = inner_script(&[PathBuf::from("/tmp/it's here"), PathBuf::from("/srv/elsewhere")]);
+        let builder = Sandbox::builder("t").shares([PathBuf::from("/tmp/it's here"), PathBuf::from("/srv/elsewhere")]);
+        let s = inner_script(&builder);
         let exec = s.find("exec env").expect("exec line");
         let open = s.find("exec 3<'/tmp/it'\\''s here'").expect("share held open");
         let bind = s.find("mount --no-canonicalize --rbind /proc/self/fd/3 '/tmp/it'\\''s here'").expect("share bound");

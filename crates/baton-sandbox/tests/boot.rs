@@ -202,3 +202,58 @@ fn units_written_inside_run_and_log_to_the_journal() -> Result<()> {
     sandbox.kill()?;
     Ok(())
 }
+
+#[test]
+fn builder_sets_a_private_hostname_files_and_units() -> Result<()> {
+    let host_name = fs::read_to_string("/proc/sys/kernel/hostname")?;
+    let checkout = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).canonicalize()?;
+    let sandbox = Sandbox::builder("builder")
+        .shares([checkout])
+        .hostname("fleet-host-7")
+        .tmpfs("/var/log", 0o755)
+        .file("/var/log/baton-test-private", "only inside\n", 0o644)
+        .file("/run/baton-test/identity", "host 7's own 'quoted' $file\n", 0o600)
+        .unit(
+            "builder-probe.service",
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/cp /run/baton-test/identity /run/baton-test/copied\n",
+        )
+        .boot()?;
+    assert_eq!(sandbox.boot_state(), BootState::Running, "failed units: {:?}", sandbox.failed_units()?);
+    assert_eq!(sandbox.sh("hostname")?.trim(), "fleet-host-7");
+    assert_eq!(sandbox.sh("cat /etc/hostname")?.trim(), "fleet-host-7");
+    assert_eq!(sandbox.sh("cat /run/baton-test/copied")?, "host 7's own 'quoted' $file\n");
+    assert_eq!(sandbox.sh("stat -c %a /run/baton-test/identity")?.trim(), "600");
+    assert_eq!(sandbox.sh("systemctl is-active builder-probe.service")?.trim(), "active");
+    assert_eq!(sandbox.sh("cat /var/log/baton-test-private")?, "only inside\n");
+    assert!(!Path::new("/var/log/baton-test-private").exists(), "the extra tmpfs leaked to the host");
+    assert_eq!(sandbox.sh("stat -c %a /var/log")?.trim(), "755");
+    // The host keeps its name, and nothing was written outside the sandbox.
+    assert_eq!(fs::read_to_string("/proc/sys/kernel/hostname")?, host_name);
+    assert!(!Path::new("/run/baton-test").exists());
+    drop(sandbox);
+    assert_eq!(fs::read_to_string("/proc/sys/kernel/hostname")?, host_name);
+    Ok(())
+}
+
+#[test]
+fn builder_refuses_files_outside_the_private_tmpfs_and_bad_names() {
+    let err = |b: baton_sandbox::SandboxBuilder| b.boot().expect_err("must be refused").to_string();
+    let e = err(Sandbox::builder("bad").file("/etc/passwd", "x", 0o644));
+    assert!(e.contains("sandbox file /etc/passwd") && e.contains("private tmpfs"), "{e}");
+    let e = err(Sandbox::builder("bad").file("/run/../etc/passwd", "x", 0o644));
+    assert!(e.contains("without '..'"), "{e}");
+    let e = err(Sandbox::builder("bad").shares([std::path::PathBuf::from("/tmp/shared")]).file(
+        "/tmp/shared/x",
+        "x",
+        0o644,
+    ));
+    assert!(e.contains("outside the shared directories"), "{e}");
+    let e = err(Sandbox::builder("bad").tmpfs("/", 0o755));
+    assert!(e.contains("sandbox tmpfs /"), "{e}");
+    let e = err(Sandbox::builder("bad").tmpfs("/no/such/dir", 0o755));
+    assert!(e.contains("existing directory"), "{e}");
+    let e = err(Sandbox::builder("bad").hostname("bad name"));
+    assert!(e.contains("sandbox hostname \"bad name\""), "{e}");
+    let e = err(Sandbox::builder("bad").unit("../x.service", "[Service]\n"));
+    assert!(e.contains("sandbox unit name"), "{e}");
+}
