@@ -2,7 +2,7 @@
 //! comes first, so bad input touches nothing; every error becomes `{"failed": true, "msg"}`.
 
 use crate::handover::{self, ApplyOptions, Progress};
-use crate::render;
+use crate::unit::render;
 use crate::result::{Failure, FailureKind, Redactor, RunResult};
 use crate::spec::{RawSpec, ServiceSpec, State};
 use crate::systemd::dbus::DbusSystemd;

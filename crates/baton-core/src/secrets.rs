@@ -23,7 +23,7 @@ use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::render::{MARK_SERVICE, MARK_VERSION};
+use crate::unit::{MARK_SERVICE, MARK_VERSION};
 use crate::safe_fs::{self, DirProblem, ReadProblem, MAX_READ};
 use crate::spec::Secrets;
 use crate::unit_dir::DiskError;

@@ -2,11 +2,11 @@
 //! systemd so that nothing a user passes can add a directive or a section, or expand a `$`
 //! variable or a `%` specifier.
 //!
-//! The template only ever sees values that are already escaped for the place they go; a custom
-//! template (the spec's `template`) gets the same context, so it stays just as safe.
+//! The template only ever sees values that are already escaped for the place they go
+//! ([`super::escape`]); a custom template (the spec's `template`) gets the same context, so it
+//! stays just as safe.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io::{self, Read as _};
 use std::path::Path;
 
@@ -15,16 +15,14 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use serde::Serialize;
 
+use super::escape::{escape_directive, escape_path, quote_env, quote_exec_args};
+use super::parse::{self, read_marks};
+use super::{MARK_SERVICE, MARK_VERSION};
 use crate::safe_fs::{self, ReadProblem};
 use crate::spec::{Ident, ServiceSpec};
 
 /// The built-in unit template, embedded in the binary.
 pub const BUILTIN_TEMPLATE: &str = include_str!("unit.service.j2");
-
-/// The `[Unit]` key that marks a unit file as a release of a baton service.
-pub const MARK_SERVICE: &str = "X-Baton-Service";
-/// The `[Unit]` key that names the release a unit file belongs to.
-pub const MARK_VERSION: &str = "X-Baton-Version";
 
 /// The longest line systemd reads in a unit file, in bytes, without its newline. systemd reads
 /// unit files with `read_line(f, LONG_LINE_MAX, …)` (`LONG_LINE_MAX` is 1 MiB in its
@@ -47,6 +45,7 @@ pub const TEMPLATE_FUEL: u64 = 200_000;
 
 /// Why a unit could not be rendered.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RenderError {
     /// The custom template could not be read, or is not a file baton reads (a symbolic link, a
     /// FIFO, a device, a file over [`MAX_TEMPLATE_BYTES`]).
@@ -135,69 +134,6 @@ impl RenderError {
     }
 }
 
-/// Quotes one `ExecStart=` argument: double quotes, C escapes for `\`, `"` and control
-/// characters, `$$` for `$` and `%%` for `%`.
-pub fn quote_exec_arg(arg: &str) -> String {
-    let mut out = String::with_capacity(arg.len() + 2);
-    out.push('"');
-    for c in arg.chars() {
-        match c {
-            '$' => out.push_str("$$"),
-            _ => push_quoted_char(&mut out, c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Quotes one `Environment=` assignment `KEY=value`: double quotes, C escapes and `%%`.
-/// `Environment=` does not expand `$`, so a `$` stays as it is.
-pub fn quote_env(key: &str, value: &str) -> String {
-    let mut out = String::with_capacity(key.len() + value.len() + 3);
-    out.push('"');
-    out.push_str(key);
-    out.push('=');
-    for c in value.chars() {
-        push_quoted_char(&mut out, c);
-    }
-    out.push('"');
-    out
-}
-
-fn push_quoted_char(out: &mut String, c: char) {
-    match c {
-        '\\' => out.push_str("\\\\"),
-        '"' => out.push_str("\\\""),
-        '%' => out.push_str("%%"),
-        c if (c as u32) < 0x80 && c.is_control() => {
-            let _ = write!(out, "\\x{:02x}", c as u32);
-        }
-        c if c.is_control() => {
-            let _ = write!(out, "\\u{:04x}", c as u32);
-        }
-        c => out.push(c),
-    }
-}
-
-/// Escapes a plain directive value: `%%` for `%`, and for command lines (`Exec*` keys) `$$` for `$`.
-pub fn escape_directive(key: &str, value: &str) -> String {
-    let is_command = key.starts_with("Exec");
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '%' => out.push_str("%%"),
-            '$' if is_command => out.push_str("$$"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Escapes a path value (`WorkingDirectory=`): `%%` for `%`.
-fn escape_path(value: &str) -> String {
-    value.replace('%', "%%")
-}
-
 /// The value of the `EnvironmentFile=` line naming the release's secret file, when the spec
 /// has `secret_environment`.
 fn secret_file_value(spec: &ServiceSpec, version: &Ident) -> Option<String> {
@@ -259,7 +195,7 @@ pub fn render(spec: &ServiceSpec) -> Result<String, RenderError> {
     })?;
     // A template that leaves out the secret file would start the release without its secrets.
     if let Some(file) = secret_file_value(spec, version) {
-        if !unit_lines(&unit).any(|(s, k, v)| s == "Service" && k == "EnvironmentFile" && v == file) {
+        if !parse::values(&unit, "Service", "EnvironmentFile").any(|v| v == file) {
             return Err(RenderError::NoSecretFile { path, file });
         }
     }
@@ -299,9 +235,9 @@ fn check_marks(unit: &str, service: &str, version: &str) -> Result<(), String> {
         Some((s, v)) if s == service && v == version => Ok(()),
         Some((s, v)) => Err(format!(" (it is marked as release {v} of service {s})")),
         None => {
-            let elsewhere: Vec<String> = unit_lines(unit)
-                .filter(|(section, key, _)| *section != "Unit" && (*key == MARK_SERVICE || *key == MARK_VERSION))
-                .map(|(section, _, _)| format!("[{section}]"))
+            let elsewhere: Vec<String> = parse::directives(unit)
+                .filter(|d| d.section != "Unit" && (d.key == MARK_SERVICE || d.key == MARK_VERSION))
+                .map(|d| format!("[{}]", d.section))
                 .collect();
             match elsewhere.first() {
                 Some(section) => Err(format!(" (they are in {section}; baton and systemd read them only in [Unit])")),
@@ -454,7 +390,7 @@ fn render_with(spec: &ServiceSpec, version: &Ident, source: &str, path: &str) ->
         mark_service: MARK_SERVICE,
         mark_version: MARK_VERSION,
         service_type: spec.service_type.as_str(),
-        exec_start: spec.exec_start.iter().map(|a| quote_exec_arg(a)).collect::<Vec<_>>().join(" "),
+        exec_start: quote_exec_args(&spec.exec_start),
         user: spec.user.as_deref(),
         group: spec.group.as_deref(),
         working_directory: spec.working_directory.as_ref().map(|p| escape_path(&p.to_string_lossy())),
@@ -475,44 +411,6 @@ fn render_with(spec: &ServiceSpec, version: &Ident, source: &str, path: &str) ->
     // The template and every value are strings, so the output is UTF-8.
     String::from_utf8(out.out)
         .map_err(|e| RenderError::Template { path: path.to_owned(), detail: format!("the output is not UTF-8: {e}") })
-}
-
-/// The directives of a unit file as `(section, key, value)`, in order: section names without
-/// brackets, keys and values trimmed; blank lines and comments (`#`, `;`) skipped.
-pub fn unit_lines(unit_text: &str) -> impl Iterator<Item = (&str, &str, &str)> {
-    let mut section = "";
-    unit_text.lines().filter_map(move |line| {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            return None;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = name;
-            return None;
-        }
-        let (key, value) = line.split_once('=')?;
-        Some((section, key.trim(), value.trim()))
-    })
-}
-
-/// Reads baton's marks back from a unit file: `(service, version)` when both are present in
-/// `[Unit]`.
-pub fn read_marks(unit_text: &str) -> Option<(String, String)> {
-    let (mut service, mut version) = (None, None);
-    for (section, key, value) in unit_lines(unit_text) {
-        match (section, key) {
-            ("Unit", MARK_SERVICE) => service = Some(value.to_owned()),
-            ("Unit", MARK_VERSION) => version = Some(value.to_owned()),
-            _ => {}
-        }
-    }
-    Some((service?, version?))
-}
-
-/// Reads a single-valued key of `[Service]` back from a unit file (the last one wins, as in
-/// systemd), e.g. `User`.
-pub fn read_service_key(unit_text: &str, key: &str) -> Option<String> {
-    unit_lines(unit_text).filter(|(s, k, _)| *s == "Service" && *k == key).last().map(|(_, _, v)| v.to_owned())
 }
 
 #[cfg(test)]
@@ -566,21 +464,11 @@ mod tests {
     }
 
     #[test]
-    fn quoting_rules() {
-        assert_eq!(quote_exec_arg("a b"), r#""a b""#);
-        assert_eq!(quote_exec_arg("$X%y\"\\"), r#""$$X%%y\"\\""#);
-        assert_eq!(quote_exec_arg("\t"), r#""\x09""#);
-        assert_eq!(quote_env("K", "$X%y\"\\"), r#""K=$X%%y\"\\""#);
-        assert_eq!(escape_directive("ExecStartPre", "/bin/echo $A 5%"), "/bin/echo $$A 5%%");
-        assert_eq!(escape_directive("Nice", "$A 5%"), "$A 5%%");
-    }
-
-    #[test]
     fn marks_read_back() {
         let s = spec(r#"{"name":"app","version":"v1","exec_start":["/x"],"user":"nobody"}"#);
         let text = render(&s).expect("renders");
         assert_eq!(read_marks(&text), Some(("app".to_owned(), "v1".to_owned())));
-        assert_eq!(read_service_key(&text, "User").as_deref(), Some("nobody"));
+        assert_eq!(parse::read_service_key(&text, "User").as_deref(), Some("nobody"));
         assert_eq!(read_marks("[Service]\nX-Baton-Service=a\nX-Baton-Version=b\n"), None);
     }
 
