@@ -26,6 +26,7 @@
 pub mod handover;
 pub mod lock;
 pub mod migrate;
+pub mod migration;
 pub mod plan;
 pub mod probe;
 pub mod readback;

@@ -200,8 +200,8 @@ pub fn acquire_with_progress(
 }
 
 /// Opens the lock directory, creating it `0700` when missing, and checks that it is root's
-/// alone.
-fn open_dir(dir: &Path) -> Result<OwnedFd, LockError> {
+/// alone. The migration probe's cache shares the directory.
+pub(crate) fn open_dir(dir: &Path) -> Result<OwnedFd, LockError> {
     let unsafe_dir = |problem: String| LockError::UnsafeDir { dir: dir.to_path_buf(), problem };
     let create_err = |source| LockError::CreateDir { dir: dir.to_path_buf(), source };
     match safe_fs::open_trusted_dir(dir) {

@@ -1,0 +1,194 @@
+//! The migration probe against the real kernel, in sandboxes whose network namespace is
+//! private (so their `net.ipv4.tcp_migrate_req` may be set): the knob on → verified; off →
+//! unavailable; made inert (a regular file holding `1` bind-mounted over the sysctl in the
+//! sandbox's mount namespace while the namespace's real value stays 0) → unavailable, although
+//! the knob reads 1; the answer is cached per boot, namespace and knob value; no loopback is a
+//! clear error. And the control that gives the probe its meaning: handovers under load with the
+//! knob inert reset requests, with the knob working they fail none.
+
+use std::process::Command;
+use std::time::Duration;
+
+use baton_core::migration::{self, MigrationCounters};
+use baton_integration::{bin, demo_spec, Host, LoadReport};
+use serde_json::{json, Value};
+
+const SYSCTL: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+
+/// `baton-migration-check [args]` inside the sandbox: its JSON.
+fn check(h: &Host, args: &[&str]) -> Value {
+    let out = h.sb.command(bin("baton-migration-check")).args(args).output().expect("run baton-migration-check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Sets the sandbox's own (per network namespace) sysctl.
+fn set_knob(h: &Host, value: u8) {
+    h.sh(&format!("echo {value} > {SYSCTL}"));
+    assert_eq!(real_knob(h), value.to_string());
+}
+
+/// Makes the knob inert: the real value 0, and a regular file holding 1 mounted over the sysctl
+/// in the sandbox's mount namespace (what baton, the probe and the services read there).
+fn make_knob_inert(h: &Host) {
+    set_knob(h, 0);
+    h.sh(&format!("echo 1 > /run/inert-knob && mount --bind /run/inert-knob {SYSCTL}"));
+    assert_eq!(h.sh(&format!("cat {SYSCTL}")).trim(), "1", "the knob reads 1 inside");
+    assert_eq!(real_knob(h), "0", "the kernel's value for the namespace stays 0");
+}
+
+/// The namespace's real value: read through the host's /proc (no bind mount there) from inside
+/// the sandbox's network namespace (the sysctl is per network namespace of the reader).
+fn real_knob(h: &Host) -> String {
+    let out = Command::new("nsenter")
+        .args(["-t", &h.sb.pid().to_string(), "-n", "cat", SYSCTL])
+        .output()
+        .expect("nsenter -n cat");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The sandbox namespace's migration counters, read from the host.
+fn counters(h: &Host) -> MigrationCounters {
+    let text = std::fs::read_to_string(format!("/proc/{}/net/netstat", h.sb.pid())).expect("netstat");
+    migration::parse_netstat(&text).expect("the kernel counts migrations")
+}
+
+#[test]
+fn probe_verifies_with_the_knob_on() {
+    let h = Host::boot("mig-on");
+    set_knob(&h, 1);
+    let out = check(&h, &[]);
+    eprintln!("knob on: {out}");
+    assert_eq!(out["migration"], "verified", "{out:#}");
+    assert_eq!(out["knob"], "1");
+    assert_eq!(out["reason"], Value::Null);
+    assert_eq!(out["warning"], Value::Null);
+    assert!(out["counters"]["success"].as_u64() >= Some(1), "the kernel counted the migration: {out:#}");
+    assert_eq!(out["counters"]["failure"], 0, "{out:#}");
+    assert!(out["wakes_waiters"].is_boolean(), "{out:#}");
+    assert!(out["probe_us"].as_u64() < Some(1_000_000), "{out:#}");
+}
+
+#[test]
+fn probe_reports_unavailable_with_the_knob_off() {
+    let h = Host::boot("mig-off");
+    set_knob(&h, 0);
+    let out = check(&h, &[]);
+    eprintln!("knob off: {out}");
+    assert_eq!(out["migration"], "unavailable", "{out:#}");
+    assert_eq!(out["knob"], "0");
+    let reason = out["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("was reset instead of moving to another listener"), "{out:#}");
+    assert_eq!(out["counters"], json!({"success": 0, "failure": 0}), "nothing migrated: {out:#}");
+    let warning = out["warning"].as_str().unwrap_or("");
+    assert!(warning.contains("will be reset") && warning.contains("listen_mode \"socket\""), "{warning}");
+}
+
+#[test]
+fn probe_sees_through_an_inert_knob() {
+    let h = Host::boot("mig-inert");
+    make_knob_inert(&h);
+    let out = check(&h, &[]);
+    eprintln!("knob inert: {out}");
+    assert_eq!(out["migration"], "unavailable", "the knob reads 1 but nothing migrates: {out:#}");
+    assert_eq!(out["knob"], "1", "{out:#}");
+    assert!(out["reason"].as_str().unwrap_or("").contains("reset"), "{out:#}");
+    let warning = out["warning"].as_str().unwrap_or("");
+    assert!(warning.contains("net.ipv4.tcp_migrate_req reads 1"), "{warning}");
+    assert_eq!(out["counters"], json!({"success": 0, "failure": 0}), "{out:#}");
+    assert_eq!(real_knob(&h), "0", "the probe wrote nothing");
+}
+
+#[test]
+fn probe_is_cached_per_boot_namespace_and_knob() {
+    let h = Host::boot("mig-cache");
+    set_knob(&h, 1);
+    let first = check(&h, &["--cache-dir", "/run/baton"]);
+    assert_eq!(first["migration"], "verified", "{first:#}");
+    assert_eq!(first["cached"], false);
+    assert_eq!(first["cache_problem"], Value::Null, "{first:#}");
+    let second = check(&h, &["--cache-dir", "/run/baton"]);
+    assert_eq!(second["migration"], "verified", "{second:#}");
+    assert_eq!(second["cached"], true, "{second:#}");
+    assert_eq!(second["counters"], json!({"success": 0, "failure": 0}), "a cached answer probes nothing");
+    assert_eq!(h.sh("stat -c %a:%U /run/baton /run/baton/migration-probe"), "700:root\n600:root\n");
+    let entry: Value = serde_json::from_str(&h.sh("cat /run/baton/migration-probe")).expect("cache JSON");
+    assert_eq!(entry["key"]["knob"], "1");
+    assert_eq!(entry["key"]["boot_id"], h.sh("cat /proc/sys/kernel/random/boot_id").trim());
+    let netns = h.sh("readlink /proc/self/ns/net");
+    assert_eq!(format!("net:[{}]", entry["key"]["netns"]), netns.trim(), "the sandbox's namespace");
+
+    // The knob changed: probed again, and the answer follows.
+    set_knob(&h, 0);
+    let third = check(&h, &["--cache-dir", "/run/baton"]);
+    assert_eq!(
+        (third["migration"].as_str(), third["cached"].as_bool()),
+        (Some("unavailable"), Some(false)),
+        "{third:#}"
+    );
+    let fourth = check(&h, &["--cache-dir", "/run/baton"]);
+    assert_eq!(
+        (fourth["migration"].as_str(), fourth["cached"].as_bool()),
+        (Some("unavailable"), Some(true)),
+        "{fourth:#}"
+    );
+}
+
+#[test]
+fn no_ipv4_loopback_is_a_clear_error() {
+    // A fresh network namespace of its own (nothing else runs in it): loopback is down.
+    let out = Command::new("unshare").arg("-n").arg(bin("baton-migration-check")).output().expect("unshare -n");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let json: Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    let msg = json["msg"].as_str().unwrap_or("");
+    assert!(msg.contains("IPv4 loopback (127.0.0.1) is not usable") && msg.contains("ip link set lo up"), "{msg}");
+}
+
+/// `rounds` handovers under load (4 workers, a new connection per request) of a demo release
+/// that keeps its stopped listener open for 150 ms on SIGTERM, so connections queue on it.
+fn handovers(h: &Host, name: &str, rounds: usize) -> (LoadReport, MigrationCounters, Vec<Value>) {
+    let port = 8090;
+    let spec = |v: &str| demo_spec(name, v, port, &["--linger-ms", "150"], json!({"migrate_requests": true}));
+    h.apply(&spec("v0"), &[]).ok();
+    h.wait_http(port, Duration::from_secs(5)).expect("v0 serves");
+    let load = h.load(port, 4, 120);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = counters(h);
+    let mut results = Vec::new();
+    for i in 1..=rounds {
+        results.push(h.apply(&spec(&format!("v{i}")), &[]).ok().json);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let report = load.finish().expect("load report");
+    (report, before.delta(counters(h)), results)
+}
+
+#[test]
+fn control_handovers_reset_requests_with_the_knob_inert_and_none_with_it_working() {
+    let rounds = 5;
+    let inert = Host::boot("mig-ctl-inert");
+    make_knob_inert(&inert);
+    let (bad, bad_counters, _) = handovers(&inert, "ctl", rounds);
+    assert_eq!(real_knob(&inert), "0", "baton trusted the knob's 1 and wrote nothing");
+    drop(inert);
+
+    let working = Host::boot("mig-ctl-working");
+    set_knob(&working, 0);
+    let (good, good_counters, _) = handovers(&working, "ctl", rounds);
+    assert_eq!(real_knob(&working), "1", "baton turned the knob on");
+    drop(working);
+
+    eprintln!(
+        "{rounds} handovers, knob inert: {} requests, {} failed ({:?}), counters {bad_counters:?}; knob working: {} \
+         requests, {} failed, counters {good_counters:?}",
+        bad.requests, bad.failed, bad.first_errors, good.requests, good.failed
+    );
+    assert!(bad.requests > 300 && good.requests > 300, "the load must be real: {bad:?} {good:?}");
+    assert!(bad.failed > 0, "with the knob inert, queued connections must be reset: {bad:?}");
+    assert_eq!(bad_counters.success, 0, "nothing migrated with the knob inert");
+    assert_eq!(good.failed, 0, "with migration working no request fails: {good:?}");
+    assert!(good_counters.success > 0, "the kernel migrated queued connections: {good_counters:?}");
+}
