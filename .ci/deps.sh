@@ -11,13 +11,15 @@ declare -A uses=(
   [mount]="/usr/bin/mount"
   [iproute2]="/usr/bin/ip /sbin/ip"
   [dbus]="/usr/bin/dbus-daemon"
-  [systemd]="/lib/systemd/systemd /usr/bin/systemd-analyze /usr/bin/journalctl /usr/bin/systemctl"
+  [systemd]="/lib/systemd/systemd /usr/bin/systemd-analyze /usr/bin/journalctl /usr/bin/systemctl /usr/bin/systemd-socket-activate"
   [binutils]="/usr/bin/objdump"
   [debootstrap]="/usr/sbin/debootstrap"
   [python3-venv]="/usr/lib/python3*/ensurepip/__init__.py"
   # The fleet harness (integration/src/fleet.rs): an sshd per sandboxed host, ssh from the controller.
   [openssh-server]="/usr/sbin/sshd /usr/lib/openssh/sftp-server"
   [openssh-client]="/usr/bin/ssh /usr/bin/ssh-keygen"
+  # A keep-alive HTTP client nobody here wrote (integration/tests/keepalive.rs).
+  [wrk]="/usr/bin/wrk"
 )
 
 installed() { dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed; }

@@ -4,11 +4,20 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use clap::Parser;
 
+/// The default of `--drain-ms`: well under baton's default `TimeoutStopSec=30` (and the 10 s
+/// the tests use), so a drained process exits before systemd would SIGKILL it.
+pub const DEFAULT_DRAIN_MS: u64 = 5000;
+
 /// A demo SO_REUSEPORT HTTP service with fault switches, for handover demos and tests.
+///
+/// When systemd passes a listening socket (socket activation: `LISTEN_FDS`/`LISTEN_PID`, the
+/// socket at fd 3), it serves that one and binds nothing; otherwise it binds `--listen:--port`
+/// itself with SO_REUSEPORT.
 #[derive(Debug, Parser)]
 #[command(name = "baton-demo", disable_version_flag = true)]
 pub struct Args {
-    /// The TCP port to listen on (shared with other instances through SO_REUSEPORT).
+    /// The TCP port to listen on (shared with other instances through SO_REUSEPORT); unused
+    /// when systemd passes the listener.
     #[arg(long)]
     pub port: u16,
     /// The address to listen on.
@@ -43,6 +52,16 @@ pub struct Args {
     /// Simulated work: sleep this long before answering each `GET /`.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub work_ms: u64,
+    /// On SIGTERM, once the listener is closed: how long a kept-alive connection may stay idle
+    /// before it is closed (its next request before then is answered with `Connection: close`).
+    /// Keep it shorter than the unit's TimeoutStopSec.
+    #[arg(long, value_name = "MS", env = "BATON_DEMO_DRAIN_MS", default_value_t = DEFAULT_DRAIN_MS,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub drain_ms: u64,
+    /// Fault: on SIGTERM, close kept-alive connections without `Connection: close` (idle ones at
+    /// once, busy ones right after their response), as a server that does not drain.
+    #[arg(long)]
+    pub no_drain: bool,
 }
 
 /// A version fits in a header value: printable ASCII, no spaces.
@@ -86,7 +105,23 @@ mod tests {
             assert_eq!(args.listen, IpAddr::V4(Ipv4Addr::LOCALHOST));
             assert_eq!(args.unhealthy_after, Some(1.5));
             assert!(args.notify && !args.ignore_sigterm && args.never_accept);
+            assert!(!args.no_drain);
         }
+    }
+
+    #[test]
+    fn drain_time_from_the_flag_or_the_environment() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["baton-demo", "--port", "1", "--version", "v1"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv).map(|a| a.drain_ms).ok()
+        };
+        // The environment variable is not set in tests; clap reads it only when it is.
+        if std::env::var_os("BATON_DEMO_DRAIN_MS").is_none() {
+            assert_eq!(parse(&[]), Some(DEFAULT_DRAIN_MS));
+        }
+        assert_eq!(parse(&["--drain-ms", "250"]), Some(250));
+        assert_eq!(parse(&["--drain-ms", "250", "--no-drain"]), Some(250));
     }
 
     #[test]
@@ -95,6 +130,8 @@ mod tests {
             &["baton-demo", "--port", "1", "--version", "v 1"][..],
             &["baton-demo", "--port", "1", "--version", "v1", "--unhealthy-after", "-1"],
             &["baton-demo", "--version", "v1"],
+            &["baton-demo", "--port", "1", "--version", "v1", "--drain-ms", "-5"],
+            &["baton-demo", "--port", "1", "--version", "v1", "--drain-ms", "3600001"],
         ] {
             assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
         }

@@ -25,7 +25,7 @@ mod tests {
     use super::*;
 
     fn req(method: &str, path: &str) -> Request {
-        Request { method: method.to_owned(), path: path.to_owned() }
+        Request { method: method.to_owned(), path: path.to_owned(), keep_alive: true }
     }
 
     #[test]

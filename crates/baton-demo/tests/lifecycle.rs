@@ -32,7 +32,7 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
         let reply = client.join().expect("client thread").expect("a full response");
         assert_eq!((reply.status, reply.body.as_str()), (200, "v1\n"), "{reply:?}");
     }
-    assert!(demo.log_contains("waiting for 3 requests in flight"));
+    assert!(demo.log_contains("waiting for 3 connections"));
     assert!(demo.log_contains("drained"));
     assert!(TcpStream::connect(common::addr(port)).is_err(), "port closed after exit");
 }

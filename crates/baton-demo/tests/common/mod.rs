@@ -49,6 +49,15 @@ impl Demo {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         setup(&mut command);
+        Self::spawn_on(command, port)
+    }
+
+    /// Spawns `command` (a `baton-demo`, or a launcher that execs one) with stderr piped.
+    pub fn spawn(command: Command) -> Demo {
+        Self::spawn_on(command, 0)
+    }
+
+    fn spawn_on(mut command: Command, port: u16) -> Demo {
         let mut child = command.spawn().expect("spawn baton-demo");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, lines) = mpsc::channel();
