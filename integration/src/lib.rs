@@ -7,6 +7,7 @@
 
 pub mod ansible;
 pub mod dist;
+pub mod fleet;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
