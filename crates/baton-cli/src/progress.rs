@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use baton_core::handover::Progress;
+use baton_core::Progress;
 
 /// Prints progress lines to stderr with the elapsed time.
 #[derive(Debug)]
@@ -60,6 +60,11 @@ impl Reporter {
                     let took = self.step_started.elapsed().as_secs_f64() * 1000.0;
                     let _ = writeln!(err, "[{t:6.1}s]   done in {took:.1} ms: {action}");
                 }
+            }
+            Progress::WaitingForLock { service, holder, elapsed, limit } => {
+                drop(err);
+                let what = format!("the lock of {service}, held by another run ({holder})");
+                self.report(Progress::Waiting { what, elapsed, limit });
             }
             Progress::Waiting { what, elapsed, limit } => {
                 let line = format!(

@@ -34,8 +34,18 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How often the `on_wait` callback of [`acquire_with_progress`] is called while waiting.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A wait for another run's lock, as [`acquire_with_progress`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockWait {
+    /// Time waited so far.
+    pub waited: Duration,
+    /// What the lock file says about its holder (`pid=… since=… cmd=…`).
+    pub holder: String,
+}
+
 /// Why the lock could not be taken.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LockError {
     /// Another run held the lock for the whole timeout.
     #[error("service {service} is locked by another baton run ({holder}); waited {}", Secs(*.waited))]
@@ -54,7 +64,7 @@ pub enum LockError {
         service: String,
     },
     /// The lock directory could not be created.
-    #[error("cannot create the lock directory {dir}: {source}")]
+    #[error("cannot create the lock directory {dir}")]
     CreateDir {
         /// The directory.
         dir: PathBuf,
@@ -73,7 +83,7 @@ pub enum LockError {
         problem: String,
     },
     /// The lock file could not be opened or created.
-    #[error("cannot open the lock file {path}: {source}")]
+    #[error("cannot open the lock file {path}")]
     Open {
         /// The lock file.
         path: PathBuf,
@@ -89,7 +99,7 @@ pub enum LockError {
         problem: String,
     },
     /// `flock` failed for another reason than the lock being held.
-    #[error("cannot lock {path}: {source}")]
+    #[error("cannot lock {path}")]
     Lock {
         /// The lock file.
         path: PathBuf,
@@ -97,7 +107,7 @@ pub enum LockError {
         source: io::Error,
     },
     /// The lock was taken but the holder could not be written into the file.
-    #[error("cannot write the holder into the lock file {path}: {source}")]
+    #[error("cannot write the holder into the lock file {path}")]
     WriteHolder {
         /// The lock file.
         path: PathBuf,
@@ -140,13 +150,14 @@ pub fn acquire(dir: &Path, service: &str, timeout: Duration) -> Result<ServiceLo
     acquire_with_progress(dir, service, timeout, |_| {})
 }
 
-/// [`acquire`], calling `on_wait(waited so far)` when the lock is found busy and then about
-/// once a second while waiting, so that a front-end can say what it is waiting for.
+/// [`acquire`], calling `on_wait` (time waited so far, and the holder) when the lock is found
+/// busy and then about once a second while waiting, so that a front-end can say what it is
+/// waiting for.
 pub fn acquire_with_progress(
     dir: &Path,
     service: &str,
     timeout: Duration,
-    mut on_wait: impl FnMut(Duration),
+    mut on_wait: impl FnMut(LockWait),
 ) -> Result<ServiceLock, LockError> {
     if service.is_empty() || service.starts_with('.') || service.contains(['/', '\0']) || service.len() > 200 {
         return Err(LockError::InvalidName { service: service.to_string() });
@@ -183,7 +194,7 @@ pub fn acquire_with_progress(
                 });
             }
             if waited >= next_progress {
-                on_wait(waited);
+                on_wait(LockWait { waited, holder: holder_of(&dir_fd, &name) });
                 next_progress = waited.saturating_add(PROGRESS_INTERVAL);
             }
             std::thread::sleep(POLL_INTERVAL.min(timeout.saturating_sub(waited)));
@@ -357,7 +368,8 @@ mod tests {
         releaser.join().expect("thread");
         got.expect("acquired once released");
         assert_eq!(waits.len(), 1, "{waits:?}");
-        assert!(waits[0] < Duration::from_millis(100), "{waits:?}");
+        assert!(waits[0].waited < Duration::from_millis(100), "{waits:?}");
+        assert!(waits[0].holder.contains(&format!("pid={}", std::process::id())), "{waits:?}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! connections, which is what makes stopping the old release lossless.
 //!
 //! The sysctl exists since Linux 5.14 and is per network namespace. A missing file means the
-//! kernel lacks it ([`MigrateStatus::Unsupported`]); the handover still works there, only
+//! kernel lacks it ([`Migrate::Unsupported`]); the handover still works there, only
 //! connections queued at the very moment the old listener closes may be reset.
 
 use std::fs::OpenOptions;
@@ -16,22 +16,28 @@ pub const SYSCTL_PATH: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
 /// The sysctl's name, as operators know it.
 pub const SYSCTL_NAME: &str = "net.ipv4.tcp_migrate_req";
 
-/// What [`ensure_on`] found or did.
+/// The sysctl as a run finds it: the one shape of the migrate setting, from the reading to the
+/// plan to the step that turns it on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MigrateStatus {
-    /// The sysctl was already 1; nothing was written.
-    AlreadyOn,
-    /// The sysctl was 0 and has been set to 1 (in check mode: would be).
-    TurnedOn,
-    /// The kernel has no such sysctl (older than 5.14); nothing was written.
+pub enum Migrate {
+    /// `net.ipv4.tcp_migrate_req` is 1.
+    On,
+    /// It is 0.
+    Off,
+    /// The kernel lacks it (older than 5.14), or it cannot be read.
     Unsupported,
 }
 
+/// The warning of a run that hands over on a kernel without the sysctl.
+pub const UNSUPPORTED_WARNING: &str = "this kernel lacks net.ipv4.tcp_migrate_req (Linux >= 5.14): connections still \
+     queued on the old release's listener when it closes may be reset";
+
 /// Why the sysctl could not be read or turned on.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MigrateError {
     /// The sysctl file exists but could not be read.
-    #[error("cannot read {SYSCTL_NAME} from {path}: {source}")]
+    #[error("cannot read {SYSCTL_NAME} from {path}")]
     Read {
         /// The sysctl file.
         path: PathBuf,
@@ -47,7 +53,7 @@ pub enum MigrateError {
         value: String,
     },
     /// Writing 1 failed (typically: not root, or a read-only /proc/sys in a container).
-    #[error("cannot turn on {SYSCTL_NAME} (writing 1 to {path}): {source}")]
+    #[error("cannot turn on {SYSCTL_NAME} (writing 1 to {path})")]
     Write {
         /// The sysctl file.
         path: PathBuf,
@@ -62,15 +68,21 @@ pub enum MigrateError {
     },
 }
 
-/// Makes sure `net.ipv4.tcp_migrate_req` is 1, writing it when it is 0 (unless `check_only`, in
-/// which case it reports [`MigrateStatus::TurnedOn`] without writing).
-pub fn ensure_on(check_only: bool) -> Result<MigrateStatus, MigrateError> {
-    ensure_on_at(Path::new(SYSCTL_PATH), check_only)
+/// Makes sure `net.ipv4.tcp_migrate_req` is 1, writing it when it is 0. Ok(what it found):
+/// [`Migrate::Off`] means it was turned on, [`Migrate::On`] and [`Migrate::Unsupported`] that
+/// nothing was written.
+pub fn ensure_on() -> Result<Migrate, MigrateError> {
+    ensure_on_at(Path::new(SYSCTL_PATH))
 }
 
-/// The sysctl's current value: `None` when the kernel lacks it or it cannot be read.
-pub fn read() -> Option<bool> {
-    read_at(Path::new(SYSCTL_PATH)).ok().flatten()
+/// The sysctl's current value ([`Migrate::Unsupported`] when the kernel lacks it or it cannot
+/// be read).
+pub fn read() -> Migrate {
+    match read_at(Path::new(SYSCTL_PATH)) {
+        Ok(Some(true)) => Migrate::On,
+        Ok(Some(false)) => Migrate::Off,
+        Ok(None) | Err(_) => Migrate::Unsupported,
+    }
 }
 
 /// Reads the sysctl at `path`: `Ok(None)` when the file does not exist.
@@ -88,11 +100,10 @@ fn read_at(path: &Path) -> Result<Option<bool>, MigrateError> {
 }
 
 /// [`ensure_on`] against the sysctl file at `path` (a temp file in tests).
-fn ensure_on_at(path: &Path, check_only: bool) -> Result<MigrateStatus, MigrateError> {
+fn ensure_on_at(path: &Path) -> Result<Migrate, MigrateError> {
     match read_at(path)? {
-        None => Ok(MigrateStatus::Unsupported),
-        Some(true) => Ok(MigrateStatus::AlreadyOn),
-        Some(false) if check_only => Ok(MigrateStatus::TurnedOn),
+        None => Ok(Migrate::Unsupported),
+        Some(true) => Ok(Migrate::On),
         Some(false) => {
             // No `create`: a file that vanished must not be created, and no `truncate`: procfs
             // takes the write as a whole, and a regular file of "0\n" is overwritten in place.
@@ -101,7 +112,7 @@ fn ensure_on_at(path: &Path, check_only: bool) -> Result<MigrateStatus, MigrateE
                 return Err(MigrateError::Write { path: path.to_path_buf(), source });
             }
             match read_at(path)? {
-                Some(true) => Ok(MigrateStatus::TurnedOn),
+                Some(true) => Ok(Migrate::Off),
                 _ => Err(MigrateError::NotApplied { path: path.to_path_buf() }),
             }
         }
@@ -124,32 +135,24 @@ mod tests {
     #[test]
     fn already_on_is_left_alone() {
         let (_dir, path) = sysctl_file("1\n");
-        assert_eq!(ensure_on_at(&path, false).expect("ensure"), MigrateStatus::AlreadyOn);
+        assert_eq!(ensure_on_at(&path).expect("ensure"), Migrate::On);
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "1\n");
     }
 
     #[test]
     fn off_is_turned_on() {
         let (_dir, path) = sysctl_file("0\n");
-        assert_eq!(ensure_on_at(&path, false).expect("ensure"), MigrateStatus::TurnedOn);
+        assert_eq!(ensure_on_at(&path).expect("ensure"), Migrate::Off);
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "1\n");
         assert_eq!(read_at(&path).expect("read"), Some(true));
-        assert_eq!(ensure_on_at(&path, false).expect("ensure again"), MigrateStatus::AlreadyOn);
-    }
-
-    #[test]
-    fn check_mode_reports_without_writing() {
-        let (_dir, path) = sysctl_file("0\n");
-        assert_eq!(ensure_on_at(&path, true).expect("check"), MigrateStatus::TurnedOn);
-        assert_eq!(std::fs::read_to_string(&path).expect("read"), "0\n");
+        assert_eq!(ensure_on_at(&path).expect("ensure again"), Migrate::On);
     }
 
     #[test]
     fn missing_file_is_unsupported() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("tcp_migrate_req");
-        assert_eq!(ensure_on_at(&path, false).expect("ensure"), MigrateStatus::Unsupported);
-        assert_eq!(ensure_on_at(&path, true).expect("check"), MigrateStatus::Unsupported);
+        assert_eq!(ensure_on_at(&path).expect("ensure"), Migrate::Unsupported);
         assert!(!path.exists(), "a missing sysctl must not be created");
         assert_eq!(read_at(&path).expect("read"), None);
     }
@@ -157,7 +160,7 @@ mod tests {
     #[test]
     fn garbage_is_an_error_naming_the_sysctl() {
         let (_dir, path) = sysctl_file("yes\n");
-        let err = ensure_on_at(&path, false).expect_err("garbage");
+        let err = ensure_on_at(&path).expect_err("garbage");
         assert!(matches!(err, MigrateError::Unexpected { .. }), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains(SYSCTL_NAME), "{msg}");
@@ -170,9 +173,9 @@ mod tests {
         let mut perms = std::fs::metadata(&path).expect("meta").permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o444);
         std::fs::set_permissions(&path, perms).expect("chmod");
-        match ensure_on_at(&path, false) {
+        match ensure_on_at(&path) {
             // root ignores file modes: the write goes through.
-            Ok(status) => assert_eq!(status, MigrateStatus::TurnedOn),
+            Ok(status) => assert_eq!(status, Migrate::Off),
             Err(err) => {
                 assert!(matches!(err, MigrateError::Write { .. }), "{err:?}");
                 assert!(err.to_string().starts_with("cannot turn on"), "{err}");
@@ -183,6 +186,6 @@ mod tests {
     #[test]
     fn read_of_the_real_sysctl_never_fails() {
         // Reading only; whatever the host has is fine.
-        let _ = read();
+        let _: Migrate = read();
     }
 }

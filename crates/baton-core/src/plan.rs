@@ -4,10 +4,10 @@
 
 use std::path::PathBuf;
 
-use crate::render::read_service_key;
 use crate::secrets::{self, SecretText};
 use crate::spec::{ServiceSpec, State};
 use crate::state::ServiceState;
+use crate::unit::parse::read_service_key;
 use crate::unit_dir::{self, DiskError};
 
 /// One step of a plan.
@@ -167,16 +167,7 @@ pub enum PlanError {
     Preflight(String),
 }
 
-/// Whether the kernel will migrate requests of a closing listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Migrate {
-    /// `net.ipv4.tcp_migrate_req` is 1.
-    On,
-    /// It is 0.
-    Off,
-    /// The kernel lacks it.
-    Unsupported,
-}
+pub use crate::migrate::Migrate;
 
 /// Plans the run. `rendered` is the target unit's text (None for `absent`, and for a `stopped`
 /// spec that names no release).
@@ -297,11 +288,7 @@ pub fn plan(
                 match migrate {
                     Migrate::On => {}
                     Migrate::Off => steps.push(Step::MigrateRequests),
-                    Migrate::Unsupported => warnings.push(
-                        "this kernel lacks net.ipv4.tcp_migrate_req (Linux >= 5.14): connections still queued \
-                         on the old release's listener when it closes may be reset"
-                            .to_owned(),
-                    ),
+                    Migrate::Unsupported => warnings.push(crate::migrate::UNSUPPORTED_WARNING.to_owned()),
                 }
             }
         }
@@ -398,10 +385,10 @@ fn preflight_same_user(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::render;
     use crate::spec::parse;
     use crate::state::Release;
     use crate::systemd::UnitStatus;
+    use crate::unit::render::render;
     use crate::unit_dir::UnitFile;
     use std::time::{Duration, SystemTime};
 

@@ -168,7 +168,7 @@ pub enum RunResult {
     Ok(Outcome),
 }
 
-/// What [`redact`] puts in place of a secret (Ansible's own mask).
+/// What a [`Redactor`] puts in place of a secret (Ansible's own mask).
 pub const MASK: &str = "********";
 
 /// Masks secrets (e.g. the `environment` values of a run under Ansible's `no_log`, and the
@@ -213,15 +213,11 @@ impl Redactor {
     pub fn forms(secret: &str) -> Vec<String> {
         let inner = |quoted: String| quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')).map(str::to_owned);
         let mut rendered = vec![secret.to_owned()];
-        // As `Environment="K=value"` holds it: strip the quotes and `K=`.
-        if let Some(v) =
-            inner(crate::render::quote_env("K", secret)).and_then(|q| q.strip_prefix("K=").map(str::to_owned))
-        {
-            rendered.push(v);
-        }
-        rendered.extend(inner(crate::render::quote_exec_arg(secret)));
-        rendered.push(crate::render::escape_directive("ExecStartPre", secret));
-        rendered.push(crate::render::escape_directive("Description", secret));
+        // As `Environment="K=value"` holds it.
+        rendered.push(crate::unit::escape::escape_env_value(secret));
+        rendered.extend(inner(crate::unit::escape::quote_exec_arg(secret)));
+        rendered.push(crate::unit::escape::escape_directive("ExecStartPre", secret));
+        rendered.push(crate::unit::escape::escape_directive("Description", secret));
         let mut file_form = String::with_capacity(secret.len());
         for c in secret.chars() {
             if matches!(c, '\\' | '"' | '$' | '`') {
@@ -297,7 +293,8 @@ impl Redactor {
 /// Masks the value of every `Environment=` line of a unit's text: `Environment="KEY=value"` (as
 /// baton renders it) becomes `Environment="KEY=********"`, any other form `Environment=********`.
 fn mask_environment_lines(text: &mut String) {
-    if !text.contains("Environment=") {
+    use crate::unit::{escape, parse};
+    if !text.contains("Environment") {
         return;
     }
     let mut out = String::with_capacity(text.len());
@@ -306,34 +303,57 @@ fn mask_environment_lines(text: &mut String) {
             Some(b) => (b, "\n"),
             None => (line, ""),
         };
-        match body.strip_prefix("Environment=") {
-            Some(value) => {
-                let key = value
-                    .strip_prefix('"')
-                    .filter(|v| v.ends_with('"'))
-                    .and_then(|v| v.split_once('='))
-                    .map(|(k, _)| k)
-                    .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
-                match key {
-                    Some(k) => out.push_str(&format!("Environment=\"{k}={MASK}\"")),
+        match parse::line(body) {
+            parse::Line::Directive { key: "Environment", value } => {
+                match escape::single_env_key(value) {
+                    Some(k) => out.push_str(&format!("Environment={}", escape::quote_env(&k, MASK))),
                     None => out.push_str(&format!("Environment={MASK}")),
                 }
                 out.push_str(end);
             }
-            None => out.push_str(line),
+            _ => out.push_str(line),
         }
     }
     *text = out;
 }
 
-/// Masks `secrets` in a result: see [`Redactor::result`].
-pub fn redact(result: &mut RunResult, secrets: &[&str]) {
-    Redactor::new(secrets).result(result);
+/// An error with its causes, each once: `message: cause: cause…` (the `{e:#}` of an error
+/// chain). baton's error messages leave their source out, so this is how a result's `msg`
+/// carries it.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !cause_text.is_empty() && !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Masks `secrets` in a result as Ansible's `no_log` does: see [`Redactor::new`].
+    fn redact(result: &mut RunResult, secrets: &[&str]) {
+        Redactor::new(secrets).result(result);
+    }
+
+    #[test]
+    fn the_chain_names_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read /x")]
+        struct Outer {
+            source: std::io::Error,
+        }
+        let e = Outer { source: std::io::Error::from(std::io::ErrorKind::NotFound) };
+        assert_eq!(error_chain(&e), "cannot read /x: entity not found");
+        assert_eq!(error_chain(&std::io::Error::from(std::io::ErrorKind::NotFound)), "entity not found");
+    }
 
     fn outcome(msg: &str, before: &str, after: &str) -> RunResult {
         RunResult::Ok(Outcome {
@@ -372,7 +392,7 @@ mod tests {
     #[test]
     fn masks_the_quoted_form_the_unit_file_holds() {
         let secret = "p\"a%s\\s";
-        let line = format!("Environment={}\n", crate::render::quote_env("PASSWORD", secret));
+        let line = format!("Environment={}\n", crate::unit::escape::quote_env("PASSWORD", secret));
         assert!(!line.contains(secret), "the unit holds the escaped form: {line}");
         let mut r = outcome("ok", "", &line);
         redact(&mut r, &[secret]);
@@ -445,7 +465,7 @@ mod tests {
             .as_bytes(),
         )
         .expect("valid");
-        let unit = crate::render::render(&spec).expect("renders");
+        let unit = crate::unit::render::render(&spec).expect("renders");
         let mut r = outcome(&format!("journal: {secret}"), "", &unit);
         Redactor::values_only(&[secret]).result(&mut r);
         let text = serde_json::to_string(&r).expect("json");

@@ -1,35 +1,40 @@
 //! The one entry point every front-end calls: raw spec in, contract result out. Validation
 //! comes first, so bad input touches nothing; every error becomes `{"failed": true, "msg"}`.
 
-use crate::handover::{self, ApplyOptions, Progress};
-use crate::unit::render;
-use crate::result::{Failure, FailureKind, Redactor, RunResult};
-use crate::spec::{RawSpec, ServiceSpec, State};
+use crate::handover::{self, ApplyFailure, ApplyOptions, Progress};
+use crate::result::{error_chain, Failure, FailureKind, Outcome, Redactor, RunResult};
+use crate::spec::{RawSpec, ServiceSpec};
 use crate::systemd::dbus::DbusSystemd;
 use crate::systemd::Systemd;
 
-/// Validates `raw`, connects to systemd on the system bus and applies it.
+/// Validates `raw`, renders its unit (once: the run uses this text), connects to systemd on the
+/// system bus and applies it.
 pub fn apply(raw: RawSpec, opts: &ApplyOptions, progress: &mut dyn FnMut(Progress)) -> RunResult {
     let spec = match raw.validate() {
         Ok(s) => s,
         Err(e) => return RunResult::Failed(Failure::refused(e.to_string())),
     };
     // A template that cannot render is bad input too: refuse it before anything is touched.
-    if spec.state != State::Absent && spec.version.is_some() {
-        if let Err(e) = render::render(&spec) {
-            return RunResult::Failed(Failure { name: Some(spec.name.to_string()), ..Failure::refused(e.to_string()) });
+    let rendered = match handover::render_target(&spec) {
+        Ok(rendered) => rendered,
+        Err(e) => {
+            return RunResult::Failed(Failure {
+                name: Some(spec.name.to_string()),
+                ..Failure::refused(error_chain(&e))
+            })
         }
-    }
+    };
     let sd = match DbusSystemd::connect() {
         Ok(sd) => sd,
         Err(e) => {
             return RunResult::Failed(Failure {
                 name: Some(spec.name.to_string()),
-                ..Failure::msg(e.to_string()).with_kind(FailureKind::Environment)
+                ..Failure::msg(error_chain(&e)).with_kind(FailureKind::Environment)
             })
         }
     };
-    apply_with(&spec, &sd, opts, progress)
+    let result = handover::apply_rendered(&spec, rendered.as_deref(), &sd, opts, progress);
+    contract_result(&spec, result)
 }
 
 /// Applies a validated spec through any [`Systemd`] (the fake in tests).
@@ -39,7 +44,12 @@ pub fn apply_with(
     opts: &ApplyOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> RunResult {
-    let mut result = match handover::apply(spec, sd, opts, progress) {
+    contract_result(spec, handover::apply(spec, sd, opts, progress))
+}
+
+/// The run's result as the contract shapes it, with every secret of the spec masked.
+fn contract_result(spec: &ServiceSpec, result: Result<Outcome, Box<ApplyFailure>>) -> RunResult {
+    let mut result = match result {
         Ok(outcome) => RunResult::Ok(outcome),
         Err(failure) => RunResult::Failed(Failure::from(*failure)),
     };

@@ -13,8 +13,8 @@ use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::render::read_marks;
 use crate::safe_fs::{self, DirProblem, ReadProblem, MAX_READ};
+use crate::unit::parse::read_marks;
 
 /// A unit-directory operation that failed, naming the path.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +141,7 @@ pub fn releases(dir: &Path, service: &str) -> Result<Vec<UnitFile>, DiskError> {
         let Some((svc, version)) = read_marks(&text) else {
             continue;
         };
-        if svc != service || format!("{service}-{version}.service") != unit {
+        if svc != service || crate::spec::unit_name(service, &version) != unit {
             continue;
         }
         let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);

@@ -12,6 +12,9 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod defaults;
+mod validate;
+
 /// The largest spec document accepted, in bytes.
 pub const MAX_SPEC_BYTES: usize = 1024 * 1024;
 /// The longest single argument, environment value or directive value, in bytes.
@@ -265,71 +268,12 @@ fn describe_char(s: &str, pos: usize) -> String {
     }
 }
 
-/// Checks a free-form value: bounded length, no NUL, no newline or carriage return.
-/// Other control characters are allowed and escaped by the renderer where the value is quoted.
-fn check_value(field: &str, value: &str, allow_controls: bool) -> Result<(), SpecError> {
-    if value.len() > MAX_VALUE_BYTES {
-        return Err(SpecError::new(
-            field,
-            format!("is {} bytes long; the limit is {} bytes", value.len(), MAX_VALUE_BYTES),
-        ));
-    }
-    for (pos, c) in value.char_indices() {
-        let bad = match c {
-            '\n' | '\r' | '\0' => true,
-            c if c.is_control() => !allow_controls,
-            _ => false,
-        };
-        if bad {
-            return Err(SpecError::new(
-                field,
-                format!("contains {} at byte {pos}; values must be a single line", describe_char(value, pos)),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks an absolute path without control characters.
-fn check_path(field: &str, value: &str) -> Result<PathBuf, SpecError> {
-    if value.is_empty() {
-        return Err(SpecError::new(field, "must not be empty"));
-    }
-    if value.len() > MAX_PATH_BYTES {
-        return Err(SpecError::new(
-            field,
-            format!("is {} bytes long; the limit is {} bytes", value.len(), MAX_PATH_BYTES),
-        ));
-    }
-    if let Some(pos) = value.find(|c: char| c.is_control()) {
-        return Err(SpecError::new(field, format!("contains {}", describe_char(value, pos))));
-    }
-    if !value.starts_with('/') {
-        return Err(SpecError::new(field, format!("must be an absolute path (starting with '/'), got {value:?}")));
-    }
-    Ok(PathBuf::from(value))
-}
-
-/// Checks a path that the unit holds as it is, unquoted (`WorkingDirectory=`): as
-/// [`check_path`], and not ending in a backslash, which systemd reads as a line continuation
-/// (the next line of the unit would become part of the path).
-fn check_unquoted_path(field: &str, value: &str) -> Result<PathBuf, SpecError> {
-    let path = check_path(field, value)?;
-    if value.trim_end().ends_with('\\') {
-        return Err(SpecError::new(
-            field,
-            "must not end with a backslash (systemd would read it as a line continuation and swallow the next line)",
-        ));
-    }
-    Ok(path)
-}
-
 /// Readiness and health settings with defaults applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {
-    /// HTTP path to GET, if any.
+    /// HTTP path to GET, if any (as given; [`Health::readiness`] is what a run does).
     pub http: Option<String>,
-    /// Whether to probe with a TCP connect.
+    /// Whether to probe with a TCP connect (as given or defaulted; see [`Health::readiness`]).
     pub tcp: bool,
     /// Readiness deadline, in seconds (≥ 1).
     pub timeout_sec: u64,
@@ -337,6 +281,50 @@ pub struct Health {
     pub interval_ms: u64,
     /// Time both releases run while the new one must stay healthy, in seconds.
     pub observe_sec: u64,
+    /// How a new release proves it is ready, decided once from `port`, `http` and `tcp`.
+    pub readiness: Readiness,
+}
+
+/// How a new release proves it is ready, beyond systemd calling it active. Decided in
+/// validation; the handover's readiness loop only follows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Readiness {
+    /// An HTTP `GET path` on the port answers 2xx or 3xx (served by the release's own
+    /// processes), and the release listens on the port. `health.http` wins over `health.tcp`.
+    Http {
+        /// The port.
+        port: u16,
+        /// The path.
+        path: String,
+    },
+    /// A TCP connect to the port is accepted by the release, and it listens on the port (the
+    /// default with a port and no `health.http`).
+    Tcp {
+        /// The port.
+        port: u16,
+    },
+    /// The release listens on the port (a port with `health.tcp: false` and no HTTP probe).
+    Listen {
+        /// The port.
+        port: u16,
+    },
+    /// No port: the release must stay up, with the same main process, for
+    /// [`Readiness::SETTLE`].
+    Settle,
+}
+
+impl Readiness {
+    /// Without a port to probe, how long a new release must stay up to count as ready.
+    pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// The port the release must listen on, if any.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            Readiness::Http { port, .. } | Readiness::Tcp { port } | Readiness::Listen { port } => Some(*port),
+            Readiness::Settle => None,
+        }
+    }
 }
 
 /// One extra directive, validated and ready to render.
@@ -445,7 +433,7 @@ impl Serialize for Secrets {
 impl ServiceSpec {
     /// The unit name of a release of this service.
     pub fn unit_name(&self, version: &Ident) -> String {
-        unit_name(&self.name, version)
+        unit_name(self.name.as_str(), version.as_str())
     }
 
     /// The unit name of the release the spec names (None when it names none).
@@ -509,9 +497,9 @@ impl ServiceSpec {
     }
 }
 
-/// `<name>-<version>.service`.
-pub fn unit_name(name: &Ident, version: &Ident) -> String {
-    format!("{name}-{version}.service")
+/// `<service>-<version>.service`: the one place a release's unit name is made.
+pub fn unit_name(service: &str, version: &str) -> String {
+    format!("{service}-{version}.service")
 }
 
 /// Parses a spec document: size limit, JSON syntax, field types, then every rule.
@@ -578,280 +566,6 @@ pub fn from_value(value: serde_json::Value) -> Result<RawSpec, SpecError> {
     })
 }
 
-impl RawSpec {
-    /// Checks every rule of the contract and applies the defaults.
-    pub fn validate(self) -> Result<ServiceSpec, SpecError> {
-        let name = Ident::parse("name", &self.name)?;
-        let state = self.state.unwrap_or_default();
-        // `started` runs a release, so it needs one; `stopped` and `absent` act on every release
-        // of the service and need only its name. A `stopped` spec may still name a release (with
-        // its argv) to have its unit written and enabled, as a `started` one would.
-        let (given_version, given_argv) = (!self.version.is_empty(), !self.exec_start.is_empty());
-        match state {
-            State::Started if !given_version => {
-                return Err(SpecError::new(
-                    "version",
-                    "is required when state is started (the release to run); only stopped and absent work without it",
-                ))
-            }
-            State::Started if !given_argv => return Err(SpecError::new(
-                "exec_start",
-                "must hold at least the program's absolute path: the release's argv is required when state is started",
-            )),
-            State::Stopped if given_version && !given_argv => {
-                return Err(SpecError::new(
-                    "exec_start",
-                    "is required with `version` when state is stopped (the release's unit is written); \
-                     leave out both to stop every release",
-                ))
-            }
-            State::Stopped if given_argv && !given_version => {
-                return Err(SpecError::new(
-                    "version",
-                    "is required with `exec_start` when state is stopped (the release whose unit is written); \
-                     leave out both to stop every release",
-                ))
-            }
-            _ => {}
-        }
-        let version = if given_version { Some(Ident::parse("version", &self.version)?) } else { None };
-
-        if self.exec_start.len() > MAX_ARGS {
-            return Err(SpecError::new(
-                "exec_start",
-                format!("has {} arguments; the limit is {MAX_ARGS}", self.exec_start.len()),
-            ));
-        }
-        for (i, arg) in self.exec_start.iter().enumerate() {
-            check_value(&format!("exec_start[{i}]"), arg, true)?;
-        }
-        if let Some(program) = self.exec_start.first() {
-            check_path("exec_start[0]", program)?;
-        }
-
-        let port = match self.port {
-            None => None,
-            Some(p) if (1..=65535).contains(&p) => Some(p as u16),
-            Some(p) => return Err(SpecError::new("port", format!("must be between 1 and 65535, got {p}"))),
-        };
-
-        let raw_health = self.health.unwrap_or_default();
-        let http = match raw_health.http {
-            None => None,
-            Some(path) => {
-                check_value("health.http", &path, false)?;
-                if !path.starts_with('/') {
-                    return Err(SpecError::new(
-                        "health.http",
-                        format!("must be a path starting with '/', got {path:?}"),
-                    ));
-                }
-                if let Some(pos) = path.find(|c: char| c.is_whitespace() || !c.is_ascii()) {
-                    return Err(SpecError::new(
-                        "health.http",
-                        format!("contains {}; it must be a URL path without spaces", describe_char(&path, pos)),
-                    ));
-                }
-                Some(path)
-            }
-        };
-        let tcp = raw_health.tcp.unwrap_or(port.is_some() && http.is_none());
-        if (tcp || http.is_some()) && port.is_none() {
-            let which = if http.is_some() { "health.http" } else { "health.tcp" };
-            return Err(SpecError::new(which, "needs `port`: the probe connects to the service's port"));
-        }
-        let timeout_sec = raw_health.timeout_sec.unwrap_or(30);
-        if !(1..=3600).contains(&timeout_sec) {
-            return Err(SpecError::new("health.timeout_sec", format!("must be between 1 and 3600, got {timeout_sec}")));
-        }
-        let interval_ms = raw_health.interval_ms.unwrap_or(200);
-        if !(10..=60_000).contains(&interval_ms) {
-            return Err(SpecError::new(
-                "health.interval_ms",
-                format!("must be between 10 and 60000, got {interval_ms}"),
-            ));
-        }
-        let observe_sec = raw_health.observe_sec.unwrap_or(0);
-        if observe_sec > 3600 {
-            return Err(SpecError::new("health.observe_sec", format!("must be between 0 and 3600, got {observe_sec}")));
-        }
-        let health = Health { http, tcp, timeout_sec, interval_ms, observe_sec };
-
-        let user = self.user.map(|u| check_account("user", u)).transpose()?;
-        let group = self.group.map(|g| check_account("group", g)).transpose()?;
-        let working_directory =
-            self.working_directory.map(|d| check_unquoted_path("working_directory", &d)).transpose()?;
-
-        let environment = self.environment.unwrap_or_default();
-        if environment.len() > MAX_ENV {
-            return Err(SpecError::new(
-                "environment",
-                format!("has {} variables; the limit is {MAX_ENV}", environment.len()),
-            ));
-        }
-        for (key, value) in &environment {
-            check_env_key("environment", key)?;
-            check_value(&format!("environment.{key}"), value, true)?;
-        }
-
-        let secret_environment = self.secret_environment.unwrap_or_default();
-        if secret_environment.len() > MAX_ENV {
-            return Err(SpecError::new(
-                "secret_environment",
-                format!("has {} variables; the limit is {MAX_ENV}", secret_environment.len()),
-            ));
-        }
-        for (key, value) in &secret_environment {
-            check_env_key("secret_environment", key)?;
-            // The value is never quoted in an error: only where the rule breaks.
-            check_value(&format!("secret_environment.{key}"), value, true)?;
-            if environment.contains_key(key) {
-                return Err(SpecError::new(
-                    format!("secret_environment.{key}"),
-                    "is also set in `environment`; set each variable in only one of them",
-                ));
-            }
-        }
-
-        let timeout_stop_sec = self.timeout_stop_sec.unwrap_or(30);
-        if !(1..=86_400).contains(&timeout_stop_sec) {
-            return Err(SpecError::new(
-                "timeout_stop_sec",
-                format!("must be between 1 and 86400, got {timeout_stop_sec}"),
-            ));
-        }
-
-        let restart = self.restart.unwrap_or_else(|| "always".to_owned());
-        if !RESTART_VALUES.contains(&restart.as_str()) {
-            return Err(SpecError::new(
-                "restart",
-                format!("must be one of {}, got {restart:?}", RESTART_VALUES.join(", ")),
-            ));
-        }
-
-        let directives = check_directives(self.directives.unwrap_or_default())?;
-
-        let template = self.template.map(|t| check_path("template", &t)).transpose()?;
-        let unit_dir = check_path("unit_dir", self.unit_dir.as_deref().unwrap_or("/etc/systemd/system"))?;
-        if unit_dir.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            return Err(SpecError::new("unit_dir", "must not contain '..'"));
-        }
-
-        let keep = self.keep.unwrap_or(2);
-        if keep > 100 {
-            return Err(SpecError::new("keep", format!("must be between 0 and 100, got {keep}")));
-        }
-
-        Ok(ServiceSpec {
-            name,
-            version,
-            exec_start: self.exec_start,
-            port,
-            health,
-            service_type: self.service_type.unwrap_or_default(),
-            user,
-            group,
-            working_directory,
-            environment,
-            timeout_stop_sec,
-            restart,
-            directives,
-            template,
-            state,
-            enabled: self.enabled.unwrap_or(true),
-            keep,
-            migrate_requests: self.migrate_requests.unwrap_or(true),
-            unit_dir,
-            secret_environment: Secrets::from(secret_environment),
-        })
-    }
-}
-
-/// A user or group: a systemd-valid name or a numeric id.
-fn check_account(field: &str, value: String) -> Result<String, SpecError> {
-    let rule = "must be a user/group name (^[A-Za-z_][A-Za-z0-9_-]{0,31}$) or a numeric id";
-    if value.is_empty() {
-        return Err(SpecError::new(field, "must not be empty"));
-    }
-    if value.bytes().all(|b| b.is_ascii_digit()) {
-        return match value.parse::<u32>() {
-            Ok(id) if id < u32::MAX => Ok(value),
-            _ => Err(SpecError::new(field, format!("{rule}; {value} is out of range"))),
-        };
-    }
-    let first_ok = value.as_bytes()[0].is_ascii_alphabetic() || value.starts_with('_');
-    let rest_ok = value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !first_ok || !rest_ok || value.len() > 32 {
-        return Err(SpecError::new(field, format!("{rule}, got {value:?}")));
-    }
-    Ok(value)
-}
-
-fn check_env_key(field: &str, key: &str) -> Result<(), SpecError> {
-    let ok = !key.is_empty()
-        && key.len() <= 256
-        && (key.as_bytes()[0].is_ascii_alphabetic() || key.starts_with('_'))
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(SpecError::new(
-            format!("{field}.{}", key.escape_debug()),
-            "key must match ^[A-Za-z_][A-Za-z0-9_]*$ (at most 256 bytes)",
-        ))
-    }
-}
-
-fn check_directives(
-    raw: BTreeMap<String, BTreeMap<String, DirectiveValue>>,
-) -> Result<BTreeMap<String, Vec<Directive>>, SpecError> {
-    let mut out = BTreeMap::new();
-    let mut count = 0usize;
-    for (section, keys) in raw {
-        if !DIRECTIVE_SECTIONS.contains(&section.as_str()) {
-            return Err(SpecError::new(
-                format!("directives.{}", section.escape_debug()),
-                format!("unknown section; directives may extend only {}", DIRECTIVE_SECTIONS.join(", ")),
-            ));
-        }
-        let mut list = Vec::new();
-        for (key, value) in keys {
-            let field = format!("directives.{section}.{}", key.escape_debug());
-            let key_ok = !key.is_empty()
-                && key.len() <= 64
-                && key.as_bytes()[0].is_ascii_alphabetic()
-                && key.chars().all(|c| c.is_ascii_alphanumeric());
-            if !key_ok {
-                return Err(SpecError::new(field, "key must match ^[A-Za-z][A-Za-z0-9]{0,63}$"));
-            }
-            if let Some((_, _, instead)) = OWNED_KEYS.iter().find(|(s, k, _)| *s == section && *k == key) {
-                return Err(SpecError::new(field, format!("is rendered by baton; set the `{instead}` field instead")));
-            }
-            let values = match value {
-                DirectiveValue::One(v) => vec![v],
-                DirectiveValue::Many(vs) => vs,
-            };
-            if values.is_empty() {
-                return Err(SpecError::new(field, "an empty list renders nothing; leave the key out"));
-            }
-            for (i, v) in values.into_iter().enumerate() {
-                let vfield = if i == 0 { field.clone() } else { format!("{field}[{i}]") };
-                check_value(&vfield, &v, false)?;
-                if v.ends_with('\\') {
-                    return Err(SpecError::new(vfield, "must not end with a backslash (it would continue the line)"));
-                }
-                count += 1;
-                if count > MAX_DIRECTIVES {
-                    return Err(SpecError::new("directives", format!("more than {MAX_DIRECTIVES} values")));
-                }
-                list.push(Directive { key: key.clone(), value: v });
-            }
-        }
-        out.insert(section, list);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -883,6 +597,25 @@ mod tests {
             .expect("valid");
         assert!(!s.health.tcp);
         assert_eq!(s.health.http.as_deref(), Some("/h"));
+    }
+
+    #[test]
+    fn readiness_is_decided_in_validation() {
+        let readiness = |extra: &str| {
+            spec(&format!(r#"{{"name":"a","version":"1","exec_start":["/x"]{extra}}}"#))
+                .expect("valid")
+                .health
+                .readiness
+        };
+        assert_eq!(readiness(""), Readiness::Settle);
+        assert_eq!(readiness(r#","port":80"#), Readiness::Tcp { port: 80 });
+        assert_eq!(readiness(r#","port":80,"health":{"tcp":false}"#), Readiness::Listen { port: 80 });
+        let http = Readiness::Http { port: 80, path: "/h".to_owned() };
+        assert_eq!(readiness(r#","port":80,"health":{"http":"/h"}"#), http);
+        assert_eq!(readiness(r#","port":80,"health":{"http":"/h","tcp":true}"#), http, "HTTP wins over TCP");
+        assert_eq!(http.port(), Some(80));
+        assert_eq!(Readiness::Settle.port(), None);
+        assert_eq!(unit_name("app", "v1"), "app-v1.service");
     }
 
     fn err(json: &str) -> String {

@@ -1,0 +1,184 @@
+//! Carrying out one step of a plan, stopping a release, rolling back one that failed, and the
+//! diff entry of a step that writes or removes a file.
+
+use std::time::{Duration, Instant};
+
+use super::{ApplyError, NotReady, Progress, Run, JOURNAL_LINES};
+use crate::migrate::{self, Migrate};
+use crate::plan::Step;
+use crate::result::{error_chain, FileDiff};
+use crate::secrets;
+use crate::state::ServiceState;
+use crate::systemd::JobResult;
+use crate::unit_dir;
+
+impl Run<'_> {
+    /// Carries out `step`, recording its action.
+    pub(super) fn execute(&mut self, step: &Step, state: &ServiceState) -> Result<(), ApplyError> {
+        (self.progress)(Progress::Step(step.describe()));
+        match step {
+            Step::WriteUnit { unit, text, .. } => {
+                unit_dir::write_atomic(&self.spec.unit_dir, unit, text)?;
+            }
+            Step::WriteSecrets { unit, text, .. } => {
+                secrets::write(&self.spec.unit_dir, unit, text)?;
+            }
+            Step::RemoveSecrets { unit, .. } => {
+                secrets::remove(&self.spec.unit_dir, unit)?;
+            }
+            Step::RemoveUnit { path, .. } => {
+                unit_dir::remove(path)?;
+            }
+            Step::Reload => {
+                self.sd.reload()?;
+            }
+            Step::Enable { units } => {
+                self.sd.enable(units)?;
+            }
+            Step::Disable { units } => {
+                self.sd.disable(units)?;
+            }
+            Step::StartAndWait { unit, start } => {
+                let had_old = state.running().any(|r| r.unit() != unit);
+                return self.start_step(unit, *start, had_old);
+            }
+            Step::Restart { unit } => return self.restart_step(unit),
+            Step::MigrateRequests => {
+                self.migrate_step(step);
+                return Ok(());
+            }
+            Step::Stop { unit, version, timeout_stop_sec } => return self.stop_step(unit, version, *timeout_stop_sec),
+        }
+        self.diff.extend(file_diff(step, state));
+        self.record(step.describe());
+        Ok(())
+    }
+
+    /// Reports an action done and counts it as a change.
+    fn record(&mut self, action: String) {
+        (self.progress)(Progress::Done(action.clone()));
+        self.actions.push(action);
+        self.changed = true;
+    }
+
+    /// Starts the release (unless `start` is false: it runs already) and waits until it is
+    /// ready; rolls it back when it is not.
+    fn start_step(&mut self, unit: &str, start: bool, had_old: bool) -> Result<(), ApplyError> {
+        if start {
+            self.changed = true;
+        }
+        match self.start_and_wait(unit, start) {
+            Ok(ready) => {
+                if start {
+                    self.record(format!("start {unit}"));
+                }
+                self.actions.push(self.ready_action(unit, ready));
+                Ok(())
+            }
+            Err(reason) => Err(self.roll_back(unit, reason, had_old, false)),
+        }
+    }
+
+    /// Stops the release and starts it again in place; nothing serves if it does not come back.
+    fn restart_step(&mut self, unit: &str) -> Result<(), ApplyError> {
+        self.stop_unit(unit, self.spec.timeout_stop_sec)?;
+        self.record(format!("stop {unit}"));
+        self.version_now = None;
+        match self.start_and_wait(unit, true) {
+            Ok(ready) => {
+                self.record(format!("start {unit}"));
+                self.actions.push(self.ready_action(unit, ready));
+                Ok(())
+            }
+            Err(reason) => Err(self.roll_back(unit, reason, false, true)),
+        }
+    }
+
+    /// Turns on `net.ipv4.tcp_migrate_req`; a kernel without it or a failure to set it is a
+    /// warning, never a failed run.
+    fn migrate_step(&mut self, step: &Step) {
+        match migrate::ensure_on() {
+            Ok(Migrate::Off) => self.record(step.describe()),
+            Ok(Migrate::On) => {}
+            Ok(Migrate::Unsupported) => self.warnings.push(migrate::UNSUPPORTED_WARNING.to_owned()),
+            Err(e) => {
+                self.warnings.push(format!("could not set {}=1: {}", migrate::SYSCTL_NAME, error_chain(&e)));
+            }
+        }
+    }
+
+    /// Stops an old release, warning when systemd had to kill it.
+    fn stop_step(&mut self, unit: &str, version: &str, timeout_stop_sec: u64) -> Result<(), ApplyError> {
+        let t0 = Instant::now();
+        self.stop_unit(unit, timeout_stop_sec)?;
+        let took = t0.elapsed();
+        if took >= Duration::from_secs(timeout_stop_sec) {
+            self.warnings.push(format!(
+                "{unit} ({version}) did not exit within TimeoutStopSec={timeout_stop_sec}s after SIGTERM; \
+                 systemd killed it with SIGKILL after {:.1} s",
+                took.as_secs_f64()
+            ));
+        }
+        self.record(format!("stop {unit} ({:.3} s)", took.as_secs_f64()));
+        Ok(())
+    }
+
+    fn stop_unit(&mut self, unit: &str, timeout_stop_sec: u64) -> Result<(), ApplyError> {
+        // systemd escalates to SIGKILL after TimeoutStopSec; allow it that long plus a margin.
+        let limit = Duration::from_secs(timeout_stop_sec).saturating_add(Duration::from_secs(15));
+        let result = self.sd.stop(unit, limit)?;
+        let _ = self.sd.reset_failed(unit);
+        match result {
+            JobResult::Done | JobResult::Skipped => Ok(()),
+            other => Err(ApplyError::StopFailed { unit: unit.to_owned(), result: other.as_str().to_owned() }),
+        }
+    }
+
+    /// Stops a release that failed to become ready; the old one keeps serving.
+    /// `in_place`: the release was restarted in place, so nothing serves once it is stopped.
+    fn roll_back(&mut self, unit: &str, reason: NotReady, had_old: bool, in_place: bool) -> ApplyError {
+        (self.progress)(Progress::Step(format!("roll back: stop {unit}")));
+        let journal = self.sd.journal(unit, JOURNAL_LINES);
+        let stopped = self.sd.stop(unit, Duration::from_secs(self.spec.timeout_stop_sec.saturating_add(15)));
+        let _ = self.sd.reset_failed(unit);
+        let aftermath = match (&stopped, had_old) {
+            (Ok(_), true) => format!("baton stopped {unit}; the previous release is still serving"),
+            (Ok(_), false) => format!("baton stopped {unit}"),
+            (Err(e), _) => format!("stopping {unit} failed too: {}", error_chain(e)),
+        };
+        self.actions.push(format!("stop {unit} (rolled back)"));
+        ApplyError::NotReady { unit: unit.to_owned(), reason: Box::new(reason), aftermath, in_place, journal }
+    }
+}
+
+/// The diff entry of a step that writes or removes a unit file: its text before (as read when
+/// the run began; empty for a new file) and after (empty once removed); for a secret file, only
+/// [`secrets::DIFF_PRESENT`] and [`secrets::DIFF_CHANGED`]. None for other steps.
+pub(super) fn file_diff(step: &Step, state: &ServiceState) -> Option<FileDiff> {
+    let text_on_disk = |path: &std::path::Path| {
+        if path == state.target_path {
+            return state.target_text.clone().unwrap_or_default();
+        }
+        state.releases.iter().find(|r| r.file.path == path).map(|r| r.file.text.clone()).unwrap_or_default()
+    };
+    match step {
+        Step::WriteUnit { path, text, .. } => {
+            Some(FileDiff { path: path.display().to_string(), before: text_on_disk(path), after: text.clone() })
+        }
+        Step::RemoveUnit { path, .. } => {
+            Some(FileDiff { path: path.display().to_string(), before: text_on_disk(path), after: String::new() })
+        }
+        // A secret file's diff never holds its values: only that it changed.
+        Step::WriteSecrets { path, existed, .. } => Some(FileDiff {
+            path: path.display().to_string(),
+            before: if *existed { secrets::DIFF_PRESENT.to_owned() } else { String::new() },
+            after: secrets::DIFF_CHANGED.to_owned(),
+        }),
+        Step::RemoveSecrets { path, .. } => Some(FileDiff {
+            path: path.display().to_string(),
+            before: secrets::DIFF_PRESENT.to_owned(),
+            after: String::new(),
+        }),
+        _ => None,
+    }
+}
