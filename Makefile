@@ -8,6 +8,7 @@ export CARGO_TERM_COLOR ?= never
 .DEFAULT_GOAL := all
 include mk/ansible.mk
 include mk/release.mk
+include mk/fleet.mk
 
 .PHONY: all build lint test unit-test integration-test schemas demo bench deps clean collection terraform-provider
 
