@@ -257,3 +257,39 @@ fn low_rate_handovers_fail_nothing_and_report_the_worst_latency() {
     assert!(!during.is_empty(), "requests ran during the handovers");
     assert_eq!(probe["migration"], "verified", "baton turned migration on: {probe:#}");
 }
+
+/// Issue 12 item 5: the residual error seen once with both cores busy compiling. Both cores
+/// saturated by a CPU hog (two busy loops inside the sandbox, bounded by `timeout`) during 10
+/// handovers at full load (a new connection per request), with the kernel's migration counters
+/// recorded (`timeout` signals its whole process group): every queued connection migrates (`TCPMigrateReqFailure` stays 0) and no request
+/// fails.
+#[test]
+fn handovers_with_both_cores_saturated_fail_no_request() {
+    let h = Host::boot("mig-hog");
+    let hog =
+        h.sb.command("timeout")
+            .args([
+                "90",
+                "bash",
+                "-c",
+                "for i in 1 2; do (exec -a baton-cpu-hog bash -c 'while :; do :; done') & done; wait",
+            ])
+            .spawn()
+            .expect("spawn the CPU hog");
+    let (report, counters, results) = handovers(&h, "hog", 10);
+    let _ = h.sh("pkill -f '^baton-cpu-hog' || true");
+    let mut hog = hog;
+    let _ = hog.kill();
+    let _ = hog.wait();
+    eprintln!(
+        "10 handovers, both cores busy: {} requests, {} failed ({:?}), counters {counters:?}, handover results' \
+         migration: {:?}",
+        report.requests,
+        report.failed,
+        report.first_errors,
+        results.iter().map(|r| r["migration"].clone()).collect::<Vec<_>>()
+    );
+    assert!(report.requests > 300, "the load must be real: {report:?}");
+    assert_eq!(counters.failure, 0, "the kernel failed no migration: {counters:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
+}
