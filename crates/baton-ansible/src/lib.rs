@@ -16,15 +16,14 @@
 //!    in from the validated spec, as `AnsibleModule` reports them) and the warnings added, and
 //!    each diff entry with `before_header`/`after_header` (its path) for Ansible's diff callback;
 //!    every `secret_environment` value is masked in the whole output, and under `no_log` every
-//!    `environment` value too (core's [`Redactor`](baton_core::result::Redactor), which knows
+//!    `environment` value too (core's [`Redactor`](baton_core::Redactor), which knows
 //!    every escaped form a value takes in a unit file).
 
 pub mod coerce;
 pub mod panic;
 
-use baton_core::handover::ApplyOptions;
-use baton_core::result::{Failure, Redactor, RunResult};
 use baton_core::spec::{self, RawSpec, ServiceSpec, MAX_SPEC_BYTES};
+use baton_core::{ApplyOptions, Failure, Redactor, RunResult};
 use serde_json::{json, Map, Value};
 
 pub use coerce::Conversion;
@@ -220,7 +219,7 @@ pub fn run(input: &[u8], apply: impl FnOnce(RawSpec, &ApplyOptions) -> RunResult
     };
     let raw = spec::from_value(Value::Object(request.options.clone()));
     // The validated spec, for `invocation.module_args` (the core validates again, and refuses).
-    let applied = raw.as_ref().ok().and_then(|raw| raw.clone().validate().ok());
+    let applied = raw.as_ref().ok().and_then(|raw| baton_core::validate(raw.clone()).ok());
     let result = match raw {
         Ok(raw) => apply(raw, &request.apply_options()),
         Err(e) => RunResult::Failed(Failure::msg(e.to_string())),
@@ -232,7 +231,7 @@ pub fn run(input: &[u8], apply: impl FnOnce(RawSpec, &ApplyOptions) -> RunResult
 #[cfg(test)]
 mod tests {
     use super::*;
-    use baton_core::result::{FileDiff, Outcome, MASK};
+    use baton_core::{FileDiff, Outcome, MASK};
 
     fn args(v: Value) -> Vec<u8> {
         v.to_string().into_bytes()
@@ -428,7 +427,7 @@ mod tests {
             json!({"_ansible_no_log": true, "environment": {"TOKEN": secret, "PORT": 8080},
                    "exec_start": ["/bin/app", format!("--token={secret}")]}),
         ));
-        let unit_line = format!("Environment={}\n", baton_core::render::quote_env("TOKEN", secret));
+        let unit_line = format!("Environment={}\n", baton_core::testing::quote_env("TOKEN", secret));
         let (out, ok) = run(&input, |_, _| {
             let mut r = ok_outcome(&format!("started with {secret}"), &unit_line);
             if let RunResult::Ok(o) = &mut r {
@@ -458,7 +457,7 @@ mod tests {
     fn run_core(extra: Value) -> Vec<Value> {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut outs = Vec::new();
-        let sd = baton_core::systemd::fake::FakeSystemd::new();
+        let baton = baton_core::Baton::with_systemd(std::sync::Arc::new(baton_core::testing::FakeSystemd::new()));
         for check in [true, false] {
             let input = args(with(
                 base(),
@@ -469,9 +468,8 @@ mod tests {
                 ),
             ));
             let (out, ok) = run(&input, |raw, opts| {
-                let spec = raw.validate().expect("valid");
                 let opts = ApplyOptions { lock_dir: dir.path().join("locks"), ..opts.clone() };
-                baton_core::run::apply_with(&spec, &sd, &opts, &mut |_| {})
+                baton.apply(raw, &opts, &mut |_| {})
             });
             assert!(ok, "{out:#}");
             outs.push(out);

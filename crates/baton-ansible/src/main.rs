@@ -11,7 +11,7 @@ use baton_ansible::{failure, run, MAX_ARGS_BYTES};
 fn main() -> ExitCode {
     baton_ansible::panic::exit_with_json_on_panic();
     let (json, ok) = match read_input() {
-        Ok(input) => run(&input, |raw, opts| baton_core::run::apply(raw, opts, &mut |_| {})),
+        Ok(input) => run(&input, |raw, opts| baton_core::Baton::system().apply(raw, opts, &mut |_| {})),
         Err(msg) => (failure(&msg), false),
     };
     let mut out = std::io::stdout().lock();

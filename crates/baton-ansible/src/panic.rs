@@ -11,7 +11,7 @@ use crate::failure;
 
 /// The message of a panic: `internal error in the baton module: <payload> (at <file:line>)`.
 pub fn message(info: &std::panic::PanicHookInfo<'_>) -> String {
-    format!("internal error in the baton module: {}", baton_core::result::panic_report(info))
+    format!("internal error in the baton module: {}", baton_core::panic_report(info))
 }
 
 /// Installs the hook: on a panic, print `{"failed": true, "msg": …}` as one line on stdout and

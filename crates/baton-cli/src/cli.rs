@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use baton_core::result::FailureKind;
+use baton_core::FailureKind;
 use clap::{CommandFactory as _, Parser, Subcommand};
 use clap_complete::Shell;
 
@@ -57,7 +57,7 @@ pub enum Command {
         #[arg(long, default_value_t = 60)]
         lock_timeout: u64,
         /// Directory of the per-service lock files.
-        #[arg(long, default_value = baton_core::lock::DEFAULT_DIR)]
+        #[arg(long, default_value = baton_core::DEFAULT_LOCK_DIR)]
         lock_dir: PathBuf,
         /// Progress on stderr: auto (when stderr is a terminal, or with -v), always or never.
         #[arg(long, default_value = "auto", value_parser = ["auto", "always", "never"])]
@@ -359,7 +359,7 @@ mod tests {
         let mut codes: Vec<u8> = table.iter().map(|(c, _, _)| *c).collect();
         codes.dedup();
         assert_eq!(codes, [0, 1, 2, 3, 4, 5]);
-        let hook = u8::try_from(baton_core::handover::PAUSE_EXIT_STATUS).expect("an exit status");
+        let hook = u8::try_from(baton_core::PAUSE_EXIT_STATUS).expect("an exit status");
         assert!(!codes.contains(&hook));
     }
 

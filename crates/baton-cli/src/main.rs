@@ -11,10 +11,8 @@ use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use baton_core::handover::ApplyOptions;
-use baton_core::result::{Failure, FailureKind, RunResult};
 use baton_core::spec::{self, RawSpec, MAX_SPEC_BYTES};
-use baton_core::systemd::dbus::DbusSystemd;
+use baton_core::{ApplyOptions, Baton, Failure, FailureKind, RunResult};
 use clap::error::ErrorKind;
 use clap::Parser as _;
 
@@ -95,8 +93,14 @@ fn run(cli: Cli) -> ExitCode {
             if verbose {
                 describe(&mut reporter, &raw, &lock_dir, check);
             }
-            let opts = ApplyOptions { check, diff, lock_dir, lock_timeout: Duration::from_secs(lock_timeout) };
-            let result = baton_core::run::apply(raw, &opts, &mut |p| reporter.report(p));
+            let opts = ApplyOptions {
+                check,
+                diff,
+                lock_dir,
+                lock_timeout: Duration::from_secs(lock_timeout),
+                after_step: pause_hook(),
+            };
+            let result = Baton::system().apply(raw, &opts, &mut |p| reporter.report(p));
             reporter.finish();
             match result {
                 RunResult::Ok(outcome) => {
@@ -107,11 +111,11 @@ fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Render { file } => {
-            let spec = match read_spec(&file).and_then(|raw| raw.validate().map_err(|e| e.to_string())) {
+            let spec = match read_spec(&file).and_then(|raw| baton_core::validate(raw).map_err(|e| e.to_string())) {
                 Ok(s) => s,
                 Err(e) => return fail(&refused(e)),
             };
-            match baton_core::render::render(&spec) {
+            match baton_core::render_unit(&spec) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::from(cli::EXIT_OK)
@@ -132,16 +136,10 @@ fn run(cli: Cli) -> ExitCode {
             if verbose {
                 eprintln!("baton: unit directory {}; system bus {}", unit_dir.display(), bus_address());
             }
-            let environment =
-                |e: &dyn std::fmt::Display| Failure::msg(e.to_string()).with_kind(FailureKind::Environment);
-            let sd = match DbusSystemd::connect() {
-                Ok(sd) => sd,
-                Err(e) => return fail(&environment(&e)),
-            };
-            match baton_core::status::read(&sd, &unit_dir, name.as_str()) {
+            match Baton::system().status(name.as_str(), &unit_dir) {
                 Ok(status) if json => print_json(&status),
-                Ok(status) => print!("{}", baton_core::status::table(&status)),
-                Err(e) => return fail(&environment(&e)),
+                Ok(status) => print!("{}", status.table()),
+                Err(e) => return fail(&Failure::msg(e.to_string()).with_kind(FailureKind::Environment)),
             }
             ExitCode::from(cli::EXIT_OK)
         }
@@ -185,7 +183,7 @@ fn man(command: Option<&str>, dir: Option<&std::path::Path>) -> ExitCode {
 fn describe(reporter: &mut Reporter, raw: &RawSpec, lock_dir: &std::path::Path, check: bool) {
     // Validated again by the core; here only to name the paths (an invalid spec is reported
     // by the core's own refusal).
-    let Ok(spec) = raw.clone().validate() else { return };
+    let Ok(spec) = baton_core::validate(raw.clone()) else { return };
     let unit = match spec.unit() {
         Some(unit) => spec.unit_dir.join(unit).display().to_string(),
         None => format!("every release of {} in {}", spec.name, spec.unit_dir.display()),
@@ -223,4 +221,20 @@ fn read_spec(file: &str) -> Result<RawSpec, String> {
             .map_err(|e| format!("cannot read the spec file {file}: {e}"))?;
     }
     spec::parse_raw(&buf).map_err(|e| e.to_string())
+}
+
+/// The reliability tests' fault injection: with `BATON_PAUSE_AFTER=<step kind>`, a run stops
+/// after the first step of that kind and waits there (at most 10 minutes) so that a test can
+/// `kill -9` it at exactly that point; nobody killing it, it exits with
+/// [`baton_core::PAUSE_EXIT_STATUS`].
+fn pause_hook() -> Option<baton_core::AfterStep> {
+    use baton_core::{AfterStep, StepDone, PAUSE_AFTER_ENV, PAUSE_EXIT_STATUS};
+    let kind = std::env::var(PAUSE_AFTER_ENV).ok()?;
+    Some(AfterStep::new(move |step: &StepDone<'_>| {
+        if step.kind == kind {
+            eprintln!("baton: paused after {} ({PAUSE_AFTER_ENV})", step.action);
+            std::thread::sleep(Duration::from_secs(600));
+            std::process::exit(PAUSE_EXIT_STATUS);
+        }
+    }))
 }

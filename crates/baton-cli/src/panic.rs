@@ -16,7 +16,7 @@ static LAST: Mutex<Option<String>> = Mutex::new(None);
 
 /// The message of a panic: `internal error in baton: <payload> (at <file:line>)`.
 pub fn message(info: &panic::PanicHookInfo<'_>) -> String {
-    format!("internal error in baton: {}", baton_core::result::panic_report(info))
+    format!("internal error in baton: {}", baton_core::panic_report(info))
 }
 
 /// Installs the hook: record the message and print it as one line on stderr (no backtrace).

@@ -77,20 +77,34 @@ impl ServiceState {
 
     /// The release that counts as active: the running one entered most recently.
     pub fn active_version(&self) -> Option<String> {
-        self.running()
-            .max_by_key(|r| (r.status.active_enter_timestamp_us, r.file.modified))
-            .map(|r| r.version().to_owned())
+        active_release(&self.releases).map(|r| r.version().to_owned())
     }
 }
 
-/// Reads a service's releases from `unit_dir` and their status from systemd.
-pub fn read(sd: &dyn Systemd, unit_dir: &Path, service: &str, target_unit: &str) -> Result<ServiceState, StateError> {
+/// A service's releases in `unit_dir` (sorted by unit name), each with its status from systemd:
+/// what status, observation and adoption read. No target release is involved.
+pub fn read_releases(sd: &dyn Systemd, unit_dir: &Path, service: &str) -> Result<Vec<Release>, StateError> {
     let files = unit_dir::releases(unit_dir, service)?;
     let mut releases = Vec::with_capacity(files.len());
     for file in files {
         let status = sd.unit_status(&file.unit)?;
         releases.push(Release { file, status });
     }
+    Ok(releases)
+}
+
+/// The release that counts as active among `releases`: the running one entered most recently.
+pub fn active_release(releases: &[Release]) -> Option<&Release> {
+    releases
+        .iter()
+        .filter(|r| r.status.is_running())
+        .max_by_key(|r| (r.status.active_enter_timestamp_us, r.file.modified))
+}
+
+/// Reads a service's releases from `unit_dir` and their status from systemd, with what is at
+/// the path of `target_unit`, the release a run acts on.
+pub fn read(sd: &dyn Systemd, unit_dir: &Path, service: &str, target_unit: &str) -> Result<ServiceState, StateError> {
+    let releases = read_releases(sd, unit_dir, service)?;
     let target_path = unit_dir.join(target_unit);
     let target_text = unit_dir::read_existing(&target_path)?;
     let target_status = match releases.iter().find(|r| r.unit() == target_unit) {

@@ -41,11 +41,39 @@ pub struct ServiceStatus {
     pub releases: Vec<ReleaseStatus>,
 }
 
-/// Reads a service's releases.
-pub fn read(sd: &dyn Systemd, unit_dir: &Path, name: &str) -> Result<ServiceStatus, StateError> {
-    let st = state::read(sd, unit_dir, name, &format!("{name}-.service"))?;
-    let releases = st
-        .releases
+/// A service as it is now: the status of each release on disk and the text of its unit file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// The releases and which one is active (what `baton status` shows).
+    pub status: ServiceStatus,
+    /// The text of each release's unit file, in the order of `status.releases`.
+    unit_texts: Vec<String>,
+}
+
+impl Observed {
+    /// Whether any release of the service is on disk.
+    pub fn exists(&self) -> bool {
+        !self.status.releases.is_empty()
+    }
+
+    /// The release of `version`, if on disk.
+    pub fn release(&self, version: &str) -> Option<&ReleaseStatus> {
+        self.status.releases.iter().find(|r| r.version == version)
+    }
+
+    /// The unit file text of the release of `version`, if on disk.
+    pub fn unit_text(&self, version: &str) -> Option<&str> {
+        let i = self.status.releases.iter().position(|r| r.version == version)?;
+        self.unit_texts.get(i).map(String::as_str)
+    }
+}
+
+/// Reads a service's releases from `unit_dir` and systemd: one status query per release.
+pub(crate) fn observe(sd: &dyn Systemd, unit_dir: &Path, name: &str) -> Result<Observed, StateError> {
+    let releases = state::read_releases(sd, unit_dir, name)?;
+    let active_version = state::active_release(&releases).map(|r| r.version().to_owned());
+    let unit_texts = releases.iter().map(|r| r.file.text.clone()).collect();
+    let releases = releases
         .iter()
         .map(|r| ReleaseStatus {
             version: r.version().to_owned(),
@@ -58,11 +86,18 @@ pub fn read(sd: &dyn Systemd, unit_dir: &Path, name: &str) -> Result<ServiceStat
                 .then_some(r.status.active_enter_timestamp_us / 1_000_000),
         })
         .collect();
-    Ok(ServiceStatus { name: name.to_owned(), active_version: st.active_version(), releases })
+    Ok(Observed { status: ServiceStatus { name: name.to_owned(), active_version, releases }, unit_texts })
+}
+
+impl ServiceStatus {
+    /// The status as a table for a terminal.
+    pub fn table(&self) -> String {
+        table(self)
+    }
 }
 
 /// Renders the status as a table for a terminal.
-pub fn table(s: &ServiceStatus) -> String {
+fn table(s: &ServiceStatus) -> String {
     let mut out = String::new();
     if s.releases.is_empty() {
         let _ = writeln!(out, "{}: no releases on disk", s.name);
@@ -118,7 +153,10 @@ mod tests {
             let opts = ApplyOptions { lock_dir: dir.path().join("l"), ..ApplyOptions::default() };
             apply(&spec, &sd, &opts, &mut |_| {}).expect("apply");
         }
-        let s = read(&sd, dir.path(), "app").expect("status");
+        let o = observe(&sd, dir.path(), "app").expect("status");
+        assert!(o.exists() && o.unit_text("v1").is_some_and(|t| t.contains("X-Baton-Version=v1")));
+        assert!(o.release("v2").is_some_and(|r| r.enabled) && o.unit_text("v3").is_none());
+        let s = o.status;
         assert_eq!(s.active_version.as_deref(), Some("v2"));
         assert_eq!(s.releases.len(), 2);
         assert!(s.releases[1].enabled && !s.releases[0].enabled);

@@ -3,9 +3,9 @@
 //! The core's [`RawSpec::validate`] stops at the first rule broken, as a CLI run should. A plan
 //! should show them all: so the field of each error is located in the attributes, that value is
 //! replaced by one valid under every rule (or its entry dropped), and the spec is checked again,
-//! until it passes. The rules stay the core's own; nothing here restates them.
+//! until it passes. The rules stay the core's own (through its facade: [`baton_core::validate`],
+//! [`baton_core::render_unit`]); nothing here restates them.
 
-use baton_core::render;
 use baton_core::spec::RawSpec;
 use tf_provider::AttributePath;
 
@@ -177,15 +177,25 @@ impl Loc {
     }
 }
 
-/// Every error of the lowered attributes (see the module's documentation); with none and every
-/// value known, the unit they render.
-pub fn check(lowered: Lowered) -> Result<Option<String>, AttrErrors> {
+/// The lowered attributes, checked.
+#[derive(Debug)]
+pub struct Checked {
+    /// The spec as the core normalised it: every default written out (and the placeholders of
+    /// values still unknown).
+    pub normalised: RawSpec,
+    /// With every value known, the unit the spec renders.
+    pub unit: Option<String>,
+}
+
+/// Every error of the lowered attributes (see the module's documentation); with none, the
+/// normalised spec and (every value known) the unit it renders.
+pub fn check(lowered: Lowered) -> Result<Checked, AttrErrors> {
     let Lowered { mut raw, unknown, mut errors } = lowered;
     let spec = loop {
         if errors.len() >= MAX_ERRORS {
             return Err(errors);
         }
-        let e = match raw.clone().validate() {
+        let e = match baton_core::validate(raw.clone()) {
             Ok(spec) => break spec,
             Err(e) => e,
         };
@@ -203,10 +213,11 @@ pub fn check(lowered: Lowered) -> Result<Option<String>, AttrErrors> {
     if !errors.is_empty() {
         return Err(errors);
     }
+    let normalised = spec.to_raw();
     if unknown {
-        return Ok(None);
+        return Ok(Checked { normalised, unit: None });
     }
-    render::render(&spec).map(Some).map_err(|e| {
+    baton_core::render_unit(&spec).map(|unit| Checked { normalised, unit: Some(unit) }).map_err(|e| {
         // At the attribute the error names (a line of `exec_start` too long for systemd, …).
         let at = locate(&raw, &e.field()).map_or_else(|| AttributePath::new("template"), |l| l.path());
         vec![AttrError::new(at, e.to_string())]
@@ -309,8 +320,10 @@ mod tests {
 
     #[test]
     fn a_valid_spec_renders_and_an_unknown_one_does_not() {
-        let unit = check(Lowered { raw: raw(), unknown: false, errors: Vec::new() }).expect("valid");
-        assert!(unit.is_some_and(|u| u.contains("LimitNOFILE=1")));
-        assert_eq!(check(Lowered { raw: raw(), unknown: true, errors: Vec::new() }), Ok(None));
+        let checked = check(Lowered { raw: raw(), unknown: false, errors: Vec::new() }).expect("valid");
+        assert!(checked.unit.is_some_and(|u| u.contains("LimitNOFILE=1")));
+        assert_eq!(checked.normalised.restart.as_deref(), Some(baton_core::spec::defaults::RESTART));
+        let checked = check(Lowered { raw: raw(), unknown: true, errors: Vec::new() }).expect("valid");
+        assert_eq!(checked.unit, None);
     }
 }

@@ -8,14 +8,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use baton_core::status::{self, ServiceStatus};
-use baton_core::systemd::Systemd;
+use baton_core::{Baton, ServiceStatus};
 use serde::{Deserialize, Serialize};
 use tf_provider::value::Value;
 use tf_provider::{AttributePath, Diagnostics};
 
 use crate::model::{Service, DEFAULT_UNIT_DIR};
-use crate::resource::{error, SharedBus};
+use crate::resource::error;
 
 /// The attributes of the `baton_service` data source.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -74,11 +73,12 @@ pub fn from_status(config: &ServiceInfo, unit_dir: &str, st: &ServiceStatus) -> 
     })
 }
 
-/// Reads the service `config` names from `sd` and its unit directory.
-pub fn read(sd: &dyn Systemd, config: &ServiceInfo) -> Result<ServiceInfo, ReadError> {
+/// Reads the service `config` names from its unit directory and systemd (a failed read is
+/// tried once more on a fresh connection, by the core).
+pub fn read(baton: &Baton, config: &ServiceInfo) -> Result<ServiceInfo, ReadError> {
     let name = config.name.as_ref_option().cloned().unwrap_or_default();
     let unit_dir = config.unit_dir.as_ref_option().map_or(DEFAULT_UNIT_DIR, String::as_str).to_owned();
-    let st = status::read(sd, Path::new(&unit_dir), &name).map_err(|e| ReadError::Failed(e.to_string()))?;
+    let st = baton.status(&name, Path::new(&unit_dir)).map_err(|e| ReadError::Failed(e.to_string()))?;
     from_status(config, &unit_dir, &st).ok_or_else(|| {
         ReadError::NotFound(format!(
             "there is no release of service {name:?} in {unit_dir}: no unit file there carries \
@@ -87,29 +87,16 @@ pub fn read(sd: &dyn Systemd, config: &ServiceInfo) -> Result<ServiceInfo, ReadE
     })
 }
 
-/// Runs `f` on the shared connection; after a failed read, once more on a fresh connection
-/// (systemd may have been re-executed since the last call).
-fn with_systemd<T>(bus: &SharedBus, f: impl Fn(&dyn Systemd) -> Result<T, ReadError>) -> Result<T, ReadError> {
-    let failed = |e: baton_core::systemd::SystemdError| ReadError::Failed(e.to_string());
-    match f(&*bus.get().map_err(failed)?) {
-        Err(ReadError::Failed(_)) => {
-            bus.reset();
-            f(&*bus.get().map_err(failed)?)
-        }
-        done => done,
-    }
-}
-
 /// The `baton_service` data source.
 #[derive(Debug, Clone)]
 pub struct ServiceDataSource {
-    bus: Arc<SharedBus>,
+    baton: Arc<Baton>,
 }
 
 impl ServiceDataSource {
-    /// A data source reading through `bus`.
-    pub fn new(bus: Arc<SharedBus>) -> Self {
-        ServiceDataSource { bus }
+    /// A data source reading through `baton`.
+    pub fn new(baton: Arc<Baton>) -> Self {
+        ServiceDataSource { baton }
     }
 
     /// ValidateDataResourceConfig: `name` and `unit_dir` under the spec's rules, both reported.
@@ -135,9 +122,9 @@ impl ServiceDataSource {
         if !diags.errors.is_empty() {
             return None;
         }
-        let bus = self.bus.clone();
+        let baton = self.baton.clone();
         let wanted = config.clone();
-        let read = tokio::task::spawn_blocking(move || with_systemd(&bus, |sd| read(sd, &wanted)))
+        let read = tokio::task::spawn_blocking(move || read(&baton, &wanted))
             .await
             .map_err(|e| ReadError::Failed(format!("the baton worker thread failed: {e}")))
             .and_then(|r| r);
@@ -159,7 +146,7 @@ impl ServiceDataSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use baton_core::systemd::fake::FakeSystemd;
+    use baton_core::testing::{FakeSystemd, Systemd as _};
 
     fn s(v: &str) -> Value<String> {
         Value::Value(v.to_owned())
@@ -167,7 +154,7 @@ mod tests {
 
     /// Writes the unit file of `version` of `web` into `dir`, as baton renders it.
     fn deploy(dir: &Path, version: &str) -> String {
-        let spec = baton_core::spec::parse(
+        let spec = baton_core::spec::parse_raw(
             format!(
                 r#"{{"name":"web","version":"{version}","exec_start":["/bin/web"],"unit_dir":"{}"}}"#,
                 dir.display()
@@ -175,7 +162,7 @@ mod tests {
             .as_bytes(),
         )
         .expect("valid spec");
-        let text = baton_core::render::render(&spec).expect("renders");
+        let text = baton_core::check(spec).expect("valid").unit.expect("renders");
         let unit = format!("web-{version}.service");
         std::fs::write(dir.join(&unit), text).expect("write the unit");
         unit
@@ -188,11 +175,12 @@ mod tests {
     #[test]
     fn reads_the_active_release_and_every_release_on_disk() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sd = FakeSystemd::new();
+        let sd = Arc::new(FakeSystemd::new());
+        let baton = Baton::with_systemd(sd.clone());
         deploy(dir.path(), "v1");
         let v2 = deploy(dir.path(), "v2");
         sd.set_running(&v2, true);
-        let info = read(&sd, &config(dir.path())).expect("found");
+        let info = read(&baton, &config(dir.path())).expect("found");
         assert_eq!(info.id, s("web"));
         assert_eq!(info.version, s("v2"));
         assert_eq!(info.state, s("started"));
@@ -208,9 +196,10 @@ mod tests {
     #[test]
     fn a_stopped_service_has_releases_but_no_active_one() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sd = FakeSystemd::new();
+        let sd = Arc::new(FakeSystemd::new());
+        let baton = Baton::with_systemd(sd.clone());
         deploy(dir.path(), "v1");
-        let info = read(&sd, &config(dir.path())).expect("found");
+        let info = read(&baton, &config(dir.path())).expect("found");
         assert_eq!(info.state, s("stopped"));
         assert_eq!(info.version, Value::Null);
         assert_eq!(info.unit, Value::Null);
@@ -222,11 +211,12 @@ mod tests {
     #[test]
     fn a_missing_service_is_an_error_naming_it_and_the_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sd = FakeSystemd::new();
+        let sd = Arc::new(FakeSystemd::new());
+        let baton = Baton::with_systemd(sd.clone());
         deploy(dir.path(), "v1");
         let mut c = config(dir.path());
         c.name = s("wbe");
-        match read(&sd, &c) {
+        match read(&baton, &c) {
             Err(ReadError::NotFound(msg)) => {
                 assert!(msg.contains("\"wbe\"") && msg.contains(&dir.path().display().to_string()), "{msg}")
             }

@@ -64,7 +64,7 @@ pub async fn guard<T: Default>(
         Ok(result) => result,
         Err(payload) => {
             let mut response = T::default();
-            on_panic(&mut response, internal_error(rpc, &baton_core::result::panic_text(payload.as_ref())));
+            on_panic(&mut response, internal_error(rpc, &baton_core::panic_text(payload.as_ref())));
             Ok(Response::new(response))
         }
     }

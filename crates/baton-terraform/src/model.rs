@@ -4,29 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use baton_core::spec::{DirectiveValue, RawHealth, RawSpec, ServiceType, State};
+use baton_core::spec::{defaults, DirectiveValue, RawHealth, RawSpec, ServiceType, State};
 use serde::{Deserialize, Serialize};
 use tf_provider::value::Value;
 use tf_provider::AttributePath;
 
-/// `unit_dir` when the configuration leaves it out.
-pub const DEFAULT_UNIT_DIR: &str = "/etc/systemd/system";
-/// `service_type` when left out.
-pub const DEFAULT_SERVICE_TYPE: &str = "exec";
-/// `timeout_stop_sec` when left out.
-pub const DEFAULT_TIMEOUT_STOP_SEC: i64 = 30;
-/// `restart` when left out.
-pub const DEFAULT_RESTART: &str = "always";
-/// `state` when left out.
-pub const DEFAULT_STATE: &str = "started";
-/// `keep` when left out.
-pub const DEFAULT_KEEP: i64 = 2;
-/// `health.timeout_sec` when left out.
-pub const DEFAULT_HEALTH_TIMEOUT_SEC: i64 = 30;
-/// `health.interval_ms` when left out.
-pub const DEFAULT_HEALTH_INTERVAL_MS: i64 = 200;
-/// `health.observe_sec` when left out.
-pub const DEFAULT_HEALTH_OBSERVE_SEC: i64 = 0;
+/// `unit_dir` when the configuration leaves it out (the core's default).
+pub const DEFAULT_UNIT_DIR: &str = defaults::UNIT_DIR;
 
 /// The `health` nested attribute.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -281,11 +265,10 @@ fn parse_service_type(s: &str) -> Result<ServiceType, AttrError> {
     }
 }
 
-/// `value`, or `default` when it is null (unknown stays unknown).
-fn or_default<T: Clone>(value: &Value<T>, default: T) -> Value<T> {
-    match value {
-        Value::Null => Value::Value(default),
-        other => other.clone(),
+/// Sets a null `value` to the core's `default` (unknown stays unknown).
+fn fill<T>(value: &mut Value<T>, default: Option<T>) {
+    if let (Value::Null, Some(d)) = (&*value, default) {
+        *value = Value::Value(d);
     }
 }
 
@@ -393,7 +376,7 @@ impl Service {
     /// a rule (a value still unknown is checked again once known). With every value known and
     /// valid, the unit file they render.
     pub fn check(&self) -> Result<Option<String>, AttrErrors> {
-        crate::check::check(self.lower())
+        crate::check::check(self.lower()).map(|c| c.unit)
     }
 
     /// [`Service::check`] without the unit.
@@ -410,48 +393,58 @@ impl Service {
         }
     }
 
-    /// Sets `id`, `unit` and `unit_text` from the other attributes (unknown while they are).
-    pub fn compute_outputs(&mut self) -> Result<(), AttrErrors> {
+    /// Sets `id` and `unit` from the other attributes (unknown while they are), and `unit_text`.
+    fn set_outputs(&mut self, unit_text: Option<String>) {
         self.id = self.name.clone();
         self.unit = match &self.state {
             Value::Value(s) if s == "started" => self.release_unit(),
             Value::Value(_) | Value::Null => Value::Null,
             Value::Unknown => Value::Unknown,
         };
-        self.unit_text = self.check()?.map_or(Value::Unknown, Value::Value);
-        Ok(())
+        self.unit_text = unit_text.map_or(Value::Unknown, Value::Value);
     }
 
-    /// The planned state: the proposed one with every default filled in where the
-    /// configuration leaves an attribute out, and the outputs computed.
+    /// The planned state: the proposed one checked by the core, every attribute the
+    /// configuration leaves out taken from the core's normalised spec (its defaults), and the
+    /// outputs computed.
     ///
     /// Defaults come from the configuration, never from the prior state: a prior state that a
     /// refresh found drifted (`state = "stopped"`, `enabled = false`) plans back to the spec.
     pub fn plan(proposed: &Service, config: &Service) -> Result<Service, AttrErrors> {
         let mut p = proposed.clone();
-        p.service_type = or_default(&config.service_type, DEFAULT_SERVICE_TYPE.to_owned());
-        p.timeout_stop_sec = or_default(&config.timeout_stop_sec, DEFAULT_TIMEOUT_STOP_SEC);
-        p.restart = or_default(&config.restart, DEFAULT_RESTART.to_owned());
-        p.state = or_default(&config.state, DEFAULT_STATE.to_owned());
-        p.enabled = or_default(&config.enabled, true);
-        p.keep = or_default(&config.keep, DEFAULT_KEEP);
-        p.migrate_requests = or_default(&config.migrate_requests, true);
-        p.unit_dir = or_default(&config.unit_dir, DEFAULT_UNIT_DIR.to_owned());
-        p.health = match &config.health {
-            Value::Value(h) => Value::Value(Health {
-                http: h.http.clone(),
-                tcp: match (&h.tcp, &config.port, &h.http) {
-                    (Value::Null, Value::Unknown, _) | (Value::Null, _, Value::Unknown) => Value::Unknown,
-                    (Value::Null, port, http) => Value::Value(port.is_value() && http.is_null()),
-                    (tcp, _, _) => *tcp,
-                },
-                timeout_sec: or_default(&h.timeout_sec, DEFAULT_HEALTH_TIMEOUT_SEC),
-                interval_ms: or_default(&h.interval_ms, DEFAULT_HEALTH_INTERVAL_MS),
-                observe_sec: or_default(&h.observe_sec, DEFAULT_HEALTH_OBSERVE_SEC),
-            }),
-            other => other.clone(),
-        };
-        p.compute_outputs()?;
+        // What the configuration says; null stands for the core's default.
+        p.service_type = config.service_type.clone();
+        p.timeout_stop_sec = config.timeout_stop_sec;
+        p.restart = config.restart.clone();
+        p.state = config.state.clone();
+        p.enabled = config.enabled;
+        p.keep = config.keep;
+        p.migrate_requests = config.migrate_requests;
+        p.unit_dir = config.unit_dir.clone();
+        p.health = config.health.clone();
+        let checked = crate::check::check(p.lower())?;
+        // Every default written out (values still unknown stand as placeholders there, and stay
+        // unknown here: only a null is filled in).
+        let d = &checked.normalised;
+        fill(&mut p.service_type, d.service_type.map(|t| t.as_str().to_owned()));
+        fill(&mut p.timeout_stop_sec, d.timeout_stop_sec.map(|t| t as i64));
+        fill(&mut p.restart, d.restart.clone());
+        fill(&mut p.state, d.state.map(|s| s.as_str().to_owned()));
+        fill(&mut p.enabled, d.enabled);
+        fill(&mut p.keep, d.keep.map(i64::from));
+        fill(&mut p.migrate_requests, d.migrate_requests);
+        fill(&mut p.unit_dir, d.unit_dir.clone());
+        if let (Value::Value(h), Some(dh)) = (&mut p.health, &d.health) {
+            // The TCP default depends on `port` and `http`: unknown while either is.
+            if h.tcp.is_null() && (config.port.is_unknown() || h.http.is_unknown()) {
+                h.tcp = Value::Unknown;
+            }
+            fill(&mut h.tcp, dh.tcp);
+            fill(&mut h.timeout_sec, dh.timeout_sec.map(|t| t as i64));
+            fill(&mut h.interval_ms, dh.interval_ms.map(|t| t as i64));
+            fill(&mut h.observe_sec, dh.observe_sec.map(|t| t as i64));
+        }
+        p.set_outputs(checked.unit);
         Ok(p)
     }
 
@@ -505,21 +498,21 @@ impl Service {
             exec_start: Value::Value(raw.exec_start.iter().cloned().map(Value::Value).collect()),
             port: raw.port.map_or(Value::Null, |p| Value::Value(i64::from(p))),
             health: Value::Null,
-            service_type: Value::Value(raw.service_type.unwrap_or_default().as_str().to_owned()),
+            service_type: Value::Value(raw.service_type.unwrap_or(defaults::SERVICE_TYPE).as_str().to_owned()),
             user: s(&raw.user),
             group: s(&raw.group),
             working_directory: s(&raw.working_directory),
             environment: raw.environment.as_ref().map_or(Value::Null, |env| {
                 Value::Value(env.iter().map(|(k, v)| (k.clone(), Value::Value(v.clone()))).collect())
             }),
-            timeout_stop_sec: Value::Value(raw.timeout_stop_sec.map_or(DEFAULT_TIMEOUT_STOP_SEC, |t| t as i64)),
-            restart: Value::Value(raw.restart.clone().unwrap_or_else(|| DEFAULT_RESTART.to_owned())),
+            timeout_stop_sec: Value::Value(raw.timeout_stop_sec.unwrap_or(defaults::TIMEOUT_STOP_SEC) as i64),
+            restart: Value::Value(raw.restart.clone().unwrap_or_else(|| defaults::RESTART.to_owned())),
             directives,
             template: s(&raw.template),
-            state: Value::Value(raw.state.unwrap_or_default().as_str().to_owned()),
-            enabled: Value::Value(raw.enabled.unwrap_or(true)),
-            keep: Value::Value(raw.keep.map_or(DEFAULT_KEEP, i64::from)),
-            migrate_requests: Value::Value(raw.migrate_requests.unwrap_or(true)),
+            state: Value::Value(raw.state.unwrap_or(defaults::STATE).as_str().to_owned()),
+            enabled: Value::Value(raw.enabled.unwrap_or(defaults::ENABLED)),
+            keep: Value::Value(i64::from(raw.keep.unwrap_or(defaults::KEEP))),
+            migrate_requests: Value::Value(raw.migrate_requests.unwrap_or(defaults::MIGRATE_REQUESTS)),
             unit_dir: Value::Value(raw.unit_dir.clone().unwrap_or_else(|| DEFAULT_UNIT_DIR.to_owned())),
             // A unit names its secret file, never the values: they cannot be read back.
             secret_environment: Value::Null,
@@ -560,7 +553,7 @@ mod tests {
 
     #[test]
     fn secret_environment_is_lowered_but_never_in_unit_text() {
-        let mut c = Service {
+        let c = Service {
             name: s("app"),
             version: s("v1"),
             exec_start: Value::Value(vec![s("/bin/app")]),
@@ -569,8 +562,7 @@ mod tests {
         };
         let raw = c.to_raw().expect("valid").expect("known");
         assert_eq!(raw.secret_environment.expect("lowered")["DB_PASSWORD"], "hunter2");
-        c.compute_outputs().expect("outputs");
-        let text = c.unit_text.as_ref_option().expect("unit text");
+        let text = c.check().expect("valid").expect("unit text");
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("EnvironmentFile=/etc/systemd/system/baton-secrets/app-v1.service.env"), "{text}");
         assert!(crate::schema::service().block.attributes["secret_environment"].sensitive);
@@ -776,9 +768,16 @@ mod tests {
         let c = config();
         let p = Service::plan(&c, &c).expect("plans");
         let text = p.unit_text.as_ref_option().expect("text").clone();
-        let back = baton_core::readback::read_back(&text, DEFAULT_UNIT_DIR).expect("marked");
-        assert!(back.exact);
+        // As an import reads it back: the unit deployed, then adopted.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("web-v1.service"), &text).expect("write the unit");
+        let sd = std::sync::Arc::new(baton_core::testing::FakeSystemd::new());
+        sd.set_running("web-v1.service", true);
+        let unit_dir = dir.path().to_str().expect("utf-8");
+        let back = baton_core::Baton::with_systemd(sd).adopt("web", unit_dir).expect("adopted");
+        assert!(back.exact && back.active);
         let (mut imported, dropped) = Service::from_raw(&back.spec);
+        imported.unit_dir = s(DEFAULT_UNIT_DIR);
         assert!(dropped.is_empty());
         imported.unit_text = s(&text);
         imported.unit = s("web-v1.service");

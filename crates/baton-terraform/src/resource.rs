@@ -11,67 +11,26 @@
 //! The core is synchronous (blocking D-Bus): every call runs on tokio's blocking pool.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use baton_core::handover::{ApplyOptions, Progress};
-use baton_core::readback;
-use baton_core::result::{Failure, Outcome, RunResult};
 use baton_core::spec::RawSpec;
-use baton_core::state;
-use baton_core::systemd::dbus::DbusSystemd;
-use baton_core::systemd::SystemdError;
+use baton_core::{AdoptError, ApplyOptions, Baton, Failure, Outcome, Progress, RunResult};
 use tf_provider::value::Value;
 use tf_provider::{AttributePath, Diagnostic, Diagnostics};
 
 use crate::model::{AttrErrors, Service, DEFAULT_UNIT_DIR};
 
-/// One system-bus connection shared by the reads (refresh and import) of a provider process;
-/// dropped and made again after an error. Changes (`apply`) connect on their own, as the CLI does.
-#[derive(Debug, Default)]
-pub struct SharedBus {
-    conn: Mutex<Option<Arc<DbusSystemd>>>,
-}
-
-impl SharedBus {
-    pub(crate) fn get(&self) -> Result<Arc<DbusSystemd>, SystemdError> {
-        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = Arc::new(DbusSystemd::connect()?);
-        *guard = Some(c.clone());
-        Ok(c)
-    }
-
-    pub(crate) fn reset(&self) {
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    }
-
-    /// Runs `f` with the connection; after a failure, once more on a fresh connection (systemd
-    /// may have been re-executed since the last call).
-    fn with<T>(&self, f: impl Fn(&DbusSystemd) -> Result<T, state::StateError>) -> Result<T, String> {
-        let first = self.get().map_err(|e| e.to_string()).and_then(|c| f(&c).map_err(|e| e.to_string()));
-        match first {
-            Ok(v) => Ok(v),
-            Err(_) => {
-                self.reset();
-                let c = self.get().map_err(|e| e.to_string())?;
-                f(&c).map_err(|e| e.to_string())
-            }
-        }
-    }
-}
-
-/// The `baton_service` resource.
+/// The `baton_service` resource. Its reads (refresh, import) share the facade's system-bus
+/// connection with the data source; changes connect on their own, as the CLI does.
 #[derive(Debug, Default, Clone)]
 pub struct ServiceResource {
-    bus: Arc<SharedBus>,
+    baton: Arc<Baton>,
 }
 
 impl ServiceResource {
-    /// A resource whose reads go through `bus`.
-    pub fn new(bus: Arc<SharedBus>) -> Self {
-        ServiceResource { bus }
+    /// A resource that goes through `baton`.
+    pub fn new(baton: Arc<Baton>) -> Self {
+        ServiceResource { baton }
     }
 }
 
@@ -106,33 +65,32 @@ fn name_of(s: &Service) -> Result<String, String> {
 
 /// What is really there for the service `prior` describes: `None` when no release of it is
 /// left on disk (it was removed outside Terraform).
-fn observe(bus: &SharedBus, prior: &Service) -> Result<Option<Service>, String> {
+fn observe(baton: &Baton, prior: &Service) -> Result<Option<Service>, String> {
     let name = name_of(prior)?;
     let unit_dir = prior.unit_dir_or_default();
-    let target = match prior.release_unit() {
-        Value::Value(u) => u,
-        _ => format!("{name}-.service"),
-    };
-    let st = bus.with(|sd| state::read(sd, Path::new(&unit_dir), &name, &target))?;
-    if st.releases.is_empty() {
+    let seen = baton.observe(&name, Path::new(&unit_dir)).map_err(|e| e.to_string())?;
+    if !seen.exists() {
         return Ok(None);
     }
     let mut now = prior.clone();
     now.id = Value::Value(name.clone());
-    match st.active_version() {
+    let active = seen.status.active_version.clone();
+    match &active {
         Some(v) => {
-            now.version = Value::Value(v);
+            now.version = Value::Value(v.clone());
             now.state = Value::Value("started".to_owned());
         }
         None => now.state = Value::Value("stopped".to_owned()),
     }
-    let release = match &now.version {
-        Value::Value(v) => st.release(v),
+    let version = match &now.version {
+        Value::Value(v) => Some(v.clone()),
         _ => None,
     };
-    now.enabled = Value::Value(release.is_some_and(|r| r.status.is_enabled()));
-    now.unit_text = release.map_or(Value::Null, |r| Value::Value(r.file.text.clone()));
-    now.unit = match st.active_version() {
+    let release = version.as_deref().and_then(|v| seen.release(v));
+    now.enabled = Value::Value(release.is_some_and(|r| r.enabled));
+    now.unit_text =
+        version.as_deref().and_then(|v| seen.unit_text(v)).map_or(Value::Null, |t| Value::Value(t.to_owned()));
+    now.unit = match active {
         Some(_) => now.release_unit(),
         None => Value::Null,
     };
@@ -140,58 +98,55 @@ fn observe(bus: &SharedBus, prior: &Service) -> Result<Option<Service>, String> 
 }
 
 /// Adopts the service `id` (`name`, or `/unit/dir/name`): its active release (else its enabled
-/// one, else its newest) read back from the unit file.
-fn import(bus: &SharedBus, id: &str) -> Result<(Service, Vec<String>), String> {
+/// one, else its newest) read back from the unit file, by the core.
+fn import(baton: &Baton, id: &str) -> Result<(Service, Vec<String>), String> {
     let (unit_dir, name) = match id.rsplit_once('/') {
         Some((dir, name)) if id.starts_with('/') => (if dir.is_empty() { "/" } else { dir }, name),
         _ => (DEFAULT_UNIT_DIR, id),
     };
-    baton_core::spec::Ident::parse("name", name).map_err(|e| format!("import id {id:?}: {e}"))?;
-    let st = bus.with(|sd| state::read(sd, Path::new(unit_dir), name, &format!("{name}-.service")))?;
-    let active = st.active_version();
-    let release = active
-        .as_deref()
-        .and_then(|v| st.release(v))
-        .or_else(|| st.releases.iter().find(|r| r.status.is_enabled()))
-        .or_else(|| st.releases.iter().max_by_key(|r| r.file.modified))
-        .ok_or_else(|| format!("there is no release of service {name} in {unit_dir}"))?;
-    let back = readback::read_back(&release.file.text, unit_dir)
-        .ok_or_else(|| format!("{} carries no baton marks", release.file.path.display()))?;
-    let (mut service, dropped) = Service::from_raw(&back.spec);
+    let adopted = baton.adopt(name, unit_dir).map_err(|e| match e {
+        AdoptError::Name(e) => format!("import id {id:?}: {e}"),
+        e => e.to_string(),
+    })?;
+    let (mut service, dropped) = Service::from_raw(&adopted.spec);
     let mut warnings: Vec<String> = dropped
         .into_iter()
         .map(|k| format!("directive {k} is repeated in the unit; a map of maps cannot hold it, so it was left out"))
         .collect();
-    if !back.exact {
+    if !adopted.exact {
         warnings.push(format!(
             "{} does not read back exactly (edited by hand, or rendered by a custom template): the imported \
              attributes are a best effort, and the next plan shows the unit's difference in `unit_text`",
-            release.file.path.display()
+            adopted.unit_path.display()
         ));
     }
-    if back.secret_file {
+    if let Some(secret_file) = &adopted.secret_file {
         warnings.push(format!(
             "{} reads secret_environment from {}; secret values are never read back: set secret_environment in \
              the configuration (the first apply then rewrites nothing if they are unchanged)",
-            release.file.path.display(),
-            baton_core::secrets::path(Path::new(unit_dir), &release.file.unit).display()
+            adopted.unit_path.display(),
+            secret_file.display()
         ));
     }
-    service.state = Value::Value(if active.is_some() { "started" } else { "stopped" }.to_owned());
-    service.enabled = Value::Value(release.status.is_enabled());
-    service.unit_text = Value::Value(release.file.text.clone());
-    service.unit = if active.is_some() { service.release_unit() } else { Value::Null };
+    service.state = Value::Value(if adopted.active { "started" } else { "stopped" }.to_owned());
+    service.enabled = Value::Value(adopted.enabled);
+    service.unit_text = Value::Value(adopted.unit_text);
+    service.unit = if adopted.active { service.release_unit() } else { Value::Null };
     Ok((service, warnings))
 }
 
-/// One `baton apply` of `raw`, as the CLI runs it; progress goes to the plugin's stderr (the
-/// Terraform log at DEBUG).
-fn run(raw: RawSpec) -> RunResult {
-    baton_core::run::apply(raw, &ApplyOptions::default(), &mut |p| match p {
+/// Progress goes to the plugin's stderr (the Terraform log at DEBUG).
+fn log_progress(p: Progress) {
+    match p {
         Progress::Step(s) => eprintln!("baton: {s}"),
         Progress::Done(s) => eprintln!("baton: done: {s}"),
-        Progress::Waiting { .. } => {}
-    })
+        _ => {}
+    }
+}
+
+/// One `baton apply` of `raw`, as the CLI runs it.
+fn run(baton: &Baton, raw: RawSpec) -> RunResult {
+    baton.apply(raw, &ApplyOptions::default(), &mut log_progress)
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
@@ -254,9 +209,9 @@ impl ServiceResource {
 
     /// ReadResource: what is really there; `None` when the service no longer exists.
     pub async fn read(&self, diags: &mut Diagnostics, state: Service) -> Option<Service> {
-        let bus = self.bus.clone();
+        let baton = self.baton.clone();
         let prior = state.clone();
-        match blocking(move || observe(&bus, &prior)).await.and_then(|r| r) {
+        match blocking(move || observe(&baton, &prior)).await.and_then(|r| r) {
             Ok(now) => now,
             Err(e) => {
                 error(diags, "Cannot read the baton service from systemd", e, AttributePath::root());
@@ -290,7 +245,8 @@ impl ServiceResource {
     pub async fn create(&self, diags: &mut Diagnostics, planned: &Service, config: &Service) -> Option<Service> {
         let (done, raw) = final_state(planned, config, diags)?;
         let name = raw.name.clone();
-        match blocking(move || run(raw)).await {
+        let baton = self.baton.clone();
+        match blocking(move || run(&baton, raw)).await {
             Ok(RunResult::Ok(outcome)) => {
                 warn_all(diags, &outcome);
                 Some(done)
@@ -319,16 +275,17 @@ impl ServiceResource {
             return prior;
         };
         let summary = format!("baton could not apply {} {}", raw.name, raw.version);
-        match blocking(move || run(raw)).await {
+        let baton = self.baton.clone();
+        match blocking(move || run(&baton, raw)).await {
             Ok(RunResult::Ok(outcome)) => {
                 warn_all(diags, &outcome);
                 done
             }
             Ok(RunResult::Failed(f)) => {
                 error(diags, summary, failure_detail(&f), AttributePath::root());
-                let bus = self.bus.clone();
+                let baton = self.baton.clone();
                 let before = prior.clone();
-                let now = blocking(move || observe(&bus, &before)).await.and_then(|r| r);
+                let now = blocking(move || observe(&baton, &before)).await.and_then(|r| r);
                 now.ok().flatten().unwrap_or(prior)
             }
             Err(e) => {
@@ -338,25 +295,16 @@ impl ServiceResource {
         }
     }
 
-    /// ApplyResourceChange of a delete: `state = "absent"`. False when it failed.
+    /// ApplyResourceChange of a delete: every release stopped and removed (`state = "absent"`,
+    /// which needs only the name and the unit directory). False when it failed.
     pub async fn delete(&self, diags: &mut Diagnostics, prior: &Service) -> bool {
-        let raw = match prior.to_raw() {
-            Ok(Some(raw)) => raw,
-            _ => RawSpec {
-                name: name_of(prior).unwrap_or_default(),
-                unit_dir: Some(prior.unit_dir_or_default()),
-                ..RawSpec::default()
-            },
-        };
-        let raw = RawSpec {
-            // Removing needs only the name and the unit directory.
-            version: if raw.version.is_empty() { "removed".to_owned() } else { raw.version },
-            exec_start: if raw.exec_start.is_empty() { vec!["/bin/true".to_owned()] } else { raw.exec_start },
-            state: Some(baton_core::spec::State::Absent),
-            ..raw
-        };
-        let name = raw.name.clone();
-        match blocking(move || run(raw)).await {
+        let name = name_of(prior).unwrap_or_default();
+        let unit_dir = prior.unit_dir_or_default();
+        let baton = self.baton.clone();
+        let removing = name.clone();
+        let removed =
+            blocking(move || baton.remove(&removing, Some(&unit_dir), &ApplyOptions::default(), &mut log_progress));
+        match removed.await {
             Ok(RunResult::Ok(outcome)) => {
                 warn_all(diags, &outcome);
                 true
@@ -374,9 +322,9 @@ impl ServiceResource {
 
     /// ImportResourceState: the service `id` adopted from its unit file.
     pub async fn import(&self, diags: &mut Diagnostics, id: String) -> Option<Service> {
-        let bus = self.bus.clone();
+        let baton = self.baton.clone();
         let wanted = id.clone();
-        match blocking(move || import(&bus, &wanted)).await.and_then(|r| r) {
+        match blocking(move || import(&baton, &wanted)).await.and_then(|r| r) {
             Ok((service, warnings)) => {
                 for w in warnings {
                     warning(diags, "baton_service import", w);

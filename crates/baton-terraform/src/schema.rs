@@ -6,6 +6,10 @@
 
 use std::collections::HashMap;
 
+use std::fmt::Display;
+use std::ops::RangeInclusive;
+
+use baton_core::spec::defaults as d;
 use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, Schema};
 
 /// The version of the resource's schema (recorded in the state).
@@ -13,6 +17,11 @@ pub const SCHEMA_VERSION: i64 = 1;
 
 fn attr(t: AttributeType, c: AttributeConstraint, doc: &str) -> Attribute {
     Attribute { attr_type: t, description: Description::markdown(doc), constraint: c, ..Attribute::default() }
+}
+
+/// A range of the spec's bounds as the descriptions write it: `1–3600`.
+fn range<T: Display>(r: &RangeInclusive<T>) -> String {
+    format!("{}–{}", r.start(), r.end())
 }
 
 fn string() -> AttributeType {
@@ -33,14 +42,14 @@ pub(crate) fn health_attributes() -> HashMap<String, Attribute> {
                 "Probe with a TCP connect to `port`. Defaults to true when `port` is set and `http` is not.",
             ),
         ),
-        ("timeout_sec", attr(Number, OptionalComputed, "How long the new release may take to become ready (1–3600). Defaults to 30.")),
-        ("interval_ms", attr(Number, OptionalComputed, "Time between probes, in milliseconds (10–60000). Defaults to 200.")),
+        ("timeout_sec", attr(Number, OptionalComputed, &format!("How long the new release may take to become ready ({}). Defaults to {}.", range(&d::HEALTH_TIMEOUT_SEC_RANGE), d::HEALTH_TIMEOUT_SEC))),
+        ("interval_ms", attr(Number, OptionalComputed, &format!("Time between probes, in milliseconds ({}). Defaults to {}.", range(&d::HEALTH_INTERVAL_MS_RANGE), d::HEALTH_INTERVAL_MS))),
         (
             "observe_sec",
             attr(
                 Number,
                 OptionalComputed,
-                "Time both releases run while the new one must stay healthy before the old one is stopped (0–3600). Defaults to 0.",
+                &format!("Time both releases run while the new one must stay healthy before the old one is stopped ({}). Defaults to {}.", range(&d::HEALTH_OBSERVE_SEC_RANGE), d::HEALTH_OBSERVE_SEC),
             ),
         ),
     ]
@@ -84,7 +93,7 @@ pub fn service() -> Schema {
             attr(
                 Number,
                 Optional,
-                "The SO_REUSEPORT port (1–65535): enables the check that the new release holds a listening socket on it, and a default TCP probe.",
+                &format!("The SO_REUSEPORT port ({}): enables the check that the new release holds a listening socket on it, and a default TCP probe.", range(&d::PORT_RANGE)),
             ),
         ),
         (
@@ -97,7 +106,7 @@ pub fn service() -> Schema {
         ),
         (
             "service_type",
-            attr(string(), OptionalComputed, "systemd `Type=`: `exec`, `simple` or `notify` (with `notify`, `READY=1` is part of readiness). Defaults to `exec`."),
+            attr(string(), OptionalComputed, &format!("systemd `Type=`: `exec`, `simple` or `notify` (with `notify`, `READY=1` is part of readiness). Defaults to `{}`.", d::SERVICE_TYPE.as_str())),
         ),
         ("user", attr(string(), Optional, "systemd `User=`: a name or a numeric id. The old and the new release must run as the same user to share the port.")),
         ("group", attr(string(), Optional, "systemd `Group=`: a name or a numeric id.")),
@@ -123,14 +132,14 @@ pub fn service() -> Schema {
         ),
         (
             "timeout_stop_sec",
-            attr(Number, OptionalComputed, "`TimeoutStopSec=` of every release (1–86400). Defaults to 30."),
+            attr(Number, OptionalComputed, &format!("`TimeoutStopSec=` of every release ({}). Defaults to {}.", range(&d::TIMEOUT_STOP_SEC_RANGE), d::TIMEOUT_STOP_SEC)),
         ),
         (
             "restart",
             attr(
                 string(),
                 OptionalComputed,
-                "`Restart=`: `no`, `always`, `on-success`, `on-failure`, `on-abnormal`, `on-abort` or `on-watchdog`. Defaults to `always`.",
+                &format!("`Restart=`: `no`, `always`, `on-success`, `on-failure`, `on-abnormal`, `on-abort` or `on-watchdog`. Defaults to `{}`.", d::RESTART),
             ),
         ),
         (
@@ -147,17 +156,17 @@ pub fn service() -> Schema {
             attr(
                 string(),
                 OptionalComputed,
-                "`started` (exactly `version` active, every other release stopped) or `stopped` (every release stopped, files kept). Defaults to `started`. There is no `absent`: destroying the resource removes the service.",
+                &format!("`started` (exactly `version` active, every other release stopped) or `stopped` (every release stopped, files kept). Defaults to `{}`. There is no `absent`: destroying the resource removes the service.", d::STATE.as_str()),
             ),
         ),
-        ("enabled", attr(Bool, OptionalComputed, "Whether the release is enabled for boot (every other release is disabled). Defaults to true.")),
-        ("keep", attr(Number, OptionalComputed, "Inactive releases kept on disk for rollback (0–100); older ones are removed. Defaults to 2.")),
+        ("enabled", attr(Bool, OptionalComputed, &format!("Whether the release is enabled for boot (every other release is disabled). Defaults to {}.", d::ENABLED))),
+        ("keep", attr(Number, OptionalComputed, &format!("Inactive releases kept on disk for rollback ({}); older ones are removed. Defaults to {}.", range(&d::KEEP_RANGE), d::KEEP))),
         (
             "migrate_requests",
             attr(
                 Bool,
                 OptionalComputed,
-                "Ensure `net.ipv4.tcp_migrate_req=1` before an old release is stopped, so connections queued on its listener move to the new one instead of being reset. Defaults to true.",
+                &format!("Ensure `net.ipv4.tcp_migrate_req=1` before an old release is stopped, so connections queued on its listener move to the new one instead of being reset. Defaults to {}.", d::MIGRATE_REQUESTS),
             ),
         ),
         (
@@ -165,7 +174,7 @@ pub fn service() -> Schema {
             attr(
                 string(),
                 OptionalComputed,
-                "Where unit files live. Defaults to `/etc/systemd/system`. Changing it replaces the resource.",
+                &format!("Where unit files live. Defaults to `{}`. Changing it replaces the resource.", d::UNIT_DIR),
             ),
         ),
         (

@@ -49,7 +49,7 @@ use crate::model::Service;
 use crate::proto::plugin::{self, grpc_broker_server, grpc_controller_server, grpc_stdio_server};
 use crate::proto::tfplugin6 as tf;
 use crate::proto::{decode, diagnostics, encode, path, schema};
-use crate::resource::{ServiceResource, SharedBus};
+use crate::resource::ServiceResource;
 use crate::tls::AutoMtls;
 
 /// The resource type this provider serves.
@@ -80,10 +80,10 @@ pub struct Plugin {
 impl Plugin {
     fn new() -> Self {
         // One system-bus connection for the reads of the resource and of the data source.
-        let bus = Arc::new(SharedBus::default());
+        let baton = Arc::new(baton_core::Baton::system());
         Plugin {
-            resource: ServiceResource::new(bus.clone()),
-            data_source: ServiceDataSource::new(bus),
+            resource: ServiceResource::new(baton.clone()),
+            data_source: ServiceDataSource::new(baton),
             stop: Arc::new(watch::channel(false).0),
         }
     }
