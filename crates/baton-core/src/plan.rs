@@ -145,6 +145,7 @@ impl Plan {
 
 /// A handover that cannot work, refused before anything is touched.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlanError {
     /// A unit file in the way is not baton's.
     #[error(transparent)]
@@ -177,177 +178,245 @@ pub fn plan(
     rendered: Option<&str>,
     migrate: Migrate,
 ) -> Result<Plan, PlanError> {
-    let previous_version = state.active_version();
-    let mut steps = Vec::new();
-    let mut warnings = Vec::new();
-
-    if spec.state == State::Absent {
-        for r in state.running() {
-            steps.push(stop_step(r.unit(), r.version(), &r.file.text));
+    let mut plan = Plan { steps: Vec::new(), previous_version: state.active_version(), warnings: Vec::new() };
+    match (spec.state, &spec.version, spec.unit()) {
+        (State::Absent, _, _) => plan.remove_everything(state),
+        (_, Some(version), Some(target_unit)) => {
+            let target = Target::new(spec, state, version.as_str(), target_unit, rendered.unwrap_or_default())?;
+            plan.release(spec, state, &target, migrate)?;
         }
-        let enabled: Vec<String> =
-            state.releases.iter().filter(|r| r.status.is_enabled()).map(|r| r.unit().to_owned()).collect();
+        // `stopped` without a release.
+        _ => plan.stop_everything(spec, state),
+    }
+    Ok(plan)
+}
+
+/// What the plan knows of the release the spec names, worked out once.
+struct Target<'a> {
+    version: &'a str,
+    unit: String,
+    /// The unit text the spec renders to.
+    text: String,
+    /// Whether the unit file must be written.
+    write: bool,
+    /// The secret file the spec asks for (None without `secret_environment`).
+    wanted_secrets: Option<SecretText>,
+    /// The secret file on disk.
+    secret_file: Option<&'a secrets::SecretFile>,
+    /// Whether the secret file must be written.
+    write_secrets: bool,
+    running: bool,
+    /// The other releases that run.
+    others_running: Vec<&'a crate::state::Release>,
+}
+
+impl<'a> Target<'a> {
+    /// Works out the target, refusing a file baton did not write and a unit it would shadow.
+    fn new(
+        spec: &ServiceSpec,
+        state: &'a ServiceState,
+        version: &'a str,
+        unit: String,
+        text: &str,
+    ) -> Result<Self, PlanError> {
+        // Never overwrite a unit baton did not write.
+        if let Some(existing) = &state.target_text {
+            unit_dir::check_owned(&state.target_path, existing, spec.name.as_str(), version)?;
+        }
+        // Nor shadow a unit systemd loads from another file (another package's unit).
+        if let Some(owner) = state.target_owner.as_ref().filter(|owner| **owner != state.target_path) {
+            return Err(PlanError::Shadows { unit, owner: owner.clone(), path: state.target_path.clone() });
+        }
+        // The secret file: compared by content (the unit names only its path, so a changed secret
+        // changes no byte of the unit); one others could read is written again.
+        let wanted_secrets = (!spec.secret_environment.is_empty())
+            .then(|| secrets::render(spec.name.as_str(), version, &spec.secret_environment));
+        let secret_file = state.secret_file(&unit);
+        let write_secrets = match (&wanted_secrets, secret_file) {
+            (Some(wanted), Some(file)) => *wanted != file.text || !file.private,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let others_running = state.running().filter(|r| r.unit() != unit).collect();
+        Ok(Target {
+            version,
+            write: state.target_text.as_deref() != Some(text),
+            text: text.to_owned(),
+            wanted_secrets,
+            secret_file,
+            write_secrets,
+            running: state.target_status.is_running(),
+            others_running,
+            unit,
+        })
+    }
+}
+
+impl Plan {
+    /// `absent`: stop, disable and remove every release, and every secret file of the service
+    /// (also one whose unit an earlier run already removed).
+    fn remove_everything(&mut self, state: &ServiceState) {
+        for r in state.running() {
+            self.steps.push(stop_step(r.unit(), r.version(), &r.file.text));
+        }
+        let enabled = enabled_units(state);
         if !enabled.is_empty() {
-            steps.push(Step::Disable { units: enabled });
+            self.steps.push(Step::Disable { units: enabled });
         }
         for r in &state.releases {
-            steps.push(Step::RemoveUnit { unit: r.unit().to_owned(), path: r.file.path.clone() });
+            self.steps.push(Step::RemoveUnit { unit: r.unit().to_owned(), path: r.file.path.clone() });
         }
-        // Every secret file of the service, also one whose unit an earlier run already removed.
         for f in &state.secrets {
-            steps.push(Step::RemoveSecrets { unit: f.unit.clone(), path: f.path.clone() });
+            self.steps.push(Step::RemoveSecrets { unit: f.unit.clone(), path: f.path.clone() });
         }
-        return Ok(Plan { steps, previous_version, warnings });
     }
 
-    let (Some(version), Some(target_unit)) = (&spec.version, spec.unit()) else {
-        // `stopped` without a release: stop every release, keep the files; enablement is left
-        // as it is unless `enabled: false` asks to disable them all.
+    /// `stopped` without a release: stop every release, keep the files; enablement is left as
+    /// it is unless `enabled: false` asks to disable them all.
+    fn stop_everything(&mut self, spec: &ServiceSpec, state: &ServiceState) {
         for r in state.running() {
-            steps.push(stop_step(r.unit(), r.version(), &r.file.text));
+            self.steps.push(stop_step(r.unit(), r.version(), &r.file.text));
         }
-        let enabled: Vec<String> =
-            state.releases.iter().filter(|r| r.status.is_enabled()).map(|r| r.unit().to_owned()).collect();
+        let enabled = enabled_units(state);
         if !spec.enabled && !enabled.is_empty() {
-            steps.push(Step::Disable { units: enabled });
+            self.steps.push(Step::Disable { units: enabled });
         }
-        return Ok(Plan { steps, previous_version, warnings });
-    };
-    let text = rendered.unwrap_or_default().to_owned();
-    // Never overwrite a unit baton did not write.
-    if let Some(existing) = &state.target_text {
-        unit_dir::check_owned(&state.target_path, existing, spec.name.as_str(), version.as_str())?;
-    }
-    // Nor shadow a unit systemd loads from another file (another package's unit).
-    if let Some(owner) = state.target_owner.as_ref().filter(|owner| **owner != state.target_path) {
-        return Err(PlanError::Shadows { unit: target_unit, owner: owner.clone(), path: state.target_path.clone() });
-    }
-    let write = state.target_text.as_deref() != Some(text.as_str());
-    // The secret file: compared by content (the unit names only its path, so a changed secret
-    // changes no byte of the unit); one others could read is written again.
-    let wanted_secrets = (!spec.secret_environment.is_empty())
-        .then(|| secrets::render(spec.name.as_str(), version.as_str(), &spec.secret_environment));
-    let secret_file = state.secret_file(&target_unit);
-    let write_secrets = match (&wanted_secrets, secret_file) {
-        (Some(wanted), Some(file)) => *wanted != file.text || !file.private,
-        (Some(_), None) => true,
-        (None, _) => false,
-    };
-    let target_running = state.target_status.is_running();
-    let others_running: Vec<_> = state.running().filter(|r| r.unit() != target_unit).collect();
-
-    if spec.state == State::Started && spec.port.is_some() {
-        preflight_same_user(spec, &target_unit, &others_running)?;
     }
 
-    // The secret file first: the unit never names a file that is not there yet.
-    if let Some(text) = wanted_secrets.filter(|_| write_secrets) {
-        steps.push(Step::WriteSecrets {
-            unit: target_unit.clone(),
-            path: secrets::path(&spec.unit_dir, &target_unit),
-            text,
-            existed: secret_file.is_some(),
-        });
-    }
-    if write {
-        steps.push(Step::WriteUnit { unit: target_unit.clone(), path: state.target_path.clone(), text: text.clone() });
-    }
-    // systemd reads a unit it does not hold in memory from disk on first use: only a unit it has
-    // loaded needs a daemon-reload to see its new file (or one edited behind its back).
-    if (write && state.target_status.in_memory()) || state.target_status.need_daemon_reload {
-        steps.push(Step::Reload);
-    }
-
-    match spec.state {
-        State::Started => {
-            // A running release whose unit file is newer than its start runs an old version of
-            // the unit (a run was killed between writing it and restarting): restart it too.
-            // The same holds for its secret file (written, then the run was killed).
-            let active_since =
-                std::time::UNIX_EPOCH + std::time::Duration::from_micros(state.target_status.active_enter_timestamp_us);
-            let newer = |modified: std::time::SystemTime| {
-                state.target_status.active_enter_timestamp_us > 0 && modified > active_since
-            };
-            let stale = target_running
-                && (state.release(version.as_str()).is_some_and(|r| newer(r.file.modified))
-                    || secret_file.is_some_and(|f| wanted_secrets_present(spec) && newer(f.modified)));
-            if target_running && (write || write_secrets || stale) {
-                let what = if write { "unit" } else { "secret_environment" };
-                warnings.push(format!(
-                    "{target_unit} is restarted in place to apply its changed {what}: a restart drops connections; \
-                     give a changed release a new version for a zero-downtime handover"
-                ));
-                steps.push(Step::Restart { unit: target_unit.clone() });
-            } else if !target_running {
-                steps.push(Step::StartAndWait { unit: target_unit.clone(), start: true });
-            } else if !others_running.is_empty() {
-                // A run was interrupted after starting the new release: verify it before the old one goes.
-                steps.push(Step::StartAndWait { unit: target_unit.clone(), start: false });
-            }
-            if !others_running.is_empty() && spec.port.is_some() && spec.migrate_requests {
-                match migrate {
-                    Migrate::On => {}
-                    Migrate::Off => steps.push(Step::MigrateRequests),
-                    Migrate::Unsupported => warnings.push(crate::migrate::UNSUPPORTED_WARNING.to_owned()),
-                }
+    /// A spec naming a release: its files, its start (or stop), enablement, the other releases
+    /// stopped and pruned.
+    fn release(
+        &mut self,
+        spec: &ServiceSpec,
+        state: &ServiceState,
+        target: &Target<'_>,
+        migrate: Migrate,
+    ) -> Result<(), PlanError> {
+        if spec.state == State::Started && spec.port.is_some() {
+            preflight_same_user(spec, &target.unit, &target.others_running)?;
+        }
+        self.write_files(spec, state, target);
+        match spec.state {
+            State::Started => self.start(spec, state, target, migrate),
+            State::Stopped if target.running => self.steps.push(stop_step(&target.unit, target.version, &target.text)),
+            State::Stopped | State::Absent => {}
+        }
+        self.enablement(spec, state, target);
+        for r in &target.others_running {
+            self.steps.push(stop_step(r.unit(), r.version(), &r.file.text));
+        }
+        if spec.state == State::Started {
+            self.prune(spec, state, target);
+        }
+        // The target's secret file once the spec no longer has secrets (its unit no longer names it).
+        if !wanted_secrets_present(spec) {
+            if let Some(f) = target.secret_file {
+                self.steps.push(Step::RemoveSecrets { unit: f.unit.clone(), path: f.path.clone() });
             }
         }
-        State::Stopped => {
-            if target_running {
-                steps.push(stop_step(&target_unit, version.as_str(), &text));
+        Ok(())
+    }
+
+    /// The secret file first (the unit never names a file that is not there yet), the unit
+    /// file, and a daemon-reload when systemd must see it.
+    fn write_files(&mut self, spec: &ServiceSpec, state: &ServiceState, target: &Target<'_>) {
+        if let Some(text) = target.wanted_secrets.clone().filter(|_| target.write_secrets) {
+            self.steps.push(Step::WriteSecrets {
+                unit: target.unit.clone(),
+                path: secrets::path(&spec.unit_dir, &target.unit),
+                text,
+                existed: target.secret_file.is_some(),
+            });
+        }
+        if target.write {
+            self.steps.push(Step::WriteUnit {
+                unit: target.unit.clone(),
+                path: state.target_path.clone(),
+                text: target.text.clone(),
+            });
+        }
+        // systemd reads a unit it does not hold in memory from disk on first use: only a unit it
+        // has loaded needs a daemon-reload to see its new file (or one edited behind its back).
+        if (target.write && state.target_status.in_memory()) || state.target_status.need_daemon_reload {
+            self.steps.push(Step::Reload);
+        }
+    }
+
+    /// `started`: start the release (or restart it in place, or verify it), and have the kernel
+    /// migrate the old listener's queue.
+    fn start(&mut self, spec: &ServiceSpec, state: &ServiceState, target: &Target<'_>, migrate: Migrate) {
+        let unit = &target.unit;
+        if target.running && (target.write || target.write_secrets || runs_a_stale_unit(spec, state, target)) {
+            let what = if target.write { "unit" } else { "secret_environment" };
+            self.warnings.push(format!(
+                "{unit} is restarted in place to apply its changed {what}: a restart drops connections; \
+                 give a changed release a new version for a zero-downtime handover"
+            ));
+            self.steps.push(Step::Restart { unit: unit.clone() });
+        } else if !target.running {
+            self.steps.push(Step::StartAndWait { unit: unit.clone(), start: true });
+        } else if !target.others_running.is_empty() {
+            // A run was interrupted after starting the new release: verify it before the old one goes.
+            self.steps.push(Step::StartAndWait { unit: unit.clone(), start: false });
+        }
+        if !target.others_running.is_empty() && spec.port.is_some() && spec.migrate_requests {
+            match migrate {
+                Migrate::On => {}
+                Migrate::Off => self.steps.push(Step::MigrateRequests),
+                Migrate::Unsupported => self.warnings.push(crate::migrate::UNSUPPORTED_WARNING.to_owned()),
             }
         }
-        State::Absent => unreachable!("handled above"),
     }
 
-    // Enablement: only the target may be enabled, and only when asked.
-    let target_enabled = state.target_status.is_enabled();
-    if spec.enabled && !target_enabled {
-        steps.push(Step::Enable { units: vec![target_unit.clone()] });
-    }
-    let mut disable: Vec<String> = state
-        .releases
-        .iter()
-        .filter(|r| r.unit() != target_unit && r.status.is_enabled())
-        .map(|r| r.unit().to_owned())
-        .collect();
-    if !spec.enabled && target_enabled {
-        disable.insert(0, target_unit.clone());
-    }
-    if !disable.is_empty() {
-        steps.push(Step::Disable { units: disable });
+    /// Only the target may be enabled, and only when asked.
+    fn enablement(&mut self, spec: &ServiceSpec, state: &ServiceState, target: &Target<'_>) {
+        let target_enabled = state.target_status.is_enabled();
+        if spec.enabled && !target_enabled {
+            self.steps.push(Step::Enable { units: vec![target.unit.clone()] });
+        }
+        let mut disable: Vec<String> = enabled_units(state).into_iter().filter(|unit| *unit != target.unit).collect();
+        if !spec.enabled && target_enabled {
+            disable.insert(0, target.unit.clone());
+        }
+        if !disable.is_empty() {
+            self.steps.push(Step::Disable { units: disable });
+        }
     }
 
-    for r in &others_running {
-        steps.push(stop_step(r.unit(), r.version(), &r.file.text));
-    }
-
-    if spec.state == State::Started {
-        // Keep the `keep` most recently active inactive releases; remove the rest, with their
-        // secret files.
-        let mut inactive: Vec<_> = state.releases.iter().filter(|r| r.unit() != target_unit).collect();
+    /// Keeps the `keep` most recently active inactive releases and removes the rest, with their
+    /// secret files, and secret files whose unit is gone (a run killed between the two removals).
+    fn prune(&mut self, spec: &ServiceSpec, state: &ServiceState, target: &Target<'_>) {
+        let mut inactive: Vec<_> = state.releases.iter().filter(|r| r.unit() != target.unit).collect();
         inactive.sort_by(|a, b| b.file.modified.cmp(&a.file.modified).then_with(|| b.unit().cmp(a.unit())));
         for r in inactive.into_iter().skip(spec.keep as usize) {
-            steps.push(Step::RemoveUnit { unit: r.unit().to_owned(), path: r.file.path.clone() });
+            self.steps.push(Step::RemoveUnit { unit: r.unit().to_owned(), path: r.file.path.clone() });
             if let Some(f) = state.secret_file(r.unit()) {
-                steps.push(Step::RemoveSecrets { unit: f.unit.clone(), path: f.path.clone() });
+                self.steps.push(Step::RemoveSecrets { unit: f.unit.clone(), path: f.path.clone() });
             }
         }
-        // Secret files whose unit is gone (a run killed between the two removals).
         for f in &state.secrets {
-            if f.unit != target_unit && state.releases.iter().all(|r| r.unit() != f.unit) {
-                steps.push(Step::RemoveSecrets { unit: f.unit.clone(), path: f.path.clone() });
+            if f.unit != target.unit && state.releases.iter().all(|r| r.unit() != f.unit) {
+                self.steps.push(Step::RemoveSecrets { unit: f.unit.clone(), path: f.path.clone() });
             }
         }
     }
-    // The target's secret file once the spec no longer has secrets (its unit no longer names it).
-    if !wanted_secrets_present(spec) {
-        if let Some(f) = secret_file {
-            steps.push(Step::RemoveSecrets { unit: f.unit.clone(), path: f.path.clone() });
-        }
-    }
+}
 
-    Ok(Plan { steps, previous_version, warnings })
+/// The enabled releases' units.
+fn enabled_units(state: &ServiceState) -> Vec<String> {
+    state.releases.iter().filter(|r| r.status.is_enabled()).map(|r| r.unit().to_owned()).collect()
+}
+
+/// A running release whose unit file is newer than its start runs an old version of the unit (a
+/// run was killed between writing it and restarting): it is restarted too. The same holds for
+/// its secret file (written, then the run was killed).
+fn runs_a_stale_unit(spec: &ServiceSpec, state: &ServiceState, target: &Target<'_>) -> bool {
+    let since_us = state.target_status.active_enter_timestamp_us;
+    let active_since = std::time::UNIX_EPOCH + std::time::Duration::from_micros(since_us);
+    let newer = |modified: std::time::SystemTime| since_us > 0 && modified > active_since;
+    target.running
+        && (state.release(target.version).is_some_and(|r| newer(r.file.modified))
+            || target.secret_file.is_some_and(|f| wanted_secrets_present(spec) && newer(f.modified)))
 }
 
 fn wanted_secrets_present(spec: &ServiceSpec) -> bool {

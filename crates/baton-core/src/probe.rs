@@ -46,9 +46,10 @@ pub type Owners<'a> = &'a dyn Fn() -> Result<Vec<u32>, String>;
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProbeError {
     /// Nothing accepts connections on the port, neither on IPv4 nor on IPv6.
-    #[error("nothing accepts connections on port {port} of 127.0.0.1 or [::1]: {source}")]
+    #[error("nothing accepts connections on port {port} of 127.0.0.1 or [::1]")]
     Refused {
         /// The port.
         port: u16,
@@ -66,7 +67,7 @@ pub enum ProbeError {
         timeout: Duration,
     },
     /// Connecting failed for another reason than a refusal or a timeout.
-    #[error("cannot connect to port {port} of 127.0.0.1: {source}")]
+    #[error("cannot connect to port {port} of 127.0.0.1")]
     Connect {
         /// The port.
         port: u16,
@@ -74,7 +75,7 @@ pub enum ProbeError {
         source: io::Error,
     },
     /// Sending the request or reading the answer failed.
-    #[error("http probe of port {port} failed: {source}")]
+    #[error("http probe of port {port} failed")]
     Http {
         /// The port.
         port: u16,
@@ -119,7 +120,7 @@ pub enum ProbeError {
     #[error("cannot list the release's processes: {0}")]
     Owners(String),
     /// A file under `/proc` could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Proc {
         /// The file or directory.
         path: PathBuf,

@@ -18,9 +18,10 @@ use crate::unit::parse::read_marks;
 
 /// A unit-directory operation that failed, naming the path.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DiskError {
     /// Reading the directory or a file failed.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The path.
         path: PathBuf,
@@ -28,7 +29,7 @@ pub enum DiskError {
         source: io::Error,
     },
     /// Writing a unit failed; nothing was left half-written.
-    #[error("cannot write {path}: {source}; the unit file was left as it was")]
+    #[error("cannot write {path} (the unit file was left as it was)")]
     Write {
         /// The path.
         path: PathBuf,
@@ -36,7 +37,7 @@ pub enum DiskError {
         source: io::Error,
     },
     /// Removing a unit failed.
-    #[error("cannot remove {path}: {source}")]
+    #[error("cannot remove {path}")]
     Remove {
         /// The path.
         path: PathBuf,

@@ -1,9 +1,10 @@
 //! The real [`Systemd`]: systemd's manager driven over the system bus with zbus (blocking API).
 //!
 //! One [`DbusSystemd`] holds one bus connection and serves a whole run. It calls
-//! `Manager.Subscribe()` once at connect so systemd emits job signals, and waits for jobs by
-//! subscribing to `JobRemoved` *before* enqueueing them, so a job that finishes before the
-//! `StartUnit` reply arrives is never missed.
+//! `Manager.Subscribe()` lazily, once, before its first job (a read-only run never pays for it),
+//! so that systemd emits job signals, and waits for jobs by subscribing to `JobRemoved`
+//! *before* enqueueing them, so a job that finishes before the `StartUnit` reply arrives is
+//! never missed.
 //!
 //! `Manager.Reload()` needs no waiting of its own: systemd keeps the call's message and sends the
 //! reply only once the reload is complete (`bus_send_pending_reload_message`), so when
@@ -54,7 +55,7 @@ pub type UnitFileChange = (String, String, String);
     default_service = "org.freedesktop.systemd1",
     default_path = "/org/freedesktop/systemd1"
 )]
-pub trait Manager {
+trait Manager {
     /// Asks systemd to emit job and unit signals to this client.
     fn subscribe(&self) -> zbus::Result<()>;
 
@@ -64,9 +65,6 @@ pub trait Manager {
     /// The object path of a unit systemd has in memory; `NoSuchUnit` when it has not (which,
     /// unlike LoadUnit, does not read the unit from disk).
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
-
-    /// Loads a unit (or finds it loaded) and returns its object path.
-    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
 
     /// Enqueues a start job and returns its object path.
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
@@ -149,7 +147,7 @@ pub struct ServiceProperties {
 /// (`#[zbus(property)]` getters with `CacheProperties::Yes`) also subscribe to
 /// `PropertiesChanged` per proxy, which measured about 4× slower per status read.
 #[proxy(interface = "org.freedesktop.DBus.Properties", default_service = "org.freedesktop.systemd1")]
-pub trait UnitObject {
+trait UnitObject {
     /// All properties of `org.freedesktop.systemd1.Unit` (pass that interface name).
     #[zbus(name = "GetAll")]
     fn unit_properties(&self, interface: &str) -> zbus::Result<UnitProperties>;

@@ -5,10 +5,12 @@
 use std::time::Duration;
 
 pub mod dbus;
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
 
 /// Why a call to systemd failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SystemdError {
     /// The system bus could not be reached.
     #[error("cannot connect to systemd on the system bus ({address}): {detail}")]
