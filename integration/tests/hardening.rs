@@ -317,8 +317,7 @@ fn a_huge_timeout_stop_sec_in_a_unit_on_disk_is_no_panic() {
 /// has not loaded (without loading it), a unit in `/etc/systemd/system` and an unknown name.
 #[test]
 fn unit_file_path_names_the_file_systemd_loads_a_unit_from() {
-    use baton_core::systemd::dbus::DbusSystemd;
-    use baton_core::systemd::Systemd as _;
+    use baton_core::testing::{DbusSystemd, Systemd as _};
     use std::path::PathBuf;
 
     let h = Host::boot("fragment");

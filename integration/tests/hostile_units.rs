@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use baton_core::unit::render::MAX_LINE_BYTES;
+use baton_core::testing::MAX_LINE_BYTES;
 use baton_integration::Host;
 use serde_json::json;
 

@@ -8,8 +8,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use baton_core::systemd::dbus::DbusSystemd;
-use baton_core::systemd::{JobResult, Systemd, SystemdError};
+use baton_core::testing::{DbusSystemd, JobResult, Systemd, SystemdError, NOT_LOADED};
 use baton_sandbox::Sandbox;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(30);
@@ -85,7 +84,7 @@ fn reload_start_status_pids_stop() {
 
     let before = sd.unit_status(unit).expect("status before");
     // Not in systemd's memory: reported without loading it.
-    assert_eq!(before.load_state, baton_core::systemd::NOT_LOADED, "{before:?}");
+    assert_eq!(before.load_state, NOT_LOADED, "{before:?}");
     assert!(!before.in_memory());
 
     env.write_and_reload(unit, &sleeper("exec"));
@@ -274,7 +273,7 @@ fn unknown_units_are_not_errors_where_they_need_not_be() {
     let unit = "does-not-exist.service";
 
     let st = sd.unit_status(unit).expect("status");
-    assert_eq!(st.load_state, baton_core::systemd::NOT_LOADED, "{st:?}");
+    assert_eq!(st.load_state, NOT_LOADED, "{st:?}");
     assert_eq!(st.active_state, "inactive", "{st:?}");
     assert!(!st.is_running());
     assert_eq!(st.main_pid, 0);

@@ -184,12 +184,16 @@ impl Baton {
     }
 }
 
-/// What tests of the front-ends need from inside the core: the fake systemd.
+/// What tests need from inside the core (the `testing` feature, enabled by test builds only):
+/// the fake systemd for the front-ends' tests, the D-Bus client and the unit format's limits
+/// for the integration tests against a real systemd.
 #[cfg(feature = "testing")]
 pub mod testing {
+    pub use crate::systemd::dbus::DbusSystemd;
     pub use crate::systemd::fake::FakeSystemd;
-    pub use crate::systemd::{JobResult, Systemd};
+    pub use crate::systemd::{JobResult, Systemd, SystemdError, UnitStatus, NOT_LOADED};
     pub use crate::unit::escape::quote_env;
+    pub use crate::unit::render::MAX_LINE_BYTES;
 }
 
 /// In a test that cannot run on this machine (no IPv6 loopback, no `sh`): fails under `CI`, where

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use baton_core::unit::render::render;
+use baton_core::render_unit as render;
 use baton_core::spec::{parse, ServiceSpec};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};

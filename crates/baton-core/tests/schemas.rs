@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use baton_core::result::RunResult;
 use baton_core::spec::RawSpec;
+use baton_core::RunResult;
 
 fn check(file: &str, schema: schemars::Schema) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas").join(file);
