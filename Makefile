@@ -26,10 +26,11 @@ deps:
 terraform-provider: deps
 	$(CARGO) build --release -p baton-terraform --bin terraform-provider-baton
 
-## lint: formatting and clippy, warnings are errors
+## lint: formatting, clippy and the API docs, warnings are errors
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace
 
 ## schemas: regenerate schemas/*.json from the Rust types
 schemas:
