@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use baton_core::unit::render::render;
+use baton_core::render_unit as render;
 use baton_core::spec::{RawSpec, ServiceSpec};
 use proptest::prelude::*;
 
