@@ -23,9 +23,9 @@ use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::unit::{MARK_SERVICE, MARK_VERSION};
 use crate::safe_fs::{self, DirProblem, ReadProblem, MAX_READ};
 use crate::spec::Secrets;
+use crate::unit::{MARK_SERVICE, MARK_VERSION};
 use crate::unit_dir::DiskError;
 
 /// The directory in the unit directory that holds the secret files.
@@ -155,7 +155,7 @@ pub fn list(unit_dir: &Path, service: &str) -> Result<Vec<SecretFile>, DiskError
         };
         let Ok(text) = String::from_utf8(bytes) else { continue };
         let Some((svc, version)) = read_marks(&text) else { continue };
-        if svc != service || format!("{service}-{version}.service") != unit {
+        if svc != service || crate::spec::unit_name(service, &version) != unit {
             continue;
         }
         out.push(SecretFile {
