@@ -214,6 +214,9 @@ impl Fleet {
             bail!("fleet parallel = 0: must be at least 1");
         }
         check_tools()?;
+        // What a crashed earlier run left: its sandboxes (sshd and all), then its directories.
+        // (Its controller died with it: its holder reads a pipe from the dead process.)
+        baton_sandbox::reap_stale().context("reaping the sandboxes of dead processes")?;
         reap_stale_dirs();
 
         let id = next_fleet_id();
@@ -580,6 +583,8 @@ impl Fleet {
             .file(format!("{HOST_RUN_DIR}/authorized_keys"), client_pub, 0o600)
             .file(format!("{HOST_RUN_DIR}/identity"), format!("{name} {addr} {}\n", self.id), 0o644)
             .unit(SSHD_UNIT, sshd_unit(&config))
+            // Twenty hosts booting at once on a busy 2-core machine take longer than one.
+            .boot_timeout(Duration::from_secs(90))
             .boot()
             .with_context(|| format!("booting fleet host {name}"))?;
         if sandbox.boot_state() != BootState::Running {

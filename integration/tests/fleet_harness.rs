@@ -177,3 +177,54 @@ fn a_host_without_the_key_is_refused_and_root_needs_a_key() -> Result<()> {
     assert!(!Path::new(HOST_RUN_DIR).exists(), "{HOST_RUN_DIR} exists on the machine");
     Ok(())
 }
+
+#[test]
+fn a_crashed_run_is_cleaned_up_by_the_next_boot() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    // `make fleet`'s binary, killed with SIGKILL while its fleet runs: no teardown at all.
+    let mut crashed = Command::new(env!("CARGO_BIN_EXE_baton-fleet"))
+        .args(["--hosts", "2"])
+        .env_remove("CI")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let pid = crashed.id();
+    let mut dir = None;
+    for line in BufReader::new(crashed.stdout.take().context("stdout")?).lines() {
+        let line = line?;
+        if let Some(at) = line.find("/baton-fleet-") {
+            let path = &line[..line[at..].find("/inventory.ini").map(|end| at + end).unwrap_or(line.len())];
+            if dir.is_none() && path.starts_with("--- inventory (") {
+                dir = Some(std::path::PathBuf::from(path.trim_start_matches("--- inventory (")));
+            }
+        }
+        if line.starts_with("the fleet runs until") {
+            break;
+        }
+    }
+    let dir = dir.context("baton-fleet printed no inventory path")?;
+    let sshd_pattern = dir.display().to_string();
+    crashed.kill()?;
+    crashed.wait()?;
+    assert!(dir.exists(), "{} should outlive a SIGKILL", dir.display());
+    let sshds = || -> Result<usize> {
+        let out = Command::new("pgrep").args(["-f", &sshd_pattern]).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).lines().count())
+    };
+    assert!(sshds()? >= 2, "the crashed fleet's sshds should still run until the next boot");
+
+    // The next boot removes all of it.
+    let fleet = Fleet::boot(1)?;
+    assert!(!dir.exists(), "{} left behind by the crashed run", dir.display());
+    assert_eq!(sshds()?, 0, "the crashed fleet's sshds survived the next boot");
+    let stale = fs::read_dir("/sys/fs/cgroup/unified")
+        .or_else(|_| fs::read_dir("/sys/fs/cgroup"))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(&format!("-{pid}-")))
+        .count();
+    assert_eq!(stale, 0, "cgroup directories of the crashed run (pid {pid}) left behind");
+    assert!(fleet.ssh(0, "true").status()?.success());
+    Ok(())
+}

@@ -167,6 +167,7 @@ pub struct SandboxBuilder {
     files: Vec<(PathBuf, String, u32)>,
     units: Vec<String>,
     tmpfs: Vec<(PathBuf, u32)>,
+    boot_timeout: Option<Duration>,
 }
 
 impl SandboxBuilder {
@@ -181,6 +182,13 @@ impl SandboxBuilder {
     /// Letters, digits, `-` and `.`, at most 63 characters.
     pub fn hostname(mut self, name: &str) -> Self {
         self.hostname = Some(name.to_owned());
+        self
+    }
+
+    /// How long the boot may take (default 20 s; `BATON_SANDBOX_BOOT_TIMEOUT_SECS` overrides
+    /// both), e.g. longer for many sandboxes booting at once on a busy machine.
+    pub fn boot_timeout(mut self, timeout: Duration) -> Self {
+        self.boot_timeout = Some(timeout);
         self
     }
 
@@ -345,7 +353,7 @@ impl SandboxBuilder {
         let launcher_pid = launcher.id();
         sandbox.launcher = Some(launcher);
 
-        let timeout = boot_timeout();
+        let timeout = boot_timeout(self.boot_timeout);
         let deadline = started + timeout;
         sandbox.pid = sandbox.wait_for_pid1(launcher_pid, deadline)?;
         sandbox.state = sandbox.wait_until_up(deadline, timeout)?;
@@ -874,11 +882,12 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-fn boot_timeout() -> Duration {
+fn boot_timeout(default: Option<Duration>) -> Duration {
     std::env::var("BATON_SANDBOX_BOOT_TIMEOUT_SECS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .map(Duration::from_secs)
+        .or(default)
         .unwrap_or(DEFAULT_BOOT_TIMEOUT)
 }
 
