@@ -8,6 +8,7 @@
 pub mod ansible;
 pub mod dist;
 pub mod fleet;
+pub mod fleet_ansible;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
