@@ -861,6 +861,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_fleet_can_be_shared_between_tests() {
+        // e.g. one fleet per suite in a `static OnceLock<Fleet>`.
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Fleet>();
+    }
+
+    #[test]
     fn addresses_and_names() {
         assert_eq!(host_addr(0), Ipv4Addr::new(10, 213, 1, 1));
         assert_eq!(host_addr(19), Ipv4Addr::new(10, 213, 1, 20));

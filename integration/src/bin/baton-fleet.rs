@@ -65,7 +65,7 @@ fn run() -> Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).context("installing signal handlers")?;
     let handle = signals.handle();
 
-    eprintln!("booting {} hosts ({} at a time) ...", args.config.hosts, args.config.parallel);
+    eprintln!("booting {} hosts ({} at a time) ...", args.config.hosts, args.config.parallel.min(args.config.hosts));
     let fleet = Fleet::boot_with(&args.config)?;
     let figures = fleet.figures()?;
 
