@@ -16,7 +16,7 @@
 //!    in from the validated spec, as `AnsibleModule` reports them) and the warnings added, and
 //!    each diff entry with `before_header`/`after_header` (its path) for Ansible's diff callback;
 //!    every `secret_environment` value is masked in the whole output, and under `no_log` every
-//!    `environment` value too (core's [`Redactor`](baton_core::Redactor), which knows
+//!    `environment` value too (core's [`Redactor`], which knows
 //!    every escaped form a value takes in a unit file).
 
 pub mod coerce;
