@@ -58,6 +58,7 @@ bench: deps .venv
 	$(CARGO) run -q --release -p baton-integration --bin baton-bench
 	$(CARGO) run -q --release -p baton-integration --bin baton-ansible-bench
 	$(CARGO) run -q --release -p baton-integration --bin baton-terraform-bench
+	$(CARGO) run -q --release -p baton-integration --bin baton-fleet-bench
 
 clean:
 	$(CARGO) clean
