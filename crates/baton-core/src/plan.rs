@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 
 use crate::secrets::{self, SecretText};
-use crate::spec::{ServiceSpec, State};
-use crate::state::ServiceState;
-use crate::unit::parse::read_service_key;
+use crate::spec::{ListenMode, ServiceSpec, State};
+use crate::state::{Release, ServiceState};
+use crate::unit::parse::{self as unit_parse, read_service_key};
+use crate::unit::socket;
 use crate::unit_dir::{self, DiskError};
 
 /// One step of a plan.
@@ -83,13 +84,38 @@ pub enum Step {
         /// The file.
         path: PathBuf,
     },
+    /// Write the service's shared socket unit (socket mode): missing, changed, or naming
+    /// another release in `Service=` than the one now current.
+    WriteSocket {
+        /// The socket unit.
+        unit: String,
+        /// The file.
+        path: PathBuf,
+        /// The new text.
+        text: String,
+    },
+    /// Stop the shared socket: systemd closes its copy of the listener (a release still running
+    /// keeps serving from its own copy until it stops) and no traffic can start a release.
+    StopSocket {
+        /// The socket unit.
+        unit: String,
+    },
+    /// Remove the shared socket's unit file.
+    RemoveSocket {
+        /// The socket unit.
+        unit: String,
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 impl Step {
     /// The step as an action line of the result.
     pub fn describe(&self) -> String {
         match self {
-            Step::WriteUnit { path, .. } | Step::WriteSecrets { path, .. } => format!("write {}", path.display()),
+            Step::WriteUnit { path, .. } | Step::WriteSecrets { path, .. } | Step::WriteSocket { path, .. } => {
+                format!("write {}", path.display())
+            }
             Step::Reload => "daemon-reload".to_owned(),
             Step::StartAndWait { unit, start: true } => format!("start {unit}"),
             Step::StartAndWait { unit, start: false } => format!("verify {unit} is ready"),
@@ -97,8 +123,10 @@ impl Step {
             Step::MigrateRequests => "set net.ipv4.tcp_migrate_req=1".to_owned(),
             Step::Enable { units } => format!("enable {}", units.join(" ")),
             Step::Disable { units } => format!("disable {}", units.join(" ")),
-            Step::Stop { unit, .. } => format!("stop {unit}"),
-            Step::RemoveUnit { path, .. } | Step::RemoveSecrets { path, .. } => format!("remove {}", path.display()),
+            Step::Stop { unit, .. } | Step::StopSocket { unit } => format!("stop {unit}"),
+            Step::RemoveUnit { path, .. } | Step::RemoveSecrets { path, .. } | Step::RemoveSocket { path, .. } => {
+                format!("remove {}", path.display())
+            }
         }
     }
 
@@ -106,7 +134,7 @@ impl Step {
     /// `enable`, `disable`, `stop`, `remove`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Step::WriteUnit { .. } | Step::WriteSecrets { .. } => "write",
+            Step::WriteUnit { .. } | Step::WriteSecrets { .. } | Step::WriteSocket { .. } => "write",
             Step::Reload => "reload",
             Step::StartAndWait { start: true, .. } => "start",
             Step::StartAndWait { start: false, .. } => "verify",
@@ -114,8 +142,8 @@ impl Step {
             Step::MigrateRequests => "migrate",
             Step::Enable { .. } => "enable",
             Step::Disable { .. } => "disable",
-            Step::Stop { .. } => "stop",
-            Step::RemoveUnit { .. } | Step::RemoveSecrets { .. } => "remove",
+            Step::Stop { .. } | Step::StopSocket { .. } => "stop",
+            Step::RemoveUnit { .. } | Step::RemoveSecrets { .. } | Step::RemoveSocket { .. } => "remove",
         }
     }
 
@@ -180,7 +208,7 @@ pub fn plan(
 ) -> Result<Plan, PlanError> {
     let mut plan = Plan { steps: Vec::new(), previous_version: state.active_version(), warnings: Vec::new() };
     match (spec.state, &spec.version, spec.unit()) {
-        (State::Absent, _, _) => plan.remove_everything(state),
+        (State::Absent, _, _) => plan.remove_everything(spec, state),
         (_, Some(version), Some(target_unit)) => {
             let target = Target::new(spec, state, version.as_str(), target_unit, rendered.unwrap_or_default())?;
             plan.release(spec, state, &target, migrate)?;
@@ -255,7 +283,8 @@ impl<'a> Target<'a> {
 impl Plan {
     /// `absent`: stop, disable and remove every release, and every secret file of the service
     /// (also one whose unit an earlier run already removed).
-    fn remove_everything(&mut self, state: &ServiceState) {
+    fn remove_everything(&mut self, spec: &ServiceSpec, state: &ServiceState) {
+        self.stop_socket(spec, state);
         for r in state.running() {
             self.steps.push(stop_step(r.unit(), r.version(), &r.file.text));
         }
@@ -269,11 +298,23 @@ impl Plan {
         for f in &state.secrets {
             self.steps.push(Step::RemoveSecrets { unit: f.unit.clone(), path: f.path.clone() });
         }
+        if state.socket.owned_by(spec.name.as_str()) {
+            self.steps.push(Step::RemoveSocket { unit: state.socket.unit.clone(), path: state.socket.path.clone() });
+        }
+    }
+
+    /// Stops the service's shared socket if it runs (before any release stops, so that no
+    /// traffic can start a release again): `stopped` means nothing listens.
+    fn stop_socket(&mut self, spec: &ServiceSpec, state: &ServiceState) {
+        if state.socket.status.is_running() && state.socket.owned_by(spec.name.as_str()) {
+            self.steps.push(Step::StopSocket { unit: state.socket.unit.clone() });
+        }
     }
 
     /// `stopped` without a release: stop every release, keep the files; enablement is left as
     /// it is unless `enabled: false` asks to disable them all.
     fn stop_everything(&mut self, spec: &ServiceSpec, state: &ServiceState) {
+        self.stop_socket(spec, state);
         for r in state.running() {
             self.steps.push(stop_step(r.unit(), r.version(), &r.file.text));
         }
@@ -292,20 +333,30 @@ impl Plan {
         target: &Target<'_>,
         migrate: Migrate,
     ) -> Result<(), PlanError> {
+        let sock = SocketSteps::new(spec, state, target)?;
         if spec.state == State::Started && spec.port.is_some() {
-            preflight_same_user(spec, &target.unit, &target.others_running)?;
+            preflight_same_user(spec, state, &target.unit, &target.others_running)?;
         }
-        self.write_files(spec, state, target);
+        self.write_files(spec, state, target, &sock);
         match spec.state {
             State::Started => self.start(spec, state, target, migrate),
-            State::Stopped if target.running => self.steps.push(stop_step(&target.unit, target.version, &target.text)),
-            State::Stopped | State::Absent => {}
+            State::Stopped => {
+                self.stop_socket(spec, state);
+                if target.running {
+                    self.steps.push(stop_step(&target.unit, target.version, &target.text));
+                }
+            }
+            State::Absent => {}
+        }
+        if spec.state == State::Started {
+            self.steps.extend(sock.after_ready);
         }
         self.enablement(spec, state, target);
         for r in &target.others_running {
             self.steps.push(stop_step(r.unit(), r.version(), &r.file.text));
         }
         if spec.state == State::Started {
+            self.steps.extend(sock.after_stops);
             self.prune(spec, state, target);
         }
         // The target's secret file once the spec no longer has secrets (its unit no longer names it).
@@ -319,7 +370,7 @@ impl Plan {
 
     /// The secret file first (the unit never names a file that is not there yet), the unit
     /// file, and a daemon-reload when systemd must see it.
-    fn write_files(&mut self, spec: &ServiceSpec, state: &ServiceState, target: &Target<'_>) {
+    fn write_files(&mut self, spec: &ServiceSpec, state: &ServiceState, target: &Target<'_>, sock: &SocketSteps) {
         if let Some(text) = target.wanted_secrets.clone().filter(|_| target.write_secrets) {
             self.steps.push(Step::WriteSecrets {
                 unit: target.unit.clone(),
@@ -335,9 +386,13 @@ impl Plan {
                 text: target.text.clone(),
             });
         }
+        self.steps.extend(sock.before_start.iter().cloned());
         // systemd reads a unit it does not hold in memory from disk on first use: only a unit it
         // has loaded needs a daemon-reload to see its new file (or one edited behind its back).
-        if (target.write && state.target_status.in_memory()) || state.target_status.need_daemon_reload {
+        if (target.write && state.target_status.in_memory())
+            || state.target_status.need_daemon_reload
+            || sock.reload_before_start
+        {
             self.steps.push(Step::Reload);
         }
     }
@@ -359,7 +414,7 @@ impl Plan {
             // A run was interrupted after starting the new release: verify it before the old one goes.
             self.steps.push(Step::StartAndWait { unit: unit.clone(), start: false });
         }
-        if !target.others_running.is_empty() && spec.port.is_some() && spec.migrate_requests {
+        if listener_closes(spec, state, target) && spec.port.is_some() && spec.migrate_requests {
             match migrate {
                 Migrate::On => {}
                 Migrate::Off => self.steps.push(Step::MigrateRequests),
@@ -428,27 +483,146 @@ fn stop_step(unit: &str, version: &str, text: &str) -> Step {
     Step::Stop { unit: unit.to_owned(), version: version.to_owned(), timeout_stop_sec }
 }
 
-/// SO_REUSEPORT only lets sockets of the same effective UID share a port.
+/// SO_REUSEPORT only lets sockets of the same effective UID share a port. The new listener is
+/// the new release's own (reuseport mode, running as `User=`) or the shared socket systemd
+/// binds as root (socket mode, when it is not listening yet); a socket-mode release listens
+/// through that socket, so it counts as root. Nothing new binds when the shared socket
+/// listens already.
 fn preflight_same_user(
     spec: &ServiceSpec,
+    state: &ServiceState,
     target_unit: &str,
-    others: &[&crate::state::Release],
+    others: &[&Release],
 ) -> Result<(), PlanError> {
-    let new_user = spec.user.clone().unwrap_or_else(|| "root".to_owned());
-    for r in others {
-        let old_user = read_service_key(&r.file.text, "User").unwrap_or_else(|| "root".to_owned());
+    let socket_running = state.socket.status.is_running() && state.socket.owned_by(spec.name.as_str());
+    let (new_user, new_what) = match spec.listen_mode {
+        ListenMode::Socket if socket_running => return Ok(()),
+        ListenMode::Socket => {
+            ("root".to_owned(), format!("the shared socket {} (bound by systemd as root)", spec.socket_unit()))
+        }
+        ListenMode::Reuseport => {
+            let user = spec.user.clone().unwrap_or_else(|| "root".to_owned());
+            (user.clone(), format!("{target_unit} would run as User={user}"))
+        }
+    };
+    let mut existing: Vec<(String, String)> = others
+        .iter()
+        .map(|r| {
+            if uses_socket(spec, r) {
+                (format!("{} listens through the shared socket (root)", r.unit()), "root".to_owned())
+            } else {
+                let user = read_service_key(&r.file.text, "User").unwrap_or_else(|| "root".to_owned());
+                (format!("{} runs as User={user}", r.unit()), user)
+            }
+        })
+        .collect();
+    if socket_running {
+        existing
+            .push((format!("the shared socket {} is bound by systemd as root", spec.socket_unit()), "root".to_owned()));
+    }
+    for (what, old_user) in existing {
         if old_user != new_user {
             return Err(PlanError::Preflight(format!(
-                "{} runs as User={old_user} but {} would run as User={new_user}; SO_REUSEPORT only lets \
-                 processes of the same user share port {}, so the new release could not bind beside the old one. \
-                 Nothing was changed",
-                r.unit(),
-                target_unit,
+                "{what} but {new_what}; SO_REUSEPORT only lets sockets of the same user share port {}, so the new \
+                 listener could not bind beside the old one. Nothing was changed",
                 spec.port.unwrap_or_default()
             )));
         }
     }
     Ok(())
+}
+
+/// Whether release `r`'s unit takes its listener from the service's shared socket (`Sockets=`).
+fn uses_socket(spec: &ServiceSpec, r: &Release) -> bool {
+    let sock = spec.socket_unit();
+    unit_parse::values(&r.file.text, "Service", "Sockets").any(|v| v.split_whitespace().any(|s| s == sock))
+}
+
+/// Whether a listening socket closes in this handover (so its queue must migrate): an old
+/// release listening on its own (reuseport), or the shared socket when the spec leaves socket
+/// mode. Old and new releases of socket mode share one socket that stays open.
+fn listener_closes(spec: &ServiceSpec, state: &ServiceState, target: &Target<'_>) -> bool {
+    let socket_closes = spec.listen_mode == ListenMode::Reuseport
+        && state.socket.status.is_running()
+        && state.socket.owned_by(spec.name.as_str());
+    target.others_running.iter().any(|r| !uses_socket(spec, r)) || (socket_closes && !target.others_running.is_empty())
+}
+
+/// The socket unit's steps of a spec naming a release (see [`crate::unit::socket`] for why):
+/// - socket mode, socket not listening: written (naming the target in `Service=`) before the
+///   target starts, which pulls it in (`Sockets=` implies `Wants=`);
+/// - socket mode, socket listening: rewritten to name the target once it is ready, before any
+///   old release stops; its `ListenStream=` cannot change under running releases;
+/// - reuseport mode: stopped once the target is ready (before the old releases stop), and its
+///   file removed once they have.
+#[derive(Debug, Default)]
+struct SocketSteps {
+    before_start: Vec<Step>,
+    reload_before_start: bool,
+    after_ready: Vec<Step>,
+    after_stops: Vec<Step>,
+}
+
+impl SocketSteps {
+    fn new(spec: &ServiceSpec, state: &ServiceState, target: &Target<'_>) -> Result<Self, PlanError> {
+        let mut steps = SocketSteps::default();
+        let sock = &state.socket;
+        let ours = sock.owned_by(spec.name.as_str());
+        let running = sock.status.is_running();
+        if spec.listen_mode == ListenMode::Reuseport {
+            if ours && spec.state == State::Started {
+                if running {
+                    steps.after_ready.push(Step::StopSocket { unit: sock.unit.clone() });
+                }
+                steps.after_stops.push(Step::RemoveSocket { unit: sock.unit.clone(), path: sock.path.clone() });
+            }
+            return Ok(steps);
+        }
+        // Never overwrite a socket unit baton did not write.
+        if let (Some(text), false) = (&sock.text, ours) {
+            let found = match socket::owner(text) {
+                Some(other) => format!("it is marked as the socket of service {other}"),
+                None => "it has no X-Baton-Service mark".to_owned(),
+            };
+            return Err(DiskError::Foreign { path: sock.path.clone(), service: spec.name.to_string(), found }.into());
+        }
+        let Some(wanted) = socket::render(spec, &target.unit) else {
+            return Ok(steps);
+        };
+        let write = Step::WriteSocket { unit: sock.unit.clone(), path: sock.path.clone(), text: wanted.clone() };
+        let same_listener = sock.text.as_deref().is_some_and(|t| socket::with_service(t, &target.unit) == wanted);
+        if !running || spec.state == State::Stopped {
+            if sock.text.as_deref() != Some(wanted.as_str()) {
+                steps.before_start.push(write);
+                steps.reload_before_start = sock.status.in_memory();
+            }
+            steps.reload_before_start |= sock.status.need_daemon_reload;
+            return Ok(steps);
+        }
+        if !same_listener {
+            if target.running || !target.others_running.is_empty() {
+                return Err(PlanError::Preflight(format!(
+                    "the shared socket {} listens on other terms than the spec asks (ListenStream={}: port or \
+                     bind_address changed, or its file was edited); its releases hold that socket, so it cannot \
+                     change under them. Stop the service first (state: stopped), then apply. Nothing was changed",
+                    sock.unit,
+                    spec.port.map(|p| socket::listen_value(spec.bind_address, p)).unwrap_or_default(),
+                )));
+            }
+            // Listening with no release: stopped, rewritten, and pulled in again by the target.
+            steps.before_start.push(Step::StopSocket { unit: sock.unit.clone() });
+            steps.before_start.push(write);
+            steps.reload_before_start = true;
+            return Ok(steps);
+        }
+        if sock.text.as_deref() != Some(wanted.as_str()) {
+            steps.after_ready.push(write);
+            steps.after_ready.push(Step::Reload);
+        } else if sock.status.need_daemon_reload {
+            steps.after_ready.push(Step::Reload);
+        }
+        Ok(steps)
+    }
 }
 
 #[cfg(test)]
@@ -505,6 +679,12 @@ mod tests {
             releases,
             target_owner: None,
             secrets: Vec::new(),
+            socket: crate::state::SocketState {
+                unit: "app.socket".to_owned(),
+                path: PathBuf::from("/u/app.socket"),
+                text: None,
+                status: UnitStatus { load_state: crate::systemd::NOT_LOADED.to_owned(), ..UnitStatus::default() },
+            },
         }
     }
 

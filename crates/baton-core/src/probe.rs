@@ -140,14 +140,33 @@ fn deadline_after(timeout: Duration) -> Instant {
 /// that accepts and waits for its client passes; one that accepts and closes at once may be
 /// gone before the connection can be attributed, and is retried until the timeout.
 pub fn tcp(port: u16, timeout: Duration, owners: Owners<'_>) -> Result<(), ProbeError> {
+    tcp_at(None, port, timeout, owners)
+}
+
+/// [`tcp`] to `address` instead of the loopback, when the service listens on one address only
+/// (socket mode's `bind_address`); None or an unspecified address (`0.0.0.0`, `::`): the
+/// loopback.
+pub fn tcp_at(address: Option<IpAddr>, port: u16, timeout: Duration, owners: Owners<'_>) -> Result<(), ProbeError> {
     let deadline = deadline_after(timeout);
-    attributed("tcp", port, timeout, deadline, owners, None).map(drop)
+    attributed("tcp", address, port, timeout, deadline, owners, None).map(drop)
 }
 
 /// Sends `GET path HTTP/1.1` to `127.0.0.1:port` (or `[::1]:port`) on a connection accepted by
 /// one of the `owners`' processes and reads the status line, all within `timeout`: `Ok(status)`
 /// for 2xx and 3xx, [`ProbeError::Status`] otherwise. Redirects are not followed.
 pub fn http(port: u16, path: &str, timeout: Duration, owners: Owners<'_>) -> Result<u16, ProbeError> {
+    http_at(None, port, path, timeout, owners)
+}
+
+/// [`http`] to `address` instead of the loopback (see [`tcp_at`]).
+pub fn http_at(
+    address: Option<IpAddr>,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    owners: Owners<'_>,
+) -> Result<u16, ProbeError> {
+    let address = address.filter(|a| !a.is_unspecified());
     if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ProbeError::InvalidPath { path: path.to_string() });
     }
@@ -160,10 +179,10 @@ pub fn http(port: u16, path: &str, timeout: Duration, owners: Owners<'_>) -> Res
     // The request head without the empty line that ends it: a server cannot answer (and close
     // the connection) before it has that line, so it still holds the connection while the
     // probe attributes it.
-    let head = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: baton\r\nAccept: */*\r\nConnection: close\r\n"
-    );
-    let (mut stream, sent) = attributed("http", port, timeout, deadline, owners, Some(head.as_bytes()))?;
+    let host = SocketAddr::from((address.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), port));
+    let head =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: baton\r\nAccept: */*\r\nConnection: close\r\n");
+    let (mut stream, sent) = attributed("http", address, port, timeout, deadline, owners, Some(head.as_bytes()))?;
     let rest = if sent { &b"\r\n"[..] } else { &[head.as_bytes(), b"\r\n"].concat() };
     let left = remaining(deadline).ok_or_else(timed_out)?;
     stream.set_write_timeout(Some(left)).map_err(io_error)?;
@@ -246,6 +265,7 @@ enum Seen {
 ///   slowly or never, while the next one lands elsewhere.
 fn attributed(
     probe: &'static str,
+    address: Option<IpAddr>,
     port: u16,
     timeout: Duration,
     deadline: Instant,
@@ -259,7 +279,7 @@ fn attributed(
     loop {
         let waiting = pending.iter().any(|p| p.foreign_since.is_none() && p.opened.elapsed() < PATIENCE);
         if !waiting && pending.len() < MAX_PENDING {
-            match connect(probe, port, timeout, deadline) {
+            match connect(probe, address, port, timeout, deadline) {
                 Ok(stream) => {
                     // Without both addresses (reset already) it cannot be attributed: the next
                     // round opens another.
@@ -634,9 +654,27 @@ fn remaining(deadline: Instant) -> Option<Duration> {
     Some(deadline.saturating_duration_since(Instant::now())).filter(|d| !d.is_zero())
 }
 
-/// Connects to `127.0.0.1:port`, or to `[::1]:port` when IPv4 refuses, before `deadline`.
-fn connect(probe: &'static str, port: u16, timeout: Duration, deadline: Instant) -> Result<TcpStream, ProbeError> {
+/// Connects to `127.0.0.1:port`, or to `[::1]:port` when IPv4 refuses, before `deadline`; to
+/// `address:port` alone when a (specified) address is given.
+fn connect(
+    probe: &'static str,
+    address: Option<IpAddr>,
+    port: u16,
+    timeout: Duration,
+    deadline: Instant,
+) -> Result<TcpStream, ProbeError> {
     let timed_out = || ProbeError::Timeout { probe, port, timeout };
+    if let Some(address) = address.filter(|a| !a.is_unspecified()) {
+        return match TcpStream::connect_timeout(
+            &SocketAddr::from((address, port)),
+            remaining(deadline).ok_or_else(timed_out)?,
+        ) {
+            Ok(stream) => Ok(stream),
+            Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => Err(timed_out()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(ProbeError::Refused { port, source: e }),
+            Err(source) => Err(ProbeError::Connect { port, source }),
+        };
+    }
     let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let v4_error = match TcpStream::connect_timeout(&v4, remaining(deadline).ok_or_else(timed_out)?) {
         Ok(stream) => return Ok(stream),

@@ -46,6 +46,34 @@ pub struct ServiceState {
     pub target_owner: Option<PathBuf>,
     /// The service's secret files (see [`crate::secrets`]), also those whose unit is gone.
     pub secrets: Vec<SecretFile>,
+    /// The service's shared socket unit (socket mode), whether or not there is one.
+    pub socket: SocketState,
+}
+
+/// The service's shared socket unit, `<name>.socket` (see [`crate::unit::socket`]): its file
+/// and what systemd says about it.
+#[derive(Debug, Clone, Default)]
+pub struct SocketState {
+    /// The unit name.
+    pub unit: String,
+    /// Where its file is (or would be).
+    pub path: PathBuf,
+    /// The bytes at that path, whoever wrote them (None when there is no file).
+    pub text: Option<String>,
+    /// What systemd says about the unit.
+    pub status: UnitStatus,
+}
+
+impl SocketState {
+    /// Whether a file stands at the socket's path.
+    pub fn exists(&self) -> bool {
+        self.text.is_some()
+    }
+
+    /// Whether the file there is baton's socket of `service`.
+    pub fn owned_by(&self, service: &str) -> bool {
+        self.text.as_deref().and_then(crate::unit::socket::owner) == Some(service)
+    }
 }
 
 /// Reading the state failed.
@@ -117,7 +145,17 @@ pub fn read(sd: &dyn Systemd, unit_dir: &Path, service: &str, target_unit: &str)
     let owner = if unknown { None } else { sd.unit_file_path(target_unit)? };
     let target_owner = owner.map(|owner| if same_place(&owner, &target_path) { target_path.clone() } else { owner });
     let secrets = secrets::list(unit_dir, service)?;
-    Ok(ServiceState { releases, target_path, target_text, target_status, target_owner, secrets })
+    let socket = read_socket(sd, unit_dir, service)?;
+    Ok(ServiceState { releases, target_path, target_text, target_status, target_owner, secrets, socket })
+}
+
+/// The service's socket unit: its file in `unit_dir` and its status.
+pub fn read_socket(sd: &dyn Systemd, unit_dir: &Path, service: &str) -> Result<SocketState, StateError> {
+    let unit = crate::spec::socket_unit_name(service);
+    let path = unit_dir.join(&unit);
+    let text = unit_dir::read_existing(&path)?;
+    let status = sd.unit_status(&unit)?;
+    Ok(SocketState { unit, path, text, status })
 }
 
 /// Whether two paths name the same directory entry: the same file name in the same directory,

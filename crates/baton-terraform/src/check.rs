@@ -52,6 +52,8 @@ const ATTRS: &[&str] = &[
     "keep",
     "migrate_requests",
     "unit_dir",
+    "listen_mode",
+    "bind_address",
 ];
 
 const HEALTH: &[&str] = &["http", "tcp", "timeout_sec", "interval_ms", "observe_sec"];
@@ -139,6 +141,8 @@ impl Loc {
                 "keep" => raw.keep = None,
                 "migrate_requests" => raw.migrate_requests = None,
                 "unit_dir" => raw.unit_dir = None,
+                "listen_mode" => raw.listen_mode = None,
+                "bind_address" => raw.bind_address = None,
                 _ => {}
             },
             Loc::Arg(i) => {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use baton_core::spec::{defaults, DirectiveValue, RawHealth, RawSpec, ServiceType, State};
+use baton_core::spec::{defaults, DirectiveValue, ListenMode, RawHealth, RawSpec, ServiceType, State};
 use serde::{Deserialize, Serialize};
 use tf_provider::value::Value;
 use tf_provider::AttributePath;
@@ -75,6 +75,10 @@ pub struct Service {
     pub migrate_requests: Value<bool>,
     /// Where unit files live.
     pub unit_dir: Value<String>,
+    /// `reuseport` or `socket` (baton manages `<name>.socket`).
+    pub listen_mode: Value<String>,
+    /// Socket mode: the IP address the shared socket listens on.
+    pub bind_address: Value<String>,
     /// Secret environment variables (sensitive): only in the release's 0600 secret file.
     pub secret_environment: Value<BTreeMap<String, Value<String>>>,
     /// Computed: the active unit (null when stopped).
@@ -253,6 +257,17 @@ pub fn parse_state(s: &str) -> Result<State, AttrError> {
     }
 }
 
+fn parse_listen_mode(s: &str) -> Result<ListenMode, AttrError> {
+    match s {
+        "reuseport" => Ok(ListenMode::Reuseport),
+        "socket" => Ok(ListenMode::Socket),
+        other => Err(AttrError::new(
+            AttributePath::new("listen_mode"),
+            format!("listen_mode: must be \"reuseport\" or \"socket\", got {other:?}"),
+        )),
+    }
+}
+
 fn parse_service_type(s: &str) -> Result<ServiceType, AttrError> {
     match s {
         "exec" => Ok(ServiceType::Exec),
@@ -334,6 +349,7 @@ impl Service {
         });
         let state = r.keyword(&self.state, parse_state);
         let keep = r.count(&self.keep, AttributePath::new("keep"), "keep");
+        let listen_mode = r.keyword(&self.listen_mode, parse_listen_mode);
         let raw = RawSpec {
             name,
             version,
@@ -354,6 +370,8 @@ impl Service {
             keep,
             migrate_requests: r.opt(&self.migrate_requests),
             unit_dir: r.opt(&self.unit_dir),
+            listen_mode,
+            bind_address: r.opt(&self.bind_address),
             secret_environment: r.string_map(
                 &self.secret_environment,
                 &AttributePath::new("secret_environment"),
@@ -421,6 +439,7 @@ impl Service {
         p.keep = config.keep;
         p.migrate_requests = config.migrate_requests;
         p.unit_dir = config.unit_dir.clone();
+        p.listen_mode = config.listen_mode.clone();
         p.health = config.health.clone();
         let checked = crate::check::check(p.lower())?;
         // Every default written out (values still unknown stand as placeholders there, and stay
@@ -434,6 +453,7 @@ impl Service {
         fill(&mut p.keep, d.keep.map(i64::from));
         fill(&mut p.migrate_requests, d.migrate_requests);
         fill(&mut p.unit_dir, d.unit_dir.clone());
+        fill(&mut p.listen_mode, d.listen_mode.map(|m| m.as_str().to_owned()));
         if let (Value::Value(h), Some(dh)) = (&mut p.health, &d.health) {
             // The TCP default depends on `port` and `http`: unknown while either is.
             if h.tcp.is_null() && (config.port.is_unknown() || h.http.is_unknown()) {
@@ -514,6 +534,8 @@ impl Service {
             keep: Value::Value(i64::from(raw.keep.unwrap_or(defaults::KEEP))),
             migrate_requests: Value::Value(raw.migrate_requests.unwrap_or(defaults::MIGRATE_REQUESTS)),
             unit_dir: Value::Value(raw.unit_dir.clone().unwrap_or_else(|| DEFAULT_UNIT_DIR.to_owned())),
+            listen_mode: Value::Value(raw.listen_mode.unwrap_or(defaults::LISTEN_MODE).as_str().to_owned()),
+            bind_address: s(&raw.bind_address),
             // A unit names its secret file, never the values: they cannot be read back.
             secret_environment: Value::Null,
             unit: Value::Null,

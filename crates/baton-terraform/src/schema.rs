@@ -178,6 +178,15 @@ pub fn service() -> Schema {
             ),
         ),
         (
+            "listen_mode",
+            attr(
+                string(),
+                OptionalComputed,
+                &format!("How releases get their listener: `reuseport` (each release binds `port` with SO_REUSEPORT) or `socket` (baton manages `<name>.socket`; systemd holds the listening socket across releases and passes it with `LISTEN_FDS`; needs `port`; no queued connection is lost on any kernel). Defaults to `{}`.", d::LISTEN_MODE.as_str()),
+            ),
+        ),
+        ("bind_address", attr(string(), Optional, "With `listen_mode = \"socket\"`: the IP address the shared socket listens on (default: every address).")),
+        (
             "unit",
             attr(string(), Computed, "The active unit, e.g. `web-v2.service`; null when the service is stopped."),
         ),

@@ -154,11 +154,13 @@ impl Run<'_> {
         // A probe counts only when a process of this unit served it: with SO_REUSEPORT the old
         // release may be the one the kernel hands the connection to.
         let owners = || self.sd.unit_pids(unit).map_err(|e| error_chain(&e));
+        // Socket mode may listen on one address only (`bind_address`): probed there.
+        let at = self.spec.bind_address;
         match &self.spec.health.readiness {
-            Readiness::Http { port, path } => probe::http(*port, path, probe_timeout, &owners)
+            Readiness::Http { port, path } => probe::http_at(at, *port, path, probe_timeout, &owners)
                 .map(drop)
                 .map_err(|e| Retry(format!("fails its HTTP probe GET {path}: {}", error_chain(&e))))?,
-            Readiness::Tcp { port } => probe::tcp(*port, probe_timeout, &owners)
+            Readiness::Tcp { port } => probe::tcp_at(at, *port, probe_timeout, &owners)
                 .map_err(|e| Retry(format!("fails its TCP probe on :{port}: {}", error_chain(&e))))?,
             Readiness::Listen { .. } | Readiness::Settle => {}
         }

@@ -26,8 +26,15 @@ impl Run<'_> {
             Step::RemoveSecrets { unit, .. } => {
                 secrets::remove(&self.spec.unit_dir, unit)?;
             }
-            Step::RemoveUnit { path, .. } => {
+            Step::RemoveUnit { path, .. } | Step::RemoveSocket { path, .. } => {
                 unit_dir::remove(path)?;
+            }
+            Step::WriteSocket { unit, text, .. } => {
+                unit_dir::write_atomic(&self.spec.unit_dir, unit, text)?;
+            }
+            Step::StopSocket { unit } => {
+                // A socket stops at once: systemd only closes its copy of the listener.
+                self.stop_unit(unit, 0)?;
             }
             Step::Reload => {
                 self.sd.reload()?;
@@ -40,7 +47,12 @@ impl Run<'_> {
             }
             Step::StartAndWait { unit, start } => {
                 let had_old = state.running().any(|r| r.unit() != unit);
-                return self.start_step(unit, *start, had_old);
+                // A start that pulled in the shared socket (it was not listening) stops it again
+                // on rollback, first: traffic must not start the failed release again.
+                let socket = (self.spec.listen_mode == crate::spec::ListenMode::Socket
+                    && !state.socket.status.is_running())
+                .then(|| state.socket.unit.clone());
+                return self.start_step(unit, *start, had_old, socket.as_deref());
             }
             Step::Restart { unit } => return self.restart_step(unit),
             Step::MigrateRequests => {
@@ -63,7 +75,7 @@ impl Run<'_> {
 
     /// Starts the release (unless `start` is false: it runs already) and waits until it is
     /// ready; rolls it back when it is not.
-    fn start_step(&mut self, unit: &str, start: bool, had_old: bool) -> Result<(), ApplyError> {
+    fn start_step(&mut self, unit: &str, start: bool, had_old: bool, socket: Option<&str>) -> Result<(), ApplyError> {
         if start {
             self.changed = true;
         }
@@ -75,7 +87,15 @@ impl Run<'_> {
                 self.actions.push(self.ready_action(unit, ready));
                 Ok(())
             }
-            Err(reason) => Err(self.roll_back(unit, reason, had_old, false)),
+            Err(reason) => {
+                if let Some(socket) = socket {
+                    (self.progress)(Progress::Step(format!("roll back: stop {socket}")));
+                    let _ = self.sd.stop(socket, Duration::from_secs(15));
+                    let _ = self.sd.reset_failed(socket);
+                    self.actions.push(format!("stop {socket} (rolled back)"));
+                }
+                Err(self.roll_back(unit, reason, had_old, false))
+            }
         }
     }
 
@@ -162,6 +182,16 @@ pub(super) fn file_diff(step: &Step, state: &ServiceState) -> Option<FileDiff> {
         state.releases.iter().find(|r| r.file.path == path).map(|r| r.file.text.clone()).unwrap_or_default()
     };
     match step {
+        Step::WriteSocket { path, text, .. } => Some(FileDiff {
+            path: path.display().to_string(),
+            before: state.socket.text.clone().unwrap_or_default(),
+            after: text.clone(),
+        }),
+        Step::RemoveSocket { path, .. } => Some(FileDiff {
+            path: path.display().to_string(),
+            before: state.socket.text.clone().unwrap_or_default(),
+            after: String::new(),
+        }),
         Step::WriteUnit { path, text, .. } => {
             Some(FileDiff { path: path.display().to_string(), before: text_on_disk(path), after: text.clone() })
         }

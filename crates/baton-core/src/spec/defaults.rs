@@ -4,7 +4,7 @@
 
 use std::ops::RangeInclusive;
 
-use super::{ServiceType, State};
+use super::{ListenMode, ServiceType, State};
 
 /// `state` when not given.
 pub const STATE: State = State::Started;
@@ -24,6 +24,8 @@ pub const KEEP: u32 = 2;
 pub const KEEP_RANGE: RangeInclusive<u32> = 0..=100;
 /// `migrate_requests` when not given.
 pub const MIGRATE_REQUESTS: bool = true;
+/// `listen_mode` when not given.
+pub const LISTEN_MODE: ListenMode = ListenMode::Reuseport;
 /// `unit_dir` when not given.
 pub const UNIT_DIR: &str = "/etc/systemd/system";
 /// `health.timeout_sec` when not given, in seconds.

@@ -118,6 +118,15 @@ pub struct RawSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("writeOnly" = true))]
     pub secret_environment: Option<BTreeMap<String, String>>,
+    /// How releases get their listener: `reuseport` (default; each release binds `port` itself
+    /// with SO_REUSEPORT) or `socket` (baton manages `<name>.socket`, systemd holds the
+    /// listening socket across releases and passes it with `LISTEN_FDS`; needs `port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_mode: Option<ListenMode>,
+    /// With `listen_mode: "socket"`: the IP address the socket listens on (default: every
+    /// address, IPv4 and IPv6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_address: Option<String>,
 }
 
 /// The `health` object as written by a user.
@@ -175,6 +184,29 @@ impl ServiceType {
     }
 }
 
+/// How the releases of a service get their listening socket.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenMode {
+    /// Each release binds `port` itself with SO_REUSEPORT; old and new share it during a
+    /// handover.
+    #[default]
+    Reuseport,
+    /// baton manages `<name>.socket`: systemd holds one listening socket across releases and
+    /// passes it to each (`Sockets=`, `LISTEN_FDS`); no queued connection is ever lost.
+    Socket,
+}
+
+impl ListenMode {
+    /// The name used in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenMode::Reuseport => "reuseport",
+            ListenMode::Socket => "socket",
+        }
+    }
+}
+
 /// The desired state of the service.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -217,6 +249,7 @@ const OWNED_KEYS: &[(&str, &str, &str)] = &[
     ("Service", "Environment", "environment"),
     ("Service", "Restart", "restart"),
     ("Service", "TimeoutStopSec", "timeout_stop_sec"),
+    ("Service", "Sockets", "listen_mode"),
 ];
 
 /// A service or version name: `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`.
@@ -382,6 +415,10 @@ pub struct ServiceSpec {
     pub unit_dir: PathBuf,
     /// Secret environment variables (values only in the release's secret file).
     pub secret_environment: Secrets,
+    /// How releases get their listener.
+    pub listen_mode: ListenMode,
+    /// With socket mode: the address the socket listens on (None: every address).
+    pub bind_address: Option<std::net::IpAddr>,
 }
 
 /// The values of `secret_environment`: a map that never shows its values when debug-printed or
@@ -441,6 +478,11 @@ impl ServiceSpec {
         self.version.as_ref().map(|v| self.unit_name(v))
     }
 
+    /// The service's socket unit, `<name>.socket` (written only in socket mode).
+    pub fn socket_unit(&self) -> String {
+        socket_unit_name(self.name.as_str())
+    }
+
     /// The spec with every default written out: the options a front-end reports as what it
     /// applied (Ansible's `invocation.module_args`). Validating it gives this spec again.
     pub fn to_raw(&self) -> RawSpec {
@@ -493,6 +535,8 @@ impl ServiceSpec {
             unit_dir: Some(path(&self.unit_dir)),
             // Left out when empty: an option declared no_log shows as null when not given.
             secret_environment: (!self.secret_environment.is_empty()).then(|| self.secret_environment.expose().clone()),
+            listen_mode: Some(self.listen_mode),
+            bind_address: self.bind_address.map(|a| a.to_string()),
         }
     }
 }
@@ -500,6 +544,11 @@ impl ServiceSpec {
 /// `<service>-<version>.service`: the one place a release's unit name is made.
 pub fn unit_name(service: &str, version: &str) -> String {
     format!("{service}-{version}.service")
+}
+
+/// `<service>.socket`: the one place the name of a service's shared socket unit is made.
+pub fn socket_unit_name(service: &str) -> String {
+    format!("{service}.socket")
 }
 
 /// Parses a spec document: size limit, JSON syntax, field types, then every rule.

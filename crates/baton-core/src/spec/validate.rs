@@ -8,8 +8,8 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
 use super::{
-    defaults, describe_char, Directive, DirectiveValue, Health, Ident, RawHealth, RawSpec, Readiness, Secrets,
-    ServiceSpec, SpecError, State, DIRECTIVE_SECTIONS, MAX_ARGS, MAX_DIRECTIVES, MAX_ENV, MAX_PATH_BYTES,
+    defaults, describe_char, Directive, DirectiveValue, Health, Ident, ListenMode, RawHealth, RawSpec, Readiness,
+    Secrets, ServiceSpec, SpecError, State, DIRECTIVE_SECTIONS, MAX_ARGS, MAX_DIRECTIVES, MAX_ENV, MAX_PATH_BYTES,
     MAX_VALUE_BYTES, OWNED_KEYS, RESTART_VALUES,
 };
 
@@ -38,6 +38,8 @@ impl RawSpec {
         let template = self.template.map(|t| check_path("template", &t)).transpose()?;
         let unit_dir = check_unit_dir(self.unit_dir.as_deref())?;
         let keep = in_range("keep", self.keep.unwrap_or(defaults::KEEP), defaults::KEEP_RANGE)?;
+        let listen_mode = self.listen_mode.unwrap_or(defaults::LISTEN_MODE);
+        let bind_address = check_listen(listen_mode, port, self.bind_address.as_deref())?;
 
         Ok(ServiceSpec {
             name,
@@ -60,6 +62,8 @@ impl RawSpec {
             migrate_requests: self.migrate_requests.unwrap_or(defaults::MIGRATE_REQUESTS),
             unit_dir,
             secret_environment,
+            listen_mode,
+            bind_address,
         })
     }
 }
@@ -121,6 +125,38 @@ fn check_exec_start(exec_start: &[String]) -> Result<(), SpecError> {
         check_path("exec_start[0]", program)?;
     }
     Ok(())
+}
+
+/// `listen_mode` and `bind_address`: socket mode needs a port to listen on; `bind_address` is
+/// an IP address (no host name, no zone) and only means something in socket mode, where baton
+/// writes the `ListenStream=` line.
+fn check_listen(
+    mode: ListenMode,
+    port: Option<u16>,
+    bind_address: Option<&str>,
+) -> Result<Option<std::net::IpAddr>, SpecError> {
+    if mode == ListenMode::Socket && port.is_none() {
+        return Err(SpecError::new(
+            "listen_mode",
+            "\"socket\" needs `port`: the shared socket listens on it (ListenStream=)",
+        ));
+    }
+    let Some(address) = bind_address else {
+        return Ok(None);
+    };
+    if mode != ListenMode::Socket {
+        return Err(SpecError::new(
+            "bind_address",
+            "applies only with listen_mode \"socket\" (in reuseport mode each release binds its own address)",
+        ));
+    }
+    check_value("bind_address", address, false)?;
+    address.parse::<std::net::IpAddr>().map(Some).map_err(|_| {
+        SpecError::new(
+            "bind_address",
+            format!("must be an IPv4 or IPv6 address such as 127.0.0.1 or ::1 (no host name, port or zone), got {address:?}"),
+        )
+    })
 }
 
 fn check_port(port: Option<u32>) -> Result<Option<u16>, SpecError> {

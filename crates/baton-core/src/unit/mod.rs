@@ -8,11 +8,13 @@
 //! | [`render`] | the unit text from a validated spec (minijinja, limits, checks) |
 //! | [`parse`] | a unit's lines as sections and directives, baton's marks |
 //! | [`readback`] | a spec from a unit file, by section and key (import) |
+//! | [`socket`] | the shared socket unit of socket mode (`<name>.socket`) |
 
 pub mod escape;
 pub mod parse;
 pub mod readback;
 pub mod render;
+pub mod socket;
 
 /// The `[Unit]` key that marks a unit file as a release of a baton service.
 pub const MARK_SERVICE: &str = "X-Baton-Service";

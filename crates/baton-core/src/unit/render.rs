@@ -106,6 +106,15 @@ pub enum RenderError {
         /// The secret file, as the line names it.
         file: String,
     },
+    /// In socket mode, the rendered unit does not name the shared socket with `Sockets=` in
+    /// `[Service]` (a custom template without `{{ sockets }}`).
+    #[error("template: {path} renders a unit without `Sockets={socket}` in [Service], so the release would not get the shared socket (listen_mode \"socket\"); add `{{% if sockets %}}Sockets={{{{ sockets }}}}{{% endif %}}` to [Service]")]
+    NoSockets {
+        /// The template's path.
+        path: String,
+        /// The socket unit.
+        socket: String,
+    },
     /// The rendered unit lacks baton's ownership marks in `[Unit]`, where [`read_marks`] (and
     /// so every later run) looks for them.
     #[error("template: {path} renders a unit without {what}; baton cannot own a unit it cannot recognise")]
@@ -127,7 +136,8 @@ impl RenderError {
             | RenderError::Template { .. }
             | RenderError::TooLarge { .. }
             | RenderError::MissingMarks { .. }
-            | RenderError::NoSecretFile { .. } => "template".to_owned(),
+            | RenderError::NoSecretFile { .. }
+            | RenderError::NoSockets { .. } => "template".to_owned(),
             RenderError::NoRelease { .. } => "version".to_owned(),
             RenderError::LineTooLong { field, .. } | RenderError::Continuation { field, .. } => field.clone(),
         }
@@ -139,6 +149,11 @@ impl RenderError {
 fn secret_file_value(spec: &ServiceSpec, version: &Ident) -> Option<String> {
     (!spec.secret_environment.is_empty())
         .then(|| escape_path(&crate::secrets::path(&spec.unit_dir, &spec.unit_name(version)).to_string_lossy()))
+}
+
+/// The value of the `Sockets=` line in socket mode: the service's shared socket unit.
+fn socket_value(spec: &ServiceSpec) -> Option<String> {
+    (spec.listen_mode == crate::spec::ListenMode::Socket).then(|| spec.socket_unit())
 }
 
 /// One rendered `Key=value` pair.
@@ -169,6 +184,8 @@ struct Context<'a> {
     restart: &'a str,
     timeout_stop_sec: u64,
     port: Option<u16>,
+    /// `Sockets=`'s value in socket mode: the service's shared socket unit (`<name>.socket`).
+    sockets: Option<String>,
     directives: BTreeMap<&'a str, Vec<Line>>,
 }
 
@@ -193,6 +210,12 @@ pub fn render(spec: &ServiceSpec) -> Result<String, RenderError> {
         path: path.clone(),
         what: format!("the `{MARK_SERVICE}={}` and `{MARK_VERSION}={version}` lines in [Unit]{found}", spec.name),
     })?;
+    // A template that leaves out `Sockets=` would start a release without the shared socket.
+    if let Some(socket) = socket_value(spec) {
+        if !parse::values(&unit, "Service", "Sockets").any(|v| v.split_whitespace().any(|s| s == socket)) {
+            return Err(RenderError::NoSockets { path, socket });
+        }
+    }
     // A template that leaves out the secret file would start the release without its secrets.
     if let Some(file) = secret_file_value(spec, version) {
         if !parse::values(&unit, "Service", "EnvironmentFile").any(|v| v == file) {
@@ -399,6 +422,7 @@ fn render_with(spec: &ServiceSpec, version: &Ident, source: &str, path: &str) ->
         restart: &spec.restart,
         timeout_stop_sec: spec.timeout_stop_sec,
         port: spec.port,
+        sockets: socket_value(spec),
         directives,
     };
     check_values(&ctx, spec)?;
