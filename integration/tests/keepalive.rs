@@ -163,6 +163,9 @@ fn handovers(h: &Host, name: &str, port: u16, handovers: usize, drain: bool) -> 
             eprintln!("systemd after the failed handover to v{i}:\n{}", state.unwrap_or_else(|e| format!("{e:#}")));
         }
         let out = out.ok();
+        if out.took > Duration::from_secs(5) {
+            eprintln!("slow handover to v{i} ({:?}):\n{}", out.took, out.stderr);
+        }
         assert_eq!(out.json["previous_version"], format!("v{}", i - 1), "{:#}", out.json);
         took.push(out.took);
         // Let the clients settle on the new release (and the old one finish its drain).
