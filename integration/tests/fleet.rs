@@ -18,6 +18,8 @@
 //! 6. `--check --diff` of a new v4 changes nothing and shows every host's plan and unit file;
 //! 7. an unreachable host fails clearly, and the other 19 hand over to v2 unharmed.
 //!
+//! `BATON_FLEET_VERBOSE=1` prints each loaded play's output (run with `-v`).
+//!
 //! Nothing is skipped: without root, sshd, ansible (`make .venv`) or the module binary (`make
 //! collection`) this test fails.
 
