@@ -225,10 +225,20 @@ fn a_rolling_deploy_over_20_hosts_over_ssh_fails_no_request() {
 
     // 5. The one-liner brings the fleet back to one version.
     let t = step(5, "the one-liner brings the fleet back to v1 under load");
+    let on_v1: Vec<usize> = std::iter::once(FAULTY).chain(2 * BATCH..HOSTS).collect();
+    let before: Vec<String> = on_v1.iter().map(|&i| fingerprint(&fleet, i)).collect();
     let (played, report) = rolling_under_load(&fleet, &fa, &[], &["-e", "baton_version=v1"]);
-    played.ok();
+    let played = played.ok();
     assert_no_failed_request(&report, "back to v1");
     assert_all_on(&fleet, 0..HOSTS, "v1");
+    // Hosts already on v1 were left alone: not changed, same process, same files.
+    for (&i, before) in on_v1.iter().zip(&before) {
+        assert_eq!(played.recap(&names[i], "changed"), Some(0), "{}: {}", names[i], played.stdout);
+        assert_eq!(&fingerprint(&fleet, i), before, "{} untouched", names[i]);
+    }
+    for i in (0..2 * BATCH).filter(|&i| i != FAULTY) {
+        assert_eq!(played.recap(&names[i], "changed"), Some(1), "{} handed over: {}", names[i], played.stdout);
+    }
     eprintln!("step 5 took {:.1} s", t.elapsed().as_secs_f64());
 
     // 6. --check --diff of a new release (no unit of it on disk yet) changes nothing and shows
