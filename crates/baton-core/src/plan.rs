@@ -131,10 +131,14 @@ impl Step {
     }
 
     /// The step's kind, one word: `write`, `reload`, `start`, `verify`, `restart`, `migrate`,
-    /// `enable`, `disable`, `stop`, `remove`.
+    /// `enable`, `disable`, `stop`, `remove`; for the shared socket of socket mode
+    /// `write-socket`, `stop-socket`, `remove-socket`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Step::WriteUnit { .. } | Step::WriteSecrets { .. } | Step::WriteSocket { .. } => "write",
+            Step::WriteUnit { .. } | Step::WriteSecrets { .. } => "write",
+            Step::WriteSocket { .. } => "write-socket",
+            Step::StopSocket { .. } => "stop-socket",
+            Step::RemoveSocket { .. } => "remove-socket",
             Step::Reload => "reload",
             Step::StartAndWait { start: true, .. } => "start",
             Step::StartAndWait { start: false, .. } => "verify",
@@ -142,8 +146,8 @@ impl Step {
             Step::MigrateRequests => "migrate",
             Step::Enable { .. } => "enable",
             Step::Disable { .. } => "disable",
-            Step::Stop { .. } | Step::StopSocket { .. } => "stop",
-            Step::RemoveUnit { .. } | Step::RemoveSecrets { .. } | Step::RemoveSocket { .. } => "remove",
+            Step::Stop { .. } => "stop",
+            Step::RemoveUnit { .. } | Step::RemoveSecrets { .. } => "remove",
         }
     }
 
@@ -539,13 +543,17 @@ fn uses_socket(spec: &ServiceSpec, r: &Release) -> bool {
 }
 
 /// Whether a listening socket closes in this handover (so its queue must migrate): an old
-/// release listening on its own (reuseport), or the shared socket when the spec leaves socket
-/// mode. Old and new releases of socket mode share one socket that stays open.
+/// release listening on its own (reuseport), or, when the spec leaves socket mode, the shared
+/// socket (once systemd and every old release holding it have let go). Old and new releases of
+/// socket mode share one socket that stays open.
 fn listener_closes(spec: &ServiceSpec, state: &ServiceState, target: &Target<'_>) -> bool {
-    let socket_closes = spec.listen_mode == ListenMode::Reuseport
-        && state.socket.status.is_running()
-        && state.socket.owned_by(spec.name.as_str());
-    target.others_running.iter().any(|r| !uses_socket(spec, r)) || (socket_closes && !target.others_running.is_empty())
+    match spec.listen_mode {
+        ListenMode::Socket => target.others_running.iter().any(|r| !uses_socket(spec, r)),
+        ListenMode::Reuseport => {
+            !target.others_running.is_empty()
+                || (state.socket.status.is_running() && state.socket.owned_by(spec.name.as_str()))
+        }
+    }
 }
 
 /// The socket unit's steps of a spec naming a release (see [`crate::unit::socket`] for why):

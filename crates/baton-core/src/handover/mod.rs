@@ -38,7 +38,8 @@ pub use error::{ApplyError, ApplyFailure, NotReady};
 pub const JOURNAL_LINES: usize = 15;
 
 /// The CLI's fault injection for the reliability tests: `BATON_PAUSE_AFTER=<step kind>`
-/// (`write`, `reload`, `start`, `restart`, `migrate`, `enable`, `disable`, `stop`, `remove`)
+/// (`write`, `reload`, `start`, `restart`, `migrate`, `enable`, `disable`, `stop`, `remove`,
+/// `write-socket`, `stop-socket`, `remove-socket`)
 /// makes a run stop after the first step of that kind and wait there, so that a test can
 /// `kill -9` it at exactly that point. The library only calls [`ApplyOptions::after_step`]; the
 /// CLI builds that hook from this variable.

@@ -64,6 +64,10 @@ pub fn read_back(text: &str, unit_dir: &str) -> Option<ReadBack> {
             ("Service", "Environment") => {
                 spec.environment.get_or_insert_with(BTreeMap::new).extend(unquote_env(d.value));
             }
+            // Socket mode: the release takes its listener from the service's socket.
+            ("Service", "Sockets") if d.value == crate::spec::socket_unit_name(&spec.name) => {
+                spec.listen_mode = Some(crate::spec::ListenMode::Socket);
+            }
             ("Service", "Restart") => spec.restart = (d.value != defaults::RESTART).then(|| d.value.to_owned()),
             ("Service", "TimeoutStopSec") => {
                 spec.timeout_stop_sec = d.value.parse().ok().filter(|&t| t != defaults::TIMEOUT_STOP_SEC);

@@ -14,6 +14,11 @@
 //! - No `[Install]`: the socket is never enabled on its own. The enabled release pulls it in at
 //!   boot (`Sockets=` implies `Wants=` and `After=`), so a reboot brings up the current release
 //!   and its socket, and nothing else.
+//! - A release that crash-loops into its start limit takes the socket down with it: systemd
+//!   passes a triggered unit's "start-limit-hit" on to its socket, which fails, and cannot be
+//!   started again while the current release runs. So every socket-mode release unit carries
+//!   `StartLimitIntervalSec=0` in `[Unit]` (a failing new release is stopped by the rollback
+//!   instead).
 //! - `ReusePort=yes`, so that a switch from reuseport mode (the old release still bound to the
 //!   port) can bind the socket beside it.
 
@@ -25,7 +30,7 @@ use crate::spec::ServiceSpec;
 
 /// The `ListenStream=` value: `port` alone (every address, IPv4 and IPv6) or `address:port`
 /// (`[address]:port` for IPv6).
-pub fn listen_value(bind_address: Option<IpAddr>, port: u16) -> String {
+pub(crate) fn listen_value(bind_address: Option<IpAddr>, port: u16) -> String {
     match bind_address {
         None => port.to_string(),
         Some(IpAddr::V4(a)) => format!("{a}:{port}"),
@@ -35,7 +40,7 @@ pub fn listen_value(bind_address: Option<IpAddr>, port: u16) -> String {
 
 /// The text of `<name>.socket` for `spec`, activating `service_unit` (see the module doc). None
 /// when the spec has no port (validation refuses socket mode without one).
-pub fn render(spec: &ServiceSpec, service_unit: &str) -> Option<String> {
+pub(crate) fn render(spec: &ServiceSpec, service_unit: &str) -> Option<String> {
     let port = spec.port?;
     let name = spec.name.as_str();
     // Every value is a validated name, a unit name made from names, or a formatted IP address
@@ -57,18 +62,18 @@ pub fn render(spec: &ServiceSpec, service_unit: &str) -> Option<String> {
 }
 
 /// The service a socket unit file is marked as baton's for (`X-Baton-Service=` in `[Unit]`).
-pub fn owner(text: &str) -> Option<&str> {
+pub(crate) fn owner(text: &str) -> Option<&str> {
     parse::values(text, "Unit", MARK_SERVICE).last()
 }
 
 /// The unit a socket unit file activates (`Service=` in `[Socket]`).
-pub fn service(text: &str) -> Option<&str> {
+pub(crate) fn service(text: &str) -> Option<&str> {
     parse::values(text, "Socket", "Service").last()
 }
 
 /// `text` with its `Service=` value replaced by `service_unit` (to compare two socket units
 /// but for the release they activate).
-pub fn with_service(text: &str, service_unit: &str) -> String {
+pub(crate) fn with_service(text: &str, service_unit: &str) -> String {
     let mut section = "";
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
