@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use crate::secrets::{self, SecretText};
-use crate::spec::{ListenMode, ServiceSpec, State};
+use crate::spec::{ListenMode, ServiceSpec, State, UnitNaming};
 use crate::state::{Release, ServiceState};
 use crate::unit::parse::{self as unit_parse, read_service_key};
-use crate::unit::socket;
+use crate::unit::{instance, socket};
 use crate::unit_dir::{self, DiskError};
 
 /// One step of a plan.
@@ -305,6 +305,9 @@ impl Plan {
         if state.socket.owned_by(spec.name.as_str()) {
             self.steps.push(Step::RemoveSocket { unit: state.socket.unit.clone(), path: state.socket.path.clone() });
         }
+        if state.template.owned_by(spec.name.as_str()) {
+            self.steps.push(Step::RemoveUnit { unit: state.template.unit.clone(), path: state.template.path.clone() });
+        }
     }
 
     /// Stops the service's shared socket if it runs (before any release stops, so that no
@@ -341,7 +344,13 @@ impl Plan {
         if spec.state == State::Started && spec.port.is_some() {
             preflight_same_user(spec, state, &target.unit, &target.others_running)?;
         }
+        let template = template_write(spec, state, &target.text)?;
+        let template_reload = template.is_some() && templated_unit_loaded(state);
+        self.steps.extend(template);
         self.write_files(spec, state, target, &sock);
+        if template_reload && !self.steps.contains(&Step::Reload) {
+            self.steps.push(Step::Reload);
+        }
         match spec.state {
             State::Started => self.start(spec, state, target, migrate),
             State::Stopped => {
@@ -447,11 +456,20 @@ impl Plan {
     fn prune(&mut self, spec: &ServiceSpec, state: &ServiceState, target: &Target<'_>) {
         let mut inactive: Vec<_> = state.releases.iter().filter(|r| r.unit() != target.unit).collect();
         inactive.sort_by(|a, b| b.file.modified.cmp(&a.file.modified).then_with(|| b.unit().cmp(a.unit())));
-        for r in inactive.into_iter().skip(spec.keep as usize) {
+        let mut instances_left = instance::is_instance(&target.unit);
+        for (i, r) in inactive.into_iter().enumerate() {
+            if i < spec.keep as usize {
+                instances_left |= instance::is_instance(r.unit());
+                continue;
+            }
             self.steps.push(Step::RemoveUnit { unit: r.unit().to_owned(), path: r.file.path.clone() });
             if let Some(f) = state.secret_file(r.unit()) {
                 self.steps.push(Step::RemoveSecrets { unit: f.unit.clone(), path: f.path.clone() });
             }
+        }
+        // Back to per-version units: the instance template goes with the last instance.
+        if !instances_left && state.template.owned_by(spec.name.as_str()) {
+            self.steps.push(Step::RemoveUnit { unit: state.template.unit.clone(), path: state.template.path.clone() });
         }
         for f in &state.secrets {
             if f.unit != target.unit && state.releases.iter().all(|r| r.unit() != f.unit) {
@@ -459,6 +477,39 @@ impl Plan {
             }
         }
     }
+}
+
+/// With `unit_naming: "instance"`, the template the target's drop-in `drop_in` needs, when it
+/// is missing or differs (see [`crate::unit::instance`]); a file there that is not baton's
+/// template of the service is never overwritten.
+fn template_write(spec: &ServiceSpec, state: &ServiceState, drop_in: &str) -> Result<Option<Step>, PlanError> {
+    if spec.unit_naming != UnitNaming::Instance {
+        return Ok(None);
+    }
+    let t = &state.template;
+    if let (Some(text), false) = (&t.text, t.owned_by(spec.name.as_str())) {
+        let found = match unit_parse::read_marks(text) {
+            Some((s, v)) => format!("it is marked as release {v} of service {s}, not as a template"),
+            None => match instance::template_owner(text) {
+                Some(other) => format!("it is marked as the template of service {other}"),
+                None => "it has no X-Baton-Service mark".to_owned(),
+            },
+        };
+        return Err(DiskError::Foreign { path: t.path.clone(), service: spec.name.to_string(), found }.into());
+    }
+    let wanted = instance::template(spec.name.as_str(), drop_in);
+    Ok((t.text.as_deref() != Some(wanted.as_str())).then(|| Step::WriteUnit {
+        unit: t.unit.clone(),
+        path: t.path.clone(),
+        text: wanted,
+    }))
+}
+
+/// Whether systemd may hold an instance loaded from the template (so a changed template needs
+/// a daemon-reload, lest systemd report NeedDaemonReload).
+fn templated_unit_loaded(state: &ServiceState) -> bool {
+    state.template.text.is_some()
+        && state.releases.iter().any(|r| instance::is_instance(r.unit()) && r.status.in_memory())
 }
 
 /// The enabled releases' units.
@@ -692,6 +743,11 @@ mod tests {
                 path: PathBuf::from("/u/app.socket"),
                 text: None,
                 status: UnitStatus { load_state: crate::systemd::NOT_LOADED.to_owned(), ..UnitStatus::default() },
+            },
+            template: crate::state::TemplateState {
+                unit: "app@.service".to_owned(),
+                path: PathBuf::from("/u/app@.service"),
+                text: None,
             },
         }
     }

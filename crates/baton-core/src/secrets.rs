@@ -139,13 +139,17 @@ pub fn list(unit_dir: &Path, service: &str) -> Result<Vec<SecretFile>, DiskError
     let d = dir(unit_dir);
     let entries = fs::read_dir(&d).map_err(|source| DiskError::Read { path: d.clone(), source })?;
     let prefix = format!("{service}-");
+    let instance_prefix = format!("{service}@");
     let euid = rustix::process::geteuid().as_raw();
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|source| DiskError::Read { path: d.clone(), source })?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(unit) = name.strip_suffix(".env").filter(|u| u.starts_with(&prefix) && u.ends_with(".service")) else {
+        let Some(unit) = name
+            .strip_suffix(".env")
+            .filter(|u| (u.starts_with(&prefix) || u.starts_with(&instance_prefix)) && u.ends_with(".service"))
+        else {
             continue;
         };
         let (bytes, meta) = match safe_fs::read_regular_at(&dir_fd, name, MAX_READ) {
@@ -155,7 +159,7 @@ pub fn list(unit_dir: &Path, service: &str) -> Result<Vec<SecretFile>, DiskError
         };
         let Ok(text) = String::from_utf8(bytes) else { continue };
         let Some((svc, version)) = read_marks(&text) else { continue };
-        if svc != service || crate::spec::unit_name(service, &version) != unit {
+        if svc != service || !crate::spec::is_release_unit(service, &version, unit) {
             continue;
         }
         out.push(SecretFile {

@@ -48,6 +48,28 @@ pub struct ServiceState {
     pub secrets: Vec<SecretFile>,
     /// The service's shared socket unit (socket mode), whether or not there is one.
     pub socket: SocketState,
+    /// The template of the service's instance units (`<name>@.service`), whether or not there
+    /// is one.
+    pub template: TemplateState,
+}
+
+/// The template of a service's instance units, `<name>@.service` (see
+/// [`crate::unit::instance`]): its file in the unit directory.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateState {
+    /// The unit name.
+    pub unit: String,
+    /// Where its file is (or would be).
+    pub path: PathBuf,
+    /// The bytes at that path, whoever wrote them (None when there is no file).
+    pub text: Option<String>,
+}
+
+impl TemplateState {
+    /// Whether the file there is baton's template of `service`.
+    pub fn owned_by(&self, service: &str) -> bool {
+        self.text.as_deref().and_then(crate::unit::instance::template_owner) == Some(service)
+    }
 }
 
 /// The service's shared socket unit, `<name>.socket` (see [`crate::unit::socket`]): its file
@@ -133,20 +155,34 @@ pub fn active_release(releases: &[Release]) -> Option<&Release> {
 /// the path of `target_unit`, the release a run acts on.
 pub fn read(sd: &dyn Systemd, unit_dir: &Path, service: &str, target_unit: &str) -> Result<ServiceState, StateError> {
     let releases = read_releases(sd, unit_dir, service)?;
-    let target_path = unit_dir.join(target_unit);
+    let target_path = unit_dir::release_path(unit_dir, target_unit);
     let target_text = unit_dir::read_existing(&target_path)?;
     let target_status = match releases.iter().find(|r| r.unit() == target_unit) {
         Some(r) => r.status.clone(),
         None => sd.unit_status(target_unit)?,
     };
-    // A unit systemd does not hold and for which it found no unit file (no UnitFileState) has
-    // no owner: skip asking where its file is (a scan of every unit directory, a few ms).
-    let unknown = !target_status.in_memory() && target_status.unit_file_state.is_empty();
-    let owner = if unknown { None } else { sd.unit_file_path(target_unit)? };
-    let target_owner = owner.map(|owner| if same_place(&owner, &target_path) { target_path.clone() } else { owner });
+    let template = read_template(unit_dir, service)?;
+    // An instance is loaded from its template: the file that must be baton's is the template's.
+    let (owner, fragment) = if crate::unit::instance::is_instance(target_unit) {
+        (sd.unit_file_path(&template.unit)?, template.path.clone())
+    } else {
+        // A unit systemd does not hold and for which it found no unit file (no UnitFileState)
+        // has no owner: skip asking where its file is (a scan of every unit directory, a few ms).
+        let unknown = !target_status.in_memory() && target_status.unit_file_state.is_empty();
+        (if unknown { None } else { sd.unit_file_path(target_unit)? }, target_path.clone())
+    };
+    let target_owner = owner.map(|owner| if same_place(&owner, &fragment) { target_path.clone() } else { owner });
     let secrets = secrets::list(unit_dir, service)?;
     let socket = read_socket(sd, unit_dir, service)?;
-    Ok(ServiceState { releases, target_path, target_text, target_status, target_owner, secrets, socket })
+    Ok(ServiceState { releases, target_path, target_text, target_status, target_owner, secrets, socket, template })
+}
+
+/// The service's instance template: its file in `unit_dir`.
+pub fn read_template(unit_dir: &Path, service: &str) -> Result<TemplateState, StateError> {
+    let unit = crate::spec::template_unit_name(service);
+    let path = unit_dir.join(&unit);
+    let text = unit_dir::read_existing(&path)?;
+    Ok(TemplateState { unit, path, text })
 }
 
 /// The service's socket unit: its file in `unit_dir` and its status.

@@ -120,6 +120,7 @@ pub fn releases(dir: &Path, service: &str) -> Result<Vec<UnitFile>, DiskError> {
         Err(source) => return Err(DiskError::Read { path: dir.to_owned(), source }),
     };
     let prefix = format!("{service}-");
+    let instance_prefix = format!("{service}@");
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|source| DiskError::Read { path: dir.to_owned(), source })?;
@@ -127,6 +128,13 @@ pub fn releases(dir: &Path, service: &str) -> Result<Vec<UnitFile>, DiskError> {
         let Some(unit) = file_name.to_str() else {
             continue;
         };
+        // Instance releases: the drop-in `<service>@<version>.service.d/baton.conf`.
+        if let Some(instance) = unit.strip_suffix(".d").filter(|u| u.starts_with(&instance_prefix)) {
+            if let Some(file) = instance_release(dir, instance, service)? {
+                out.push(file);
+            }
+            continue;
+        }
         if !unit.starts_with(&prefix) || !unit.ends_with(".service") {
             continue;
         }
@@ -150,6 +158,46 @@ pub fn releases(dir: &Path, service: &str) -> Result<Vec<UnitFile>, DiskError> {
     }
     out.sort_by(|a, b| a.unit.cmp(&b.unit));
     Ok(out)
+}
+
+/// The release `unit` of `service` from its drop-in in `dir` (see [`crate::unit::instance`]), if
+/// there is one: a trusted `<unit>.d` directory holding a regular `baton.conf` marked as that
+/// release. Anything else (a symbolic link, a directory others may write, no marks) is no release.
+fn instance_release(dir: &Path, unit: &str, service: &str) -> Result<Option<UnitFile>, DiskError> {
+    let path = crate::unit::instance::drop_in_path(dir, unit);
+    let Some(drop_dir) = path.parent() else {
+        return Ok(None);
+    };
+    let dir_fd = match safe_fs::open_trusted_dir(drop_dir) {
+        Ok(fd) => fd,
+        Err(DirProblem::Missing | DirProblem::Untrusted(_)) => return Ok(None),
+        Err(DirProblem::Io(source)) => return Err(DiskError::Read { path: drop_dir.to_owned(), source }),
+    };
+    let (bytes, meta) = match safe_fs::read_regular_at(&dir_fd, crate::unit::instance::DROP_IN, MAX_READ) {
+        Ok(Some(read)) => read,
+        Ok(None) | Err(ReadProblem::NotRegular(_) | ReadProblem::TooLarge(_)) => return Ok(None),
+        Err(ReadProblem::Io(source)) => return Err(DiskError::Read { path, source }),
+    };
+    let Ok(text) = String::from_utf8(bytes) else {
+        return Ok(None);
+    };
+    match read_marks(&text) {
+        Some((svc, version)) if svc == service && crate::spec::instance_unit_name(service, &version) == unit => {
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            Ok(Some(UnitFile { unit: unit.to_owned(), version, path, text, modified }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The file that holds release `unit` in `dir`: the unit file itself (`<dir>/<unit>`), or for an
+/// instance unit its drop-in (`<dir>/<unit>.d/baton.conf`).
+pub(crate) fn release_path(dir: &Path, unit: &str) -> PathBuf {
+    if crate::unit::instance::is_instance(unit) {
+        crate::unit::instance::drop_in_path(dir, unit)
+    } else {
+        dir.join(unit)
+    }
 }
 
 /// Reads the file at `path` if it exists; `Ok(None)` when it does not. Its directory must be
@@ -224,14 +272,37 @@ pub fn remove(path: &Path) -> Result<(), DiskError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(source) => return Err(DiskError::Remove { path: path.to_owned(), source }),
     }
-    if let Some(dir) = path.parent() {
-        sync_dir(dir).map_err(|source| DiskError::Remove { path: path.to_owned(), source })?;
+    };
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let drop_in_dir = dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".service.d"));
+    if drop_in_dir {
+        match fs::remove_dir(dir) {
+            Ok(()) => {
+                let parent = dir.parent().unwrap_or(dir);
+                return sync_dir(parent).map_err(|source| DiskError::Remove { path: dir.to_owned(), source });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // Not empty: another drop-in (the operator's) stays with its directory.
+            Err(_) => {}
+        }
+    if gone {
+        return Ok(());
     }
-    Ok(())
+    sync_dir(dir).map_err(|source| DiskError::Remove { path: path.to_owned(), source })
 }
 
 /// Removes temp files a killed run left beside `unit` (best effort; only in a trusted directory).
-pub fn clean_temp_files(dir: &Path, unit: &str) {
+pub(crate) fn clean_temp_files(dir: &Path, unit: &str) {
+    // An instance's temp files are those of its drop-in, in its `.d` directory.
+    if crate::unit::instance::is_instance(unit) {
+        let path = release_path(dir, unit);
+        if let Some(drop_dir) = path.parent() {
+            clean_temp_files(drop_dir, crate::unit::instance::DROP_IN);
+        }
+        return;
+    }
     let prefix = temp_prefix(unit);
     let Ok(Some(dir_fd)) = open_dir(dir) else {
         return;

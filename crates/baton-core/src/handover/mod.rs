@@ -28,6 +28,8 @@ use crate::unit::render::{self, RenderError};
 use crate::unit_dir;
 
 pub mod error;
+#[cfg(test)]
+mod instance_tests;
 mod ready;
 mod steps;
 mod summary;

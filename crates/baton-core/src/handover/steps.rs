@@ -17,8 +17,10 @@ impl Run<'_> {
     pub(super) fn execute(&mut self, step: &Step, state: &ServiceState) -> Result<(), ApplyError> {
         (self.progress)(Progress::Step(step.describe()));
         match step {
-            Step::WriteUnit { unit, text, .. } => {
-                unit_dir::write_atomic(&self.spec.unit_dir, unit, text)?;
+            Step::WriteUnit { path, text, .. } => {
+                // A unit file in the unit directory, or an instance's drop-in in its `.d` directory.
+                let (dir, file) = (path.parent().unwrap_or(&self.spec.unit_dir), path.file_name().unwrap_or_default());
+                unit_dir::write_atomic(dir, &file.to_string_lossy(), text)?;
             }
             Step::WriteSecrets { unit, text, .. } => {
                 secrets::write(&self.spec.unit_dir, unit, text)?;
@@ -178,6 +180,9 @@ pub(super) fn file_diff(step: &Step, state: &ServiceState) -> Option<FileDiff> {
     let text_on_disk = |path: &std::path::Path| {
         if path == state.target_path {
             return state.target_text.clone().unwrap_or_default();
+        }
+        if path == state.template.path {
+            return state.template.text.clone().unwrap_or_default();
         }
         state.releases.iter().find(|r| r.file.path == path).map(|r| r.file.text.clone()).unwrap_or_default()
     };

@@ -4,7 +4,7 @@
 
 use std::ops::RangeInclusive;
 
-use super::{ListenMode, ServiceType, State};
+use super::{ListenMode, ServiceType, State, UnitNaming};
 
 /// `state` when not given.
 pub const STATE: State = State::Started;
@@ -26,6 +26,8 @@ pub const KEEP_RANGE: RangeInclusive<u32> = 0..=100;
 pub const MIGRATE_REQUESTS: bool = true;
 /// `listen_mode` when not given.
 pub const LISTEN_MODE: ListenMode = ListenMode::Reuseport;
+/// `unit_naming` when not given.
+pub const UNIT_NAMING: UnitNaming = UnitNaming::PerVersion;
 /// `unit_dir` when not given.
 pub const UNIT_DIR: &str = "/etc/systemd/system";
 /// `health.timeout_sec` when not given, in seconds.

@@ -127,6 +127,12 @@ pub struct RawSpec {
     /// address, IPv4 and IPv6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_address: Option<String>,
+    /// How release units are named: `per-version` (default; `<name>-<version>.service`, one
+    /// unit file per release) or `instance` (`<name>@<version>.service`: one template
+    /// `<name>@.service` and a drop-in per release, `<name>@<version>.service.d/baton.conf`,
+    /// that pins all of the release's settings; `version` must then be a valid instance name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_naming: Option<UnitNaming>,
 }
 
 /// The `health` object as written by a user.
@@ -203,6 +209,37 @@ impl ListenMode {
         match self {
             ListenMode::Reuseport => "reuseport",
             ListenMode::Socket => "socket",
+        }
+    }
+}
+
+/// How the unit of a release is named and stored (see [`crate::unit::instance`]).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnitNaming {
+    /// One unit file per release, `<name>-<version>.service`.
+    #[default]
+    PerVersion,
+    /// Instances of one template, `<name>@<version>.service`: the template `<name>@.service`
+    /// holds no setting of a release, and each release's drop-in
+    /// `<name>@<version>.service.d/baton.conf` pins all of them.
+    Instance,
+}
+
+impl UnitNaming {
+    /// The name used in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitNaming::PerVersion => "per-version",
+            UnitNaming::Instance => "instance",
+        }
+    }
+
+    /// The unit name of release `version` of `service`.
+    pub fn unit_name(self, service: &str, version: &str) -> String {
+        match self {
+            UnitNaming::PerVersion => unit_name(service, version),
+            UnitNaming::Instance => instance_unit_name(service, version),
         }
     }
 }
@@ -419,6 +456,8 @@ pub struct ServiceSpec {
     pub listen_mode: ListenMode,
     /// With socket mode: the address the socket listens on (None: every address).
     pub bind_address: Option<std::net::IpAddr>,
+    /// How release units are named.
+    pub unit_naming: UnitNaming,
 }
 
 /// The values of `secret_environment`: a map that never shows its values when debug-printed or
@@ -470,7 +509,7 @@ impl Serialize for Secrets {
 impl ServiceSpec {
     /// The unit name of a release of this service.
     pub fn unit_name(&self, version: &Ident) -> String {
-        unit_name(self.name.as_str(), version.as_str())
+        self.unit_naming.unit_name(self.name.as_str(), version.as_str())
     }
 
     /// The unit name of the release the spec names (None when it names none).
@@ -537,6 +576,7 @@ impl ServiceSpec {
             secret_environment: (!self.secret_environment.is_empty()).then(|| self.secret_environment.expose().clone()),
             listen_mode: Some(self.listen_mode),
             bind_address: self.bind_address.map(|a| a.to_string()),
+            unit_naming: Some(self.unit_naming),
         }
     }
 }
@@ -544,6 +584,21 @@ impl ServiceSpec {
 /// `<service>-<version>.service`: the one place a release's unit name is made.
 pub fn unit_name(service: &str, version: &str) -> String {
     format!("{service}-{version}.service")
+}
+
+/// `<service>@<version>.service`: the unit name of a release with `unit_naming: "instance"`.
+pub fn instance_unit_name(service: &str, version: &str) -> String {
+    format!("{service}@{version}.service")
+}
+
+/// `<service>@.service`: the template of a service's instance units.
+pub fn template_unit_name(service: &str) -> String {
+    format!("{service}@.service")
+}
+
+/// Whether `unit` is the unit name of release `version` of `service` in either naming.
+pub fn is_release_unit(service: &str, version: &str, unit: &str) -> bool {
+    unit == unit_name(service, version) || unit == instance_unit_name(service, version)
 }
 
 /// `<service>.socket`: the one place the name of a service's shared socket unit is made.

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use super::{
     defaults, describe_char, Directive, DirectiveValue, Health, Ident, ListenMode, RawHealth, RawSpec, Readiness,
-    Secrets, ServiceSpec, SpecError, State, DIRECTIVE_SECTIONS, MAX_ARGS, MAX_DIRECTIVES, MAX_ENV, MAX_PATH_BYTES,
-    MAX_VALUE_BYTES, OWNED_KEYS, RESTART_VALUES,
+    Secrets, ServiceSpec, SpecError, State, UnitNaming, DIRECTIVE_SECTIONS, MAX_ARGS, MAX_DIRECTIVES, MAX_ENV,
+    MAX_PATH_BYTES, MAX_VALUE_BYTES, OWNED_KEYS, RESTART_VALUES,
 };
 
 impl RawSpec {
@@ -40,6 +40,10 @@ impl RawSpec {
         let keep = in_range("keep", self.keep.unwrap_or(defaults::KEEP), defaults::KEEP_RANGE)?;
         let listen_mode = self.listen_mode.unwrap_or(defaults::LISTEN_MODE);
         let bind_address = check_listen(listen_mode, port, self.bind_address.as_deref())?;
+        let unit_naming = self.unit_naming.unwrap_or(defaults::UNIT_NAMING);
+        if let (UnitNaming::Instance, Some(v)) = (unit_naming, &version) {
+            check_instance(name.as_str(), v.as_str())?;
+        }
 
         Ok(ServiceSpec {
             name,
@@ -64,6 +68,7 @@ impl RawSpec {
             secret_environment,
             listen_mode,
             bind_address,
+            unit_naming,
         })
     }
 }
@@ -157,6 +162,22 @@ fn check_listen(
             format!("must be an IPv4 or IPv6 address such as 127.0.0.1 or ::1 (no host name, port or zone), got {address:?}"),
         )
     })
+}
+
+/// With `unit_naming: "instance"`, `version` is the instance of `<name>@<version>.service`:
+/// systemd takes only `[A-Za-z0-9:_.@\\-]` there and unit names of at most 255 bytes. Every
+/// version the name rule lets through already obeys it; the check keeps that true if either
+/// rule ever changes.
+fn check_instance(name: &str, version: &str) -> Result<(), SpecError> {
+    const RULE: &str =
+        "must be a valid systemd instance name with unit_naming \"instance\" (letters, digits, ':', '_', \
+                        '.', '@', '\\' or '-', and <name>@<version>.service at most 255 bytes)";
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || ":_.@\\-".contains(c);
+    let unit = super::instance_unit_name(name, version);
+    if version.is_empty() || !version.chars().all(valid_char) || unit.len() > 255 {
+        return Err(SpecError::new("version", format!("{RULE}; got {version:?}")));
+    }
+    Ok(())
 }
 
 fn check_port(port: Option<u32>) -> Result<Option<u16>, SpecError> {

@@ -8,9 +8,11 @@
 //! | [`render`] | the unit text from a validated spec (minijinja, limits, checks) |
 //! | [`parse`] | a unit's lines as sections and directives, baton's marks |
 //! | [`readback`] | a spec from a unit file, by section and key (import) |
+//! | [`instance`] | instance units: the template `<name>@.service` and each release's drop-in |
 //! | [`socket`] | the shared socket unit of socket mode (`<name>.socket`) |
 
 pub mod escape;
+pub mod instance;
 pub mod parse;
 pub mod readback;
 pub mod render;

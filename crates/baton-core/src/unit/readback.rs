@@ -21,7 +21,7 @@ use super::escape::{unescape_directive, unescape_path, unquote_env, unquote_exec
 use super::parse::{self, Directive};
 use super::render::{self, BUILTIN_TEMPLATE};
 use super::{MARK_SERVICE, MARK_VERSION};
-use crate::spec::{defaults, unit_name, DirectiveValue, RawSpec, ServiceType};
+use crate::spec::{defaults, DirectiveValue, RawSpec, ServiceType, UnitNaming};
 
 /// A spec read back from a unit file.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,10 +38,24 @@ pub struct ReadBack {
 
 /// Reads the spec back from `text`, a release unit of `unit_dir`. `None` when the file does not
 /// carry baton's marks.
-pub fn read_back(text: &str, unit_dir: &str) -> Option<ReadBack> {
+pub(crate) fn read_back(text: &str, unit_dir: &str) -> Option<ReadBack> {
+    let original = text;
     let (name, version) = parse::read_marks(text)?;
-    let secret_path = crate::secrets::path(Path::new(unit_dir), &unit_name(&name, &version));
-    let mut spec = RawSpec { name, version, unit_dir: Some(unit_dir.to_owned()), ..RawSpec::default() };
+    // An instance's drop-in reads back as the unit it was made from, in instance naming.
+    let (plain, naming) = if super::instance::is_drop_in(text) {
+        (super::instance::without_resets(text), UnitNaming::Instance)
+    } else {
+        (text.to_owned(), UnitNaming::PerVersion)
+    };
+    let text = plain.as_str();
+    let secret_path = crate::secrets::path(Path::new(unit_dir), &naming.unit_name(&name, &version));
+    let mut spec = RawSpec {
+        name,
+        version,
+        unit_dir: Some(unit_dir.to_owned()),
+        unit_naming: (naming == UnitNaming::Instance).then_some(naming),
+        ..RawSpec::default()
+    };
     let mut directives: BTreeMap<String, BTreeMap<String, DirectiveValue>> = BTreeMap::new();
     // The lines the built-in template writes as they are, each taken once.
     let mut template_lines = template_constants();
@@ -93,8 +107,11 @@ pub fn read_back(text: &str, unit_dir: &str) -> Option<ReadBack> {
     if secret_file {
         rendered_spec.secret_environment = Some(BTreeMap::from([("_".to_owned(), String::new())]));
     }
-    let exact =
-        rendered_spec.validate().ok().and_then(|s| render::render(&s).ok()).is_some_and(|rendered| rendered == text);
+    let exact = rendered_spec
+        .validate()
+        .ok()
+        .and_then(|s| render::render(&s).ok())
+        .is_some_and(|rendered| rendered == original);
     Some(ReadBack { spec, exact, secret_file })
 }
 

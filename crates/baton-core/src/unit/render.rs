@@ -29,6 +29,7 @@ pub const BUILTIN_TEMPLATE: &str = include_str!("unit.service.j2");
 /// `fileio.h`), which fails with `ENOBUFS` ("No buffer space available") once a line reaches
 /// that length: the unit then does not load. Checked against systemd 252 by
 /// `integration/tests/hostile_units.rs`.
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))] // also in `crate::testing`
 pub const MAX_LINE_BYTES: usize = (1 << 20) - 1;
 
 /// The largest unit baton renders, in bytes: what it reads back from disk
@@ -221,6 +222,10 @@ pub fn render(spec: &ServiceSpec) -> Result<String, RenderError> {
         if !parse::values(&unit, "Service", "EnvironmentFile").any(|v| v == file) {
             return Err(RenderError::NoSecretFile { path, file });
         }
+    }
+    // An instance's unit is its drop-in: the same text, with the template's lists emptied.
+    if spec.unit_naming == crate::spec::UnitNaming::Instance {
+        return Ok(super::instance::drop_in(&unit));
     }
     Ok(unit)
 }
