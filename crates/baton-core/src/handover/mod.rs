@@ -29,6 +29,8 @@ use crate::unit_dir;
 
 pub mod error;
 #[cfg(test)]
+mod socket_tests;
+#[cfg(test)]
 mod instance_tests;
 mod ready;
 mod steps;
