@@ -4,7 +4,8 @@
 //! `Manager.Subscribe()` lazily, once, before its first job (a read-only run never pays for it),
 //! so that systemd emits job signals, and waits for jobs by subscribing to `JobRemoved`
 //! *before* enqueueing them, so a job that finishes before the `StartUnit` reply arrives is
-//! never missed.
+//! never missed; that stream is read all along, also while the enqueueing call waits for its
+//! reply (an unread stream stalls the whole connection; see `run_job`).
 //!
 //! `Manager.Reload()` needs no waiting of its own: systemd keeps the call's message and sends the
 //! reply only once the reload is complete (`bus_send_pending_reload_message`), so when
@@ -235,14 +236,25 @@ impl DbusSystemd {
         &self.address
     }
 
-    /// Enqueues a job with `enqueue` and waits for its `JobRemoved`, at most `timeout`.
-    fn run_job(
-        &self,
+    /// Enqueues a job with `enqueue` and waits for its `JobRemoved`, at most `timeout` in all
+    /// (the enqueueing call included).
+    ///
+    /// The `JobRemoved` stream is read all the time it exists, also while the enqueueing call
+    /// waits for its reply: zbus's reader hands every incoming message to the streams that match
+    /// it and, when the queue of one is full (64 messages), waits for room before it reads the
+    /// next message off the socket. An unread stream during a burst of other jobs' signals (one
+    /// transaction of a hundred jobs is enough) therefore stalled the reply of our own call behind
+    /// them until [`METHOD_TIMEOUT`], and the job with it.
+    fn run_job<'s, F>(
+        &'s self,
         method: &'static str,
         unit: &str,
         timeout: Duration,
-        enqueue: impl FnOnce(&ManagerProxyBlocking<'static>) -> zbus::Result<OwnedObjectPath>,
-    ) -> Result<Option<JobResult>, SystemdError> {
+        enqueue: impl FnOnce(&'s ManagerProxy<'static>) -> F,
+    ) -> Result<Option<JobResult>, SystemdError>
+    where
+        F: Future<Output = zbus::Result<OwnedObjectPath>>,
+    {
         let started = Instant::now();
         // A timeout read from a unit on disk can be absurd (TimeoutStopSec=18446744073709551610):
         // wait at most a year rather than overflow.
@@ -258,27 +270,47 @@ impl DbusSystemd {
         let mut removed = block_on_until(self.manager_async.receive_job_removed(), deadline)
             .ok_or_else(timed_out)?
             .map_err(|e| call_err("AddMatch", unit, e))?;
-        let job = match enqueue(&self.manager) {
-            Ok(job) => job,
-            Err(e) if is_no_such_unit(&e) => return Ok(None),
-            Err(e) => return Err(call_err(method, unit, e)),
-        };
-        let wait = std::future::poll_fn(|cx| loop {
-            match std::pin::Pin::new(&mut removed).poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Ready(Some(signal)) => {
-                    if let Ok(args) = signal.args() {
-                        if args.job == job {
-                            return Poll::Ready(Some(JobResult::from_str_result(&args.result)));
+        let mut enqueued = std::pin::pin!(enqueue(&self.manager_async));
+        // The job's path once the enqueueing call answered; until then, the jobs that ended
+        // meanwhile (ours may be among them: a job can end before the reply is read).
+        let mut job: Option<OwnedObjectPath> = None;
+        let mut ended: Vec<(OwnedObjectPath, JobResult)> = Vec::new();
+        let wait = std::future::poll_fn(|cx| {
+            loop {
+                match std::pin::Pin::new(&mut removed).poll_next(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(None) => return Poll::Ready(Err(None)),
+                    Poll::Ready(Some(signal)) => {
+                        let Ok(args) = signal.args() else { continue };
+                        let result = JobResult::from_str_result(&args.result);
+                        match &job {
+                            Some(ours) if *ours == args.job => return Poll::Ready(Ok(Some(result))),
+                            Some(_) => {}
+                            None => ended.push((args.job.clone(), result)),
                         }
                     }
                 }
             }
+            if job.is_none() {
+                match enqueued.as_mut().poll(cx) {
+                    Poll::Pending => {}
+                    Poll::Ready(Err(e)) if is_no_such_unit(&e) => return Poll::Ready(Ok(None)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Some(e))),
+                    Poll::Ready(Ok(path)) => {
+                        if let Some((_, result)) = ended.iter().find(|(ended, _)| *ended == path) {
+                            return Poll::Ready(Ok(Some(result.clone())));
+                        }
+                        ended = Vec::new();
+                        job = Some(path);
+                    }
+                }
+            }
+            Poll::Pending
         });
         match block_on_until(wait, deadline) {
-            Some(Some(result)) => Ok(Some(result)),
-            Some(None) => Err(SystemdError::Call {
+            Some(Ok(result)) => Ok(result),
+            Some(Err(Some(e))) => Err(call_err(method, unit, e)),
+            Some(Err(None)) => Err(SystemdError::Call {
                 method,
                 arg: unit.to_owned(),
                 detail: "the bus connection closed while waiting for the job".to_owned(),
