@@ -166,6 +166,10 @@ pub struct Plan {
     pub previous_version: Option<String>,
     /// Things the operator should know.
     pub warnings: Vec<String>,
+    /// Whether another release's `SO_REUSEPORT` listener closes while the target serves, with
+    /// `migrate_requests` on: the run probes request migration before it closes
+    /// ([`crate::migration`]).
+    pub probe_migration: bool,
 }
 
 impl Plan {
@@ -210,7 +214,12 @@ pub fn plan(
     rendered: Option<&str>,
     migrate: Migrate,
 ) -> Result<Plan, PlanError> {
-    let mut plan = Plan { steps: Vec::new(), previous_version: state.active_version(), warnings: Vec::new() };
+    let mut plan = Plan {
+        steps: Vec::new(),
+        previous_version: state.active_version(),
+        warnings: Vec::new(),
+        probe_migration: false,
+    };
     match (spec.state, &spec.version, spec.unit()) {
         (State::Absent, _, _) => plan.remove_everything(spec, state),
         (_, Some(version), Some(target_unit)) => {
@@ -428,6 +437,7 @@ impl Plan {
             self.steps.push(Step::StartAndWait { unit: unit.clone(), start: false });
         }
         if listener_closes(spec, state, target) && spec.port.is_some() && spec.migrate_requests {
+            self.probe_migration = true;
             match migrate {
                 Migrate::On => {}
                 Migrate::Off => self.steps.push(Step::MigrateRequests),

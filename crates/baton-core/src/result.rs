@@ -4,6 +4,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::migration::{Migration, MigrationCounters};
+
 /// One unit file a run wrote or removed (in check mode: would), before and after; the result
 /// carries one per file (with diff requested). Ansible's module adds `before_header` and
 /// `after_header` (the path) for its diff callback.
@@ -42,6 +44,20 @@ pub struct Outcome {
     pub elapsed_ms: u64,
     /// Things an operator should know that did not stop the run.
     pub warnings: Vec<String>,
+    /// Whether connections queued on the old release's listener are proven to move to the new
+    /// release when it closes: `verified` (baton's migration probe passed just before the old
+    /// listener closed), `unavailable` (it failed: they are reset, and a warning says so), `off`
+    /// (`migrate_requests: false`), `shared-socket` (`listen_mode: "socket"`: one listening
+    /// socket across releases, nothing to migrate). Null when no old listener closed in this run
+    /// (and in check mode, which probes nothing).
+    #[serde(default)]
+    pub migration: Option<Migration>,
+    /// With `migration` probed: the change of the kernel's migration counters (TcpExt
+    /// `TCPMigrateReqSuccess`, `TCPMigrateReqFailure`) in baton's network namespace from the
+    /// probe to the end of the run, which the old release's stop falls in. Null otherwise, or
+    /// when the kernel does not count migrations.
+    #[serde(default)]
+    pub migration_counters: Option<MigrationCounters>,
     /// With diff requested: one entry per unit file written or removed, in the order of the
     /// steps (empty when no file changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]

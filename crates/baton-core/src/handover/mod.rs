@@ -32,6 +32,7 @@ pub mod error;
 mod socket_tests;
 #[cfg(test)]
 mod instance_tests;
+mod migration;
 mod ready;
 mod steps;
 mod summary;
@@ -150,6 +151,8 @@ struct Run<'a> {
     diff: Vec<FileDiff>,
     /// The release active now, as far as the run knows.
     version_now: Option<String>,
+    /// Request migration: probed before the first old listener closes.
+    migration: migration::Watch,
 }
 
 /// The target release's unit text: None for `absent`, and for a `stopped` spec that names no
@@ -204,6 +207,7 @@ pub fn apply_rendered(
         changed: false,
         diff: Vec::new(),
         version_now: None,
+        migration: migration::Watch::default(),
     };
     let result = run.apply(rendered, opts);
     let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -234,6 +238,7 @@ impl Run<'_> {
         let state = self.read_state(&target)?;
         let plan = plan::plan(self.spec, &state, rendered, migrate::read())?;
         self.warnings.extend(plan.warnings.iter().cloned());
+        self.migration = migration::Watch::new(plan.probe_migration, opts.lock_dir.clone());
         if opts.check {
             return Ok(self.report_check(&plan, &state, opts));
         }
@@ -302,6 +307,8 @@ impl Run<'_> {
             rolled_back: false,
             elapsed_ms: 0,
             warnings: self.warnings.clone(),
+            migration: self.migration.migration(self.spec),
+            migration_counters: self.migration.counters(),
             diff: opts.diff.then(|| self.diff.clone()),
         }
     }

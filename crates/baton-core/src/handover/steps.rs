@@ -15,6 +15,9 @@ use crate::unit_dir;
 impl Run<'_> {
     /// Carries out `step`, recording its action.
     pub(super) fn execute(&mut self, step: &Step, state: &ServiceState) -> Result<(), ApplyError> {
+        if matches!(step, Step::Stop { .. } | Step::StopSocket { .. }) {
+            self.before_listener_closes();
+        }
         (self.progress)(Progress::Step(step.describe()));
         match step {
             Step::WriteUnit { path, text, .. } => {
@@ -142,6 +145,7 @@ impl Run<'_> {
             ));
         }
         self.record(format!("stop {unit} ({:.3} s)", took.as_secs_f64()));
+        self.after_listener_closed();
         Ok(())
     }
 
