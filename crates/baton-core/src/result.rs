@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::migration::{Migration, MigrationCounters};
+use crate::migration::{Migration, MigrationCounters};
 
 /// One unit file a run wrote or removed (in check mode: would), before and after; the result
 /// carries one per file (with diff requested). Ansible's module adds `before_header` and
