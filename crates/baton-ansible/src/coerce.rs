@@ -81,6 +81,9 @@ pub const OPTIONS: &[(&str, Kind)] = &[
     ("migrate_requests", Kind::Bool),
     ("unit_dir", Kind::Str),
     ("secret_environment", Kind::StrMap),
+    ("listen_mode", Kind::Str),
+    ("bind_address", Kind::Str),
+    ("unit_naming", Kind::Str),
 ];
 
 /// The suboptions of `health`.

@@ -297,6 +297,7 @@ mod tests {
                 "environment": {"A": "1"}, "timeout_stop_sec": 30, "restart": "always", "directives": {},
                 "template": null, "state": "started", "enabled": true, "keep": 2, "migrate_requests": true,
                 "unit_dir": "/etc/systemd/system", "secret_environment": null,
+                "listen_mode": "reuseport", "bind_address": null, "unit_naming": "per-version",
             })
         );
         let names: Vec<&str> = coerce::OPTIONS.iter().map(|(n, _)| *n).collect();

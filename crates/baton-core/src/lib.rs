@@ -11,33 +11,43 @@
 //!
 //! Data flows one way: raw front-end input → `spec` (validated types) → `state` (what is on
 //! disk and running) + `plan` → `handover` (through the `systemd` trait) → `result`.
+//!
+//! Besides the facade, [`migration`] (the probe that proves queued connections move to a new
+//! listener) is public for the diagnostics in `integration/`.
 
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod migration;
 pub mod spec;
 
 mod adopt;
 mod connection;
-pub mod handover;
-pub mod lock;
-pub mod migrate;
-pub mod migration;
-pub mod plan;
-pub mod probe;
-pub mod result;
-pub mod run;
-pub mod safe_fs;
-pub mod secrets;
-pub mod state;
+mod handover;
+mod lock;
+mod migrate;
+mod plan;
+mod probe;
+mod result;
+mod run;
+mod safe_fs;
+mod secrets;
+mod state;
 mod status;
-pub mod systemd;
-pub mod unit;
-pub mod unit_dir;
+// Reached from outside only through `testing` (the D-Bus client and the fake, for tests): in a
+// build without that feature its `pub` items are crate-private in effect.
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
+mod systemd;
+mod unit;
+mod unit_dir;
 
 use std::path::Path;
 
 pub use crate::adopt::{AdoptError, Adopted};
 pub use crate::handover::{AfterStep, ApplyOptions, Progress, StepDone, PAUSE_AFTER_ENV, PAUSE_EXIT_STATUS};
 pub use crate::lock::DEFAULT_DIR as DEFAULT_LOCK_DIR;
-pub use crate::result::{panic_report, panic_text, Failure, FailureKind, FileDiff, Outcome, Redactor, RunResult, MASK};
+pub use crate::result::{
+    error_chain, panic_report, panic_text, Failure, FailureKind, FileDiff, Outcome, Redactor, RunResult, MASK,
+};
 pub use crate::status::{Observed, ReleaseStatus, ServiceStatus};
 pub use crate::unit::render::RenderError;
 

@@ -36,7 +36,7 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A wait for another run's lock, as [`acquire_with_progress`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockWait {
+pub(crate) struct LockWait {
     /// Time waited so far.
     pub waited: Duration,
     /// What the lock file says about its holder (`pid=… since=… cmd=…`).
@@ -118,20 +118,22 @@ pub enum LockError {
 
 /// An exclusive lock on one service, held until dropped.
 #[derive(Debug)]
-pub struct ServiceLock {
+pub(crate) struct ServiceLock {
     file: File,
     path: PathBuf,
+    #[cfg_attr(not(test), allow(dead_code))]
     service: String,
 }
 
+#[cfg(test)]
 impl ServiceLock {
     /// The lock file.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The locked service.
-    pub fn service(&self) -> &str {
+    pub(crate) fn service(&self) -> &str {
         &self.service
     }
 }
@@ -146,14 +148,15 @@ impl Drop for ServiceLock {
 
 /// Takes the exclusive lock of `service` in `dir` (normally [`DEFAULT_DIR`], created `0700`
 /// when missing), trying again until `timeout` has passed.
-pub fn acquire(dir: &Path, service: &str, timeout: Duration) -> Result<ServiceLock, LockError> {
+#[cfg(test)]
+pub(crate) fn acquire(dir: &Path, service: &str, timeout: Duration) -> Result<ServiceLock, LockError> {
     acquire_with_progress(dir, service, timeout, |_| {})
 }
 
 /// [`acquire`], calling `on_wait` (time waited so far, and the holder) when the lock is found
 /// busy and then about once a second while waiting, so that a front-end can say what it is
 /// waiting for.
-pub fn acquire_with_progress(
+pub(crate) fn acquire_with_progress(
     dir: &Path,
     service: &str,
     timeout: Duration,

@@ -11,15 +11,15 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 /// Where the sysctl lives in procfs.
-pub const SYSCTL_PATH: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+pub(crate) const SYSCTL_PATH: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
 
 /// The sysctl's name, as operators know it.
-pub const SYSCTL_NAME: &str = "net.ipv4.tcp_migrate_req";
+pub(crate) const SYSCTL_NAME: &str = "net.ipv4.tcp_migrate_req";
 
 /// The sysctl as a run finds it: the one shape of the migrate setting, from the reading to the
 /// plan to the step that turns it on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Migrate {
+pub(crate) enum Migrate {
     /// `net.ipv4.tcp_migrate_req` is 1.
     On,
     /// It is 0.
@@ -29,13 +29,14 @@ pub enum Migrate {
 }
 
 /// The warning of a run that hands over on a kernel without the sysctl.
-pub const UNSUPPORTED_WARNING: &str = "this kernel lacks net.ipv4.tcp_migrate_req (Linux >= 5.14): connections still \
+pub(crate) const UNSUPPORTED_WARNING: &str =
+    "this kernel lacks net.ipv4.tcp_migrate_req (Linux >= 5.14): connections still \
      queued on the old release's listener when it closes may be reset";
 
 /// Why the sysctl could not be read or turned on.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum MigrateError {
+pub(crate) enum MigrateError {
     /// The sysctl file exists but could not be read.
     #[error("cannot read {SYSCTL_NAME} from {path}")]
     Read {
@@ -71,13 +72,13 @@ pub enum MigrateError {
 /// Makes sure `net.ipv4.tcp_migrate_req` is 1, writing it when it is 0. Ok(what it found):
 /// [`Migrate::Off`] means it was turned on, [`Migrate::On`] and [`Migrate::Unsupported`] that
 /// nothing was written.
-pub fn ensure_on() -> Result<Migrate, MigrateError> {
+pub(crate) fn ensure_on() -> Result<Migrate, MigrateError> {
     ensure_on_at(Path::new(SYSCTL_PATH))
 }
 
 /// The sysctl's current value ([`Migrate::Unsupported`] when the kernel lacks it or it cannot
 /// be read).
-pub fn read() -> Migrate {
+pub(crate) fn read() -> Migrate {
     match read_at(Path::new(SYSCTL_PATH)) {
         Ok(Some(true)) => Migrate::On,
         Ok(Some(false)) => Migrate::Off,

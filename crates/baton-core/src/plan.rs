@@ -13,7 +13,7 @@ use crate::unit_dir::{self, DiskError};
 
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Write the target release's unit file (its bytes differ or it is missing).
     WriteUnit {
         /// The unit.
@@ -111,7 +111,7 @@ pub enum Step {
 
 impl Step {
     /// The step as an action line of the result.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Step::WriteUnit { path, .. } | Step::WriteSecrets { path, .. } | Step::WriteSocket { path, .. } => {
                 format!("write {}", path.display())
@@ -133,7 +133,7 @@ impl Step {
     /// The step's kind, one word: `write`, `reload`, `start`, `verify`, `restart`, `migrate`,
     /// `enable`, `disable`, `stop`, `remove`; for the shared socket of socket mode
     /// `write-socket`, `stop-socket`, `remove-socket`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Step::WriteUnit { .. } | Step::WriteSecrets { .. } => "write",
             Step::WriteSocket { .. } => "write-socket",
@@ -152,14 +152,14 @@ impl Step {
     }
 
     /// Whether carrying the step out changes something (verifying readiness does not).
-    pub fn changes(&self) -> bool {
+    pub(crate) fn changes(&self) -> bool {
         !matches!(self, Step::StartAndWait { start: false, .. })
     }
 }
 
 /// What the plan found and will do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// The steps, in order.
     pub steps: Vec<Step>,
     /// The release active before the run.
@@ -174,7 +174,7 @@ pub struct Plan {
 
 impl Plan {
     /// Whether the plan changes anything.
-    pub fn changes(&self) -> bool {
+    pub(crate) fn changes(&self) -> bool {
         self.steps.iter().any(Step::changes)
     }
 }
@@ -204,11 +204,11 @@ pub enum PlanError {
     Preflight(String),
 }
 
-pub use crate::migrate::Migrate;
+pub(crate) use crate::migrate::Migrate;
 
 /// Plans the run. `rendered` is the target unit's text (None for `absent`, and for a `stopped`
 /// spec that names no release).
-pub fn plan(
+pub(crate) fn plan(
     spec: &ServiceSpec,
     state: &ServiceState,
     rendered: Option<&str>,

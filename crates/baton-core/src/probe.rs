@@ -42,12 +42,12 @@ const FOREIGN_GRACE: Duration = Duration::from_millis(20);
 /// The processes that may serve a probe: those of the new release's unit (its cgroup). Called
 /// afresh whenever an accepted probe connection must be attributed, so that a process the
 /// release forked to handle it is among them.
-pub type Owners<'a> = &'a dyn Fn() -> Result<Vec<u32>, String>;
+pub(crate) type Owners<'a> = &'a dyn Fn() -> Result<Vec<u32>, String>;
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ProbeError {
+pub(crate) enum ProbeError {
     /// Nothing accepts connections on the port, neither on IPv4 nor on IPv6.
     #[error("nothing accepts connections on port {port} of 127.0.0.1 or [::1]")]
     Refused {
@@ -139,14 +139,20 @@ fn deadline_after(timeout: Duration) -> Instant {
 /// is accepted by one of the `owners`' processes within `timeout`. Nothing is sent: an app
 /// that accepts and waits for its client passes; one that accepts and closes at once may be
 /// gone before the connection can be attributed, and is retried until the timeout.
-pub fn tcp(port: u16, timeout: Duration, owners: Owners<'_>) -> Result<(), ProbeError> {
+#[cfg(test)]
+pub(crate) fn tcp(port: u16, timeout: Duration, owners: Owners<'_>) -> Result<(), ProbeError> {
     tcp_at(None, port, timeout, owners)
 }
 
 /// [`tcp`] to `address` instead of the loopback, when the service listens on one address only
 /// (socket mode's `bind_address`); None or an unspecified address (`0.0.0.0`, `::`): the
 /// loopback.
-pub fn tcp_at(address: Option<IpAddr>, port: u16, timeout: Duration, owners: Owners<'_>) -> Result<(), ProbeError> {
+pub(crate) fn tcp_at(
+    address: Option<IpAddr>,
+    port: u16,
+    timeout: Duration,
+    owners: Owners<'_>,
+) -> Result<(), ProbeError> {
     let deadline = deadline_after(timeout);
     attributed("tcp", address, port, timeout, deadline, owners, None).map(drop)
 }
@@ -154,12 +160,13 @@ pub fn tcp_at(address: Option<IpAddr>, port: u16, timeout: Duration, owners: Own
 /// Sends `GET path HTTP/1.1` to `127.0.0.1:port` (or `[::1]:port`) on a connection accepted by
 /// one of the `owners`' processes and reads the status line, all within `timeout`: `Ok(status)`
 /// for 2xx and 3xx, [`ProbeError::Status`] otherwise. Redirects are not followed.
-pub fn http(port: u16, path: &str, timeout: Duration, owners: Owners<'_>) -> Result<u16, ProbeError> {
+#[cfg(test)]
+pub(crate) fn http(port: u16, path: &str, timeout: Duration, owners: Owners<'_>) -> Result<u16, ProbeError> {
     http_at(None, port, path, timeout, owners)
 }
 
 /// [`http`] to `address` instead of the loopback (see [`tcp_at`]).
-pub fn http_at(
+pub(crate) fn http_at(
     address: Option<IpAddr>,
     port: u16,
     path: &str,
@@ -401,7 +408,7 @@ fn proc_tables_lookup(local: SocketAddr, remote: SocketAddr) -> Option<(u8, u64)
 
 /// The state and inode of the socket from `local` to `remote` in a `/proc/net/tcp{,6}` table
 /// (IPv4-mapped IPv6 addresses match their IPv4 form).
-pub fn find_socket(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<(u8, u64)> {
+pub(crate) fn find_socket(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<(u8, u64)> {
     let (local, remote) = (canonical(local), canonical(remote));
     table.lines().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -557,7 +564,7 @@ fn ne_u16(buf: &[u8], at: usize) -> Option<u16> {
 
 /// Which of `pids` hold a TCP socket listening on `port` (IPv4 or IPv6), in the order given.
 /// PIDs that no longer exist are skipped.
-pub fn listening_pids(pids: &[u32], port: u16) -> Result<Vec<u32>, ProbeError> {
+pub(crate) fn listening_pids(pids: &[u32], port: u16) -> Result<Vec<u32>, ProbeError> {
     let mut inodes = BTreeSet::new();
     for (table, required) in [("/proc/net/tcp", true), ("/proc/net/tcp6", false)] {
         match std::fs::read_to_string(table) {
@@ -581,7 +588,7 @@ pub fn listening_pids(pids: &[u32], port: u16) -> Result<Vec<u32>, ProbeError> {
 
 /// The socket inodes of the sockets listening on `port` in a `/proc/net/tcp` or
 /// `/proc/net/tcp6` table. Lines that do not parse (the header among them) are skipped.
-pub fn parse_listening_inodes(table: &str, port: u16) -> BTreeSet<u64> {
+pub(crate) fn parse_listening_inodes(table: &str, port: u16) -> BTreeSet<u64> {
     table
         .lines()
         .filter_map(|line| {

@@ -9,7 +9,7 @@ use crate::systemd::Systemd;
 
 /// Validates `raw`, renders its unit (once: the run uses this text), connects to systemd on the
 /// system bus and applies it.
-pub fn apply(raw: RawSpec, opts: &ApplyOptions, progress: &mut dyn FnMut(Progress)) -> RunResult {
+pub(crate) fn apply(raw: RawSpec, opts: &ApplyOptions, progress: &mut dyn FnMut(Progress)) -> RunResult {
     let spec = match raw.validate() {
         Ok(s) => s,
         Err(e) => return RunResult::Failed(Failure::refused(e.to_string())),
@@ -38,7 +38,7 @@ pub fn apply(raw: RawSpec, opts: &ApplyOptions, progress: &mut dyn FnMut(Progres
 }
 
 /// Applies a validated spec through any [`Systemd`] (the fake in tests).
-pub fn apply_with(
+pub(crate) fn apply_with(
     spec: &ServiceSpec,
     sd: &dyn Systemd,
     opts: &ApplyOptions,

@@ -13,11 +13,11 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 /// The most baton reads of any file it did not just write: far more than any unit it renders.
-pub const MAX_READ: u64 = 1 << 20;
+pub(crate) const MAX_READ: u64 = 1 << 20;
 
 /// Why a directory is not trusted, or could not be checked.
 #[derive(Debug)]
-pub enum DirProblem {
+pub(crate) enum DirProblem {
     /// Nothing is at the path.
     Missing,
     /// The check itself failed (e.g. permission denied on a parent).
@@ -35,7 +35,7 @@ fn trusted_owner(uid: u32) -> bool {
 /// descriptor: a real directory (not a symbolic link), owned by root (or the user baton runs
 /// as), writable by no group and no other user. Later operations go through the descriptor,
 /// so the directory cannot be swapped after the check.
-pub fn open_trusted_dir(dir: &Path) -> Result<OwnedFd, DirProblem> {
+pub(crate) fn open_trusted_dir(dir: &Path) -> Result<OwnedFd, DirProblem> {
     let meta = match std::fs::symlink_metadata(dir) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(DirProblem::Missing),
@@ -70,7 +70,7 @@ pub fn open_trusted_dir(dir: &Path) -> Result<OwnedFd, DirProblem> {
 
 /// Why a file could not be read safely.
 #[derive(Debug)]
-pub enum ReadProblem {
+pub(crate) enum ReadProblem {
     /// Not a regular file: what it is instead (`a symbolic link`, `a FIFO`, …).
     NotRegular(&'static str),
     /// Larger than the cap (in bytes).
@@ -91,7 +91,7 @@ impl std::fmt::Display for ReadProblem {
 }
 
 /// What a file type is, in words.
-pub fn describe(t: &std::fs::FileType) -> &'static str {
+pub(crate) fn describe(t: &std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt as _;
     if t.is_symlink() {
         "a symbolic link"
@@ -130,7 +130,7 @@ fn describe_raw(t: rustix::fs::FileType) -> &'static str {
 /// Reads `name` in the directory `dir` if it exists (`Ok(None)` when it does not): opened with
 /// `O_NOFOLLOW|O_NONBLOCK` (a symbolic link is refused, a FIFO never blocks), required to be a
 /// regular file, and at most `cap` bytes. Returns the bytes and the file's metadata.
-pub fn read_regular_at(
+pub(crate) fn read_regular_at(
     dir: &OwnedFd,
     name: &str,
     cap: u64,
@@ -171,7 +171,7 @@ pub fn read_regular_at(
 
 /// Whether `name` in `dir` is still the file `file` has open (same device and inode), not a
 /// file put in its place or nothing (unlinked).
-pub fn still_at(dir: &OwnedFd, name: &str, file: &File) -> io::Result<bool> {
+pub(crate) fn still_at(dir: &OwnedFd, name: &str, file: &File) -> io::Result<bool> {
     let open = rustix::fs::fstat(file)?;
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(at) => Ok(at.st_dev == open.st_dev && at.st_ino == open.st_ino),
@@ -183,7 +183,7 @@ pub fn still_at(dir: &OwnedFd, name: &str, file: &File) -> io::Result<bool> {
 /// Creates a new file with a random name starting with `prefix` in `dir`, with
 /// `O_CREAT|O_EXCL|O_NOFOLLOW` (nothing already there, symbolic link or not, is ever opened)
 /// and mode `mode` (not narrowed by the umask). Returns it and its name.
-pub fn create_exclusive(dir: &OwnedFd, prefix: &str, mode: u32) -> io::Result<(File, String)> {
+pub(crate) fn create_exclusive(dir: &OwnedFd, prefix: &str, mode: u32) -> io::Result<(File, String)> {
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
     for _ in 0..16 {

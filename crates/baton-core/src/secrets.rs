@@ -29,17 +29,17 @@ use crate::unit::{MARK_SERVICE, MARK_VERSION};
 use crate::unit_dir::DiskError;
 
 /// The directory in the unit directory that holds the secret files.
-pub const DIR_NAME: &str = "baton-secrets";
+pub(crate) const DIR_NAME: &str = "baton-secrets";
 
 /// What a diff shows for a secret file that is written: never its values.
-pub const DIFF_CHANGED: &str = "secret_environment: changed (values hidden)\n";
+pub(crate) const DIFF_CHANGED: &str = "secret_environment: changed (values hidden)\n";
 /// What a diff shows for a secret file that exists (before a change, or before its removal).
-pub const DIFF_PRESENT: &str = "secret_environment: (values hidden)\n";
+pub(crate) const DIFF_PRESENT: &str = "secret_environment: (values hidden)\n";
 
 /// The text of a secret file: baton's secret, with a [`fmt::Debug`](std::fmt::Debug) that never
 /// shows it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SecretText(pub String);
+pub(crate) struct SecretText(pub String);
 
 impl std::fmt::Debug for SecretText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,7 +49,7 @@ impl std::fmt::Debug for SecretText {
 
 /// One secret file found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretFile {
+pub(crate) struct SecretFile {
     /// The unit it belongs to, from its file name.
     pub unit: String,
     /// The release, from its mark.
@@ -66,12 +66,12 @@ pub struct SecretFile {
 }
 
 /// The directory of the secret files of units in `unit_dir`.
-pub fn dir(unit_dir: &Path) -> PathBuf {
+pub(crate) fn dir(unit_dir: &Path) -> PathBuf {
     unit_dir.join(DIR_NAME)
 }
 
 /// The secret file of `unit` in `unit_dir`.
-pub fn path(unit_dir: &Path, unit: &str) -> PathBuf {
+pub(crate) fn path(unit_dir: &Path, unit: &str) -> PathBuf {
     dir(unit_dir).join(file_name(unit))
 }
 
@@ -80,7 +80,7 @@ fn file_name(unit: &str) -> String {
 }
 
 /// The text of the secret file of release `version` of `service`.
-pub fn render(service: &str, version: &str, secrets: &Secrets) -> SecretText {
+pub(crate) fn render(service: &str, version: &str, secrets: &Secrets) -> SecretText {
     let mut out = format!(
         "# Managed by baton: the secret environment of release {version} of service {service}.\n\
          # {MARK_SERVICE}={service}\n# {MARK_VERSION}={version}\n"
@@ -127,7 +127,7 @@ fn open_dir(unit_dir: &Path) -> Result<Option<OwnedFd>, DiskError> {
 /// The secret files of `service` in `unit_dir` (found by their marks), sorted by unit. A user
 /// who may not open the directory (anyone but root: `baton status` run by an operator) sees
 /// none; a run that must write one then fails writing it, naming the file.
-pub fn list(unit_dir: &Path, service: &str) -> Result<Vec<SecretFile>, DiskError> {
+pub(crate) fn list(unit_dir: &Path, service: &str) -> Result<Vec<SecretFile>, DiskError> {
     let dir_fd = match open_dir(unit_dir) {
         Ok(Some(fd)) => fd,
         Ok(None) => return Ok(Vec::new()),
@@ -177,7 +177,7 @@ pub fn list(unit_dir: &Path, service: &str) -> Result<Vec<SecretFile>, DiskError
 
 /// Writes the secret file of `unit` atomically, mode 0600; creates the secret directory (0700)
 /// if missing. Both directories must be trusted.
-pub fn write(unit_dir: &Path, unit: &str, text: &SecretText) -> Result<PathBuf, DiskError> {
+pub(crate) fn write(unit_dir: &Path, unit: &str, text: &SecretText) -> Result<PathBuf, DiskError> {
     let path = path(unit_dir, unit);
     let werr = |source| DiskError::Write { path: path.clone(), source };
     // The unit directory itself must be trusted before anything is created in it.
@@ -218,7 +218,7 @@ pub fn write(unit_dir: &Path, unit: &str, text: &SecretText) -> Result<PathBuf, 
 }
 
 /// Removes the secret file of `unit` (already gone is fine) and syncs the directory.
-pub fn remove(unit_dir: &Path, unit: &str) -> Result<(), DiskError> {
+pub(crate) fn remove(unit_dir: &Path, unit: &str) -> Result<(), DiskError> {
     let path = path(unit_dir, unit);
     let Some(dir_fd) = open_dir(unit_dir)? else {
         return Ok(());
@@ -232,7 +232,7 @@ pub fn remove(unit_dir: &Path, unit: &str) -> Result<(), DiskError> {
 }
 
 /// Removes temp files a killed run left beside the secret file of `unit` (best effort).
-pub fn clean_temp_files(unit_dir: &Path, unit: &str) {
+pub(crate) fn clean_temp_files(unit_dir: &Path, unit: &str) {
     let prefix = format!(".{}.baton-tmp-", file_name(unit));
     let Ok(Some(dir_fd)) = open_dir(unit_dir) else {
         return;

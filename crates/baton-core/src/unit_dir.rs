@@ -78,7 +78,7 @@ pub enum DiskError {
 
 /// One release unit file found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnitFile {
+pub(crate) struct UnitFile {
     /// The unit name, e.g. `app-v1.service`.
     pub unit: String,
     /// The release, from `X-Baton-Version`.
@@ -110,7 +110,7 @@ fn open_dir(dir: &Path) -> Result<Option<OwnedFd>, DiskError> {
 /// Lists the release unit files of `service` in `dir`: every `*.service` file whose
 /// `X-Baton-Service` mark names it. A missing directory holds no releases. Anything that is
 /// not a regular file of at most [`MAX_READ`] bytes is no release.
-pub fn releases(dir: &Path, service: &str) -> Result<Vec<UnitFile>, DiskError> {
+pub(crate) fn releases(dir: &Path, service: &str) -> Result<Vec<UnitFile>, DiskError> {
     let Some(dir_fd) = open_dir(dir)? else {
         return Ok(Vec::new());
     };
@@ -203,7 +203,7 @@ pub(crate) fn release_path(dir: &Path, unit: &str) -> PathBuf {
 /// Reads the file at `path` if it exists; `Ok(None)` when it does not. Its directory must be
 /// trusted, and the file a regular file of at most [`MAX_READ`] bytes (a symbolic link, a FIFO
 /// or a device is refused at once, never followed, waited on or read).
-pub fn read_existing(path: &Path) -> Result<Option<String>, DiskError> {
+pub(crate) fn read_existing(path: &Path) -> Result<Option<String>, DiskError> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return Err(DiskError::NotAUnit { path: path.to_owned(), problem: "it names no file".to_owned() });
     };
@@ -219,7 +219,7 @@ pub fn read_existing(path: &Path) -> Result<Option<String>, DiskError> {
 }
 
 /// Checks that an existing file at `path` is baton's release `version` of `service`.
-pub fn check_owned(path: &Path, text: &str, service: &str, version: &str) -> Result<(), DiskError> {
+pub(crate) fn check_owned(path: &Path, text: &str, service: &str, version: &str) -> Result<(), DiskError> {
     match read_marks(text) {
         Some((s, v)) if s == service && v == version => Ok(()),
         Some((s, v)) => Err(DiskError::Foreign {
@@ -239,7 +239,7 @@ pub fn check_owned(path: &Path, text: &str, service: &str, version: &str) -> Res
 /// created exclusively (`O_EXCL|O_NOFOLLOW`) in the same directory, fsync, rename over the
 /// target, fsync the directory. Creates `dir` (0755) if missing; refuses a directory that is
 /// not root's alone.
-pub fn write_atomic(dir: &Path, unit: &str, text: &str) -> Result<PathBuf, DiskError> {
+pub(crate) fn write_atomic(dir: &Path, unit: &str, text: &str) -> Result<PathBuf, DiskError> {
     let path = dir.join(unit);
     let werr = |source| DiskError::Write { path: path.clone(), source };
     let dir_fd = match open_dir(dir)? {

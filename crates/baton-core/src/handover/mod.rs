@@ -37,10 +37,10 @@ mod ready;
 mod steps;
 mod summary;
 
-pub use error::{ApplyError, ApplyFailure, NotReady};
+pub(crate) use error::{ApplyError, ApplyFailure, NotReady};
 
 /// How many journal lines a failure report carries.
-pub const JOURNAL_LINES: usize = 15;
+pub(crate) const JOURNAL_LINES: usize = 15;
 
 /// The CLI's fault injection for the reliability tests: `BATON_PAUSE_AFTER=<step kind>`
 /// (`write`, `reload`, `start`, `restart`, `migrate`, `enable`, `disable`, `stop`, `remove`,
@@ -57,7 +57,7 @@ pub const PAUSE_EXIT_STATUS: i32 = 99;
 /// A step a run has just carried out, as [`ApplyOptions::after_step`] sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StepDone<'a> {
-    /// The step's kind, one word (see [`Step::kind`]).
+    /// The step's kind, one word (see `Step::kind`).
     pub kind: &'static str,
     /// The step as an action line, e.g. `start app-v2.service`.
     pub action: &'a str,
@@ -157,7 +157,7 @@ struct Run<'a> {
 
 /// The target release's unit text: None for `absent`, and for a `stopped` spec that names no
 /// release (nothing to render).
-pub fn render_target(spec: &ServiceSpec) -> Result<Option<String>, RenderError> {
+pub(crate) fn render_target(spec: &ServiceSpec) -> Result<Option<String>, RenderError> {
     match (spec.state, &spec.version) {
         (State::Absent, _) | (_, None) => Ok(None),
         _ => render::render(spec).map(Some),
@@ -166,7 +166,7 @@ pub fn render_target(spec: &ServiceSpec) -> Result<Option<String>, RenderError> 
 
 /// Brings the service to the spec: validate (done by the caller), render, lock, read state,
 /// plan, then carry the plan out (or, in check mode, report it).
-pub fn apply(
+pub(crate) fn apply(
     spec: &ServiceSpec,
     sd: &dyn Systemd,
     opts: &ApplyOptions,
@@ -189,7 +189,7 @@ pub fn apply(
 
 /// [`apply`] with the target's unit already rendered by [`render_target`] (the unit is rendered
 /// once per run).
-pub fn apply_rendered(
+pub(crate) fn apply_rendered(
     spec: &ServiceSpec,
     rendered: Option<&str>,
     sd: &dyn Systemd,

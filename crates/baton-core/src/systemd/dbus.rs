@@ -48,7 +48,7 @@ const METHOD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One change `EnableUnitFiles`/`DisableUnitFiles` made: (type: `symlink` or `unlink`, file,
 /// destination).
-pub type UnitFileChange = (String, String, String);
+pub(crate) type UnitFileChange = (String, String, String);
 
 /// `org.freedesktop.systemd1.Manager`, the methods and signal baton uses.
 #[proxy(
@@ -111,7 +111,7 @@ trait Manager {
 /// `Properties.GetAll`, every other property ignored.
 #[derive(Debug, Default, zbus::zvariant::DeserializeDict, zbus::zvariant::Type)]
 #[zvariant(signature = "a{sv}", rename_all = "PascalCase")]
-pub struct UnitProperties {
+pub(crate) struct UnitProperties {
     /// loaded, not-found, bad-setting, error, masked.
     pub load_state: Option<String>,
     /// active, reloading, inactive, failed, activating, deactivating.
@@ -132,7 +132,7 @@ pub struct UnitProperties {
 /// `Properties.GetAll`, every other property ignored.
 #[derive(Debug, Default, zbus::zvariant::DeserializeDict, zbus::zvariant::Type)]
 #[zvariant(signature = "a{sv}", rename_all = "PascalCase")]
-pub struct ServiceProperties {
+pub(crate) struct ServiceProperties {
     /// The main process (0 when none).
     #[zvariant(rename = "MainPID")]
     pub main_pid: Option<u32>,
@@ -166,6 +166,7 @@ pub struct DbusSystemd {
     manager_async: ManagerProxy<'static>,
     /// `journalctl --root`: where the journal of this systemd lives, when not at `/`.
     journal_root: Option<PathBuf>,
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for the tests against a sandboxed systemd
     address: String,
     /// Whether `Manager.Subscribe()` was called (once, before the first job).
     subscribed: std::sync::OnceLock<()>,
@@ -192,6 +193,7 @@ impl DbusSystemd {
 
     /// Connects to the bus at `addr` (e.g. `unix:path=/proc/1234/root/run/dbus/system_bus_socket`
     /// for a sandboxed systemd).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for the tests against a sandboxed systemd
     pub fn connect_address(addr: &str) -> Result<Self, SystemdError> {
         let builder = zbus::blocking::connection::Builder::address(addr)
             .map_err(|e| SystemdError::Connect { address: addr.to_owned(), detail: e.to_string() })?;
@@ -209,6 +211,7 @@ impl DbusSystemd {
 
     /// Reads the journal below `root` (`journalctl --root`) instead of the host's: for a systemd
     /// whose filesystem is seen from outside, e.g. `/proc/<pid>/root` of a container.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for the tests against a sandboxed systemd
     pub fn with_journal_root(mut self, root: impl Into<PathBuf>) -> Self {
         self.journal_root = Some(root.into());
         self
@@ -232,6 +235,7 @@ impl DbusSystemd {
     }
 
     /// The bus address this instance is connected to.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for the tests against a sandboxed systemd
     pub fn address(&self) -> &str {
         &self.address
     }

@@ -63,6 +63,7 @@ impl FakeSystemd {
     }
 
     /// Makes systemd know `unit` from the file `path` (e.g. another package's unit).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for the front-ends' tests
     pub fn set_unit_file(&self, unit: &str, path: &str) {
         self.with(|i| i.files.insert(unit.to_owned(), path.into()));
     }

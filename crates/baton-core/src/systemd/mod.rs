@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-pub mod dbus;
+pub(crate) mod dbus;
 #[cfg(any(test, feature = "testing"))]
-pub mod fake;
+pub(crate) mod fake;
 
 /// Why a call to systemd failed.
 #[derive(Debug, thiserror::Error)]

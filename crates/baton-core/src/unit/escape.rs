@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 /// Quotes one `ExecStart=` argument: double quotes, C escapes for `\`, `"` and control
 /// characters, `$$` for `$` and `%%` for `%`. [`unquote_exec_args`] reads it back.
-pub fn quote_exec_arg(arg: &str) -> String {
+pub(crate) fn quote_exec_arg(arg: &str) -> String {
     let mut out = String::with_capacity(arg.len() + 2);
     out.push('"');
     push_quoted(&mut out, arg, true);
@@ -20,18 +20,19 @@ pub fn quote_exec_arg(arg: &str) -> String {
 }
 
 /// Quotes a whole command line, argument by argument ([`quote_exec_arg`]), separated by spaces.
-pub fn quote_exec_args<S: AsRef<str>>(args: &[S]) -> String {
+pub(crate) fn quote_exec_args<S: AsRef<str>>(args: &[S]) -> String {
     args.iter().map(|a| quote_exec_arg(a.as_ref())).collect::<Vec<_>>().join(" ")
 }
 
 /// Splits an `ExecStart=` command line into its arguments: the inverse of [`quote_exec_args`].
 /// Lenient with lines baton did not write: an unquoted word is taken as it is.
-pub fn unquote_exec_args(value: &str) -> Vec<String> {
+pub(crate) fn unquote_exec_args(value: &str) -> Vec<String> {
     unquote_words(value, true)
 }
 
 /// Quotes one `Environment=` assignment `KEY=value`: double quotes, C escapes and `%%`.
-/// `Environment=` does not expand `$`, so a `$` stays as it is. [`unquote_env`] reads it back.
+/// `Environment=` does not expand `$`, so a `$` stays as it is. `unquote_env` reads it back.
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))] // also in `crate::testing`
 pub fn quote_env(key: &str, value: &str) -> String {
     let escaped = escape_env_value(value);
     let mut out = String::with_capacity(key.len() + escaped.len() + 3);
@@ -44,7 +45,7 @@ pub fn quote_env(key: &str, value: &str) -> String {
 }
 
 /// An `Environment=` value as [`quote_env`] writes it between `KEY=` and the closing quote.
-pub fn escape_env_value(value: &str) -> String {
+pub(crate) fn escape_env_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     push_quoted(&mut out, value, false);
     out
@@ -53,7 +54,7 @@ pub fn escape_env_value(value: &str) -> String {
 /// The assignments of an `Environment=` line, `(KEY, value)` in order: the inverse of
 /// [`quote_env`] (and of several quoted assignments on one line). A word without `=` is
 /// skipped, as systemd ignores it.
-pub fn unquote_env(value: &str) -> Vec<(String, String)> {
+pub(crate) fn unquote_env(value: &str) -> Vec<(String, String)> {
     unquote_words(value, false)
         .into_iter()
         .filter_map(|word| word.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
@@ -62,7 +63,7 @@ pub fn unquote_env(value: &str) -> Vec<(String, String)> {
 
 /// The key of an `Environment=` line that holds exactly one assignment in [`quote_env`]'s form
 /// (`"KEY=…"`, with a key of letters, digits and `_`); `None` for any other form.
-pub fn single_env_key(value: &str) -> Option<String> {
+pub(crate) fn single_env_key(value: &str) -> Option<String> {
     if !(value.len() >= 2 && value.starts_with('"') && value.ends_with('"')) {
         return None;
     }
@@ -76,7 +77,7 @@ pub fn single_env_key(value: &str) -> Option<String> {
 
 /// Escapes a plain directive value: `%%` for `%`, and for command lines (`Exec*` keys) `$$` for
 /// `$`. [`unescape_directive`] reads it back.
-pub fn escape_directive(key: &str, value: &str) -> String {
+pub(crate) fn escape_directive(key: &str, value: &str) -> String {
     let is_command = is_command(key);
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
@@ -90,7 +91,7 @@ pub fn escape_directive(key: &str, value: &str) -> String {
 }
 
 /// Undoes [`escape_directive`]: `%%` → `%`, and in `Exec*` keys `$$` → `$`.
-pub fn unescape_directive(key: &str, value: &str) -> String {
+pub(crate) fn unescape_directive(key: &str, value: &str) -> String {
     let value = value.replace("%%", "%");
     if is_command(key) {
         value.replace("$$", "$")
@@ -101,12 +102,12 @@ pub fn unescape_directive(key: &str, value: &str) -> String {
 
 /// Escapes a path value (`WorkingDirectory=`, `EnvironmentFile=`): `%%` for `%`.
 /// [`unescape_path`] reads it back.
-pub fn escape_path(value: &str) -> String {
+pub(crate) fn escape_path(value: &str) -> String {
     value.replace('%', "%%")
 }
 
 /// Undoes [`escape_path`]: `%%` → `%`.
-pub fn unescape_path(value: &str) -> String {
+pub(crate) fn unescape_path(value: &str) -> String {
     value.replace("%%", "%")
 }
 

@@ -11,14 +11,14 @@
 //! | [`instance`] | instance units: the template `<name>@.service` and each release's drop-in |
 //! | [`socket`] | the shared socket unit of socket mode (`<name>.socket`) |
 
-pub mod escape;
-pub mod instance;
-pub mod parse;
-pub mod readback;
-pub mod render;
-pub mod socket;
+pub(crate) mod escape;
+pub(crate) mod instance;
+pub(crate) mod parse;
+pub(crate) mod readback;
+pub(crate) mod render;
+pub(crate) mod socket;
 
 /// The `[Unit]` key that marks a unit file as a release of a baton service.
-pub const MARK_SERVICE: &str = "X-Baton-Service";
+pub(crate) const MARK_SERVICE: &str = "X-Baton-Service";
 /// The `[Unit]` key that names the release a unit file belongs to.
-pub const MARK_VERSION: &str = "X-Baton-Version";
+pub(crate) const MARK_VERSION: &str = "X-Baton-Version";

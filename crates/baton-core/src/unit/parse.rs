@@ -7,7 +7,7 @@ use super::{MARK_SERVICE, MARK_VERSION};
 
 /// One line of a unit file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Line<'a> {
+pub(crate) enum Line<'a> {
     /// A blank line, or a comment (`#` or `;`).
     Blank,
     /// A section header: the name without brackets, e.g. `Service`.
@@ -24,7 +24,7 @@ pub enum Line<'a> {
 }
 
 /// Parses one line (without its newline).
-pub fn line(line: &str) -> Line<'_> {
+pub(crate) fn line(line: &str) -> Line<'_> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
         return Line::Blank;
@@ -40,7 +40,7 @@ pub fn line(line: &str) -> Line<'_> {
 
 /// A directive of a unit file with the section it is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Directive<'a> {
+pub(crate) struct Directive<'a> {
     /// The section's name without brackets (empty before the first header).
     pub section: &'a str,
     /// The key.
@@ -50,7 +50,7 @@ pub struct Directive<'a> {
 }
 
 /// The directives of a unit file, in order; blank lines, comments and headers skipped.
-pub fn directives(unit_text: &str) -> impl Iterator<Item = Directive<'_>> {
+pub(crate) fn directives(unit_text: &str) -> impl Iterator<Item = Directive<'_>> {
     let mut section = "";
     unit_text.lines().filter_map(move |l| match line(l) {
         Line::Section(name) => {
@@ -63,13 +63,13 @@ pub fn directives(unit_text: &str) -> impl Iterator<Item = Directive<'_>> {
 }
 
 /// The values of `key` in `section`, in order.
-pub fn values<'a>(unit_text: &'a str, section: &'a str, key: &'a str) -> impl Iterator<Item = &'a str> {
+pub(crate) fn values<'a>(unit_text: &'a str, section: &'a str, key: &'a str) -> impl Iterator<Item = &'a str> {
     directives(unit_text).filter(move |d| d.section == section && d.key == key).map(|d| d.value)
 }
 
 /// Reads baton's marks back from a unit file: `(service, version)` when both are present in
 /// `[Unit]` (the last of each wins, as in systemd).
-pub fn read_marks(unit_text: &str) -> Option<(String, String)> {
+pub(crate) fn read_marks(unit_text: &str) -> Option<(String, String)> {
     let service = values(unit_text, "Unit", MARK_SERVICE).last()?;
     let version = values(unit_text, "Unit", MARK_VERSION).last()?;
     Some((service.to_owned(), version.to_owned()))
@@ -77,7 +77,7 @@ pub fn read_marks(unit_text: &str) -> Option<(String, String)> {
 
 /// Reads a single-valued key of `[Service]` back from a unit file (the last one wins, as in
 /// systemd), e.g. `User`.
-pub fn read_service_key(unit_text: &str, key: &str) -> Option<String> {
+pub(crate) fn read_service_key(unit_text: &str, key: &str) -> Option<String> {
     values(unit_text, "Service", key).last().map(str::to_owned)
 }
 

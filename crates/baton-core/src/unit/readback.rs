@@ -25,7 +25,7 @@ use crate::spec::{defaults, DirectiveValue, RawSpec, ServiceType, UnitNaming};
 
 /// A spec read back from a unit file.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReadBack {
+pub(crate) struct ReadBack {
     /// The spec: the unit's fields, everything else unset (defaults).
     pub spec: RawSpec,
     /// Whether rendering `spec` with the built-in template reproduces the file exactly (with

@@ -22,7 +22,7 @@ use crate::safe_fs::{self, ReadProblem};
 use crate::spec::{Ident, ServiceSpec};
 
 /// The built-in unit template, embedded in the binary.
-pub const BUILTIN_TEMPLATE: &str = include_str!("unit.service.j2");
+pub(crate) const BUILTIN_TEMPLATE: &str = include_str!("unit.service.j2");
 
 /// The longest line systemd reads in a unit file, in bytes, without its newline. systemd reads
 /// unit files with `read_line(f, LONG_LINE_MAX, …)` (`LONG_LINE_MAX` is 1 MiB in its
@@ -34,22 +34,22 @@ pub const MAX_LINE_BYTES: usize = (1 << 20) - 1;
 
 /// The largest unit baton renders, in bytes: what it reads back from disk
 /// ([`safe_fs::MAX_READ`]), so that every unit it writes is one it can recognise again.
-pub const MAX_UNIT_BYTES: usize = safe_fs::MAX_READ as usize;
+pub(crate) const MAX_UNIT_BYTES: usize = safe_fs::MAX_READ as usize;
 
 /// The largest custom template baton reads, in bytes.
-pub const MAX_TEMPLATE_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_TEMPLATE_BYTES: u64 = 64 * 1024;
 
 /// The steps (minijinja instructions) a template may take to render. The built-in template takes
 /// a few thousand even for the largest spec; a runaway loop or a macro that calls itself twice
 /// runs out in milliseconds.
-pub const TEMPLATE_FUEL: u64 = 200_000;
+pub(crate) const TEMPLATE_FUEL: u64 = 200_000;
 
 /// Why a unit could not be rendered.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RenderError {
     /// The custom template could not be read, or is not a file baton reads (a symbolic link, a
-    /// FIFO, a device, a file over [`MAX_TEMPLATE_BYTES`]).
+    /// FIFO, a device, a file over `MAX_TEMPLATE_BYTES`).
     #[error("template: cannot read {path}: {problem}")]
     ReadTemplate {
         /// The template's path.
@@ -65,7 +65,7 @@ pub enum RenderError {
         /// minijinja's message with its line.
         detail: String,
     },
-    /// The template renders more than [`MAX_UNIT_BYTES`].
+    /// The template renders more than `MAX_UNIT_BYTES`.
     #[error("template: {path} renders more than {} MiB; baton writes only units it can read back (at most {} MiB)", MAX_UNIT_BYTES >> 20, MAX_UNIT_BYTES >> 20)]
     TooLarge {
         /// The template's path, or `built-in`.
@@ -116,7 +116,7 @@ pub enum RenderError {
         /// The socket unit.
         socket: String,
     },
-    /// The rendered unit lacks baton's ownership marks in `[Unit]`, where [`read_marks`] (and
+    /// The rendered unit lacks baton's ownership marks in `[Unit]`, where `read_marks` (and
     /// so every later run) looks for them.
     #[error("template: {path} renders a unit without {what}; baton cannot own a unit it cannot recognise")]
     MissingMarks {
@@ -193,7 +193,7 @@ struct Context<'a> {
 /// Renders the unit of the release `spec.version`, and refuses a unit systemd would not read as
 /// baton means it: a line longer than systemd reads, a line ending in a backslash (a
 /// continuation that swallows the next line), or no ownership marks in `[Unit]`.
-pub fn render(spec: &ServiceSpec) -> Result<String, RenderError> {
+pub(crate) fn render(spec: &ServiceSpec) -> Result<String, RenderError> {
     let Some(version) = &spec.version else {
         return Err(RenderError::NoRelease { service: spec.name.to_string() });
     };
