@@ -10,64 +10,64 @@ use crate::unit_dir::{self, DiskError, UnitFile};
 
 /// One release on disk, with its systemd status.
 #[derive(Debug, Clone)]
-pub struct Release {
+pub(crate) struct Release {
     /// The unit file.
-    pub file: UnitFile,
+    pub(crate) file: UnitFile,
     /// What systemd says about the unit.
-    pub status: UnitStatus,
+    pub(crate) status: UnitStatus,
 }
 
 impl Release {
     /// The release's version.
-    pub fn version(&self) -> &str {
+    pub(crate) fn version(&self) -> &str {
         &self.file.version
     }
 
     /// The unit name.
-    pub fn unit(&self) -> &str {
+    pub(crate) fn unit(&self) -> &str {
         &self.file.unit
     }
 }
 
 /// Everything baton knows about one service before acting.
 #[derive(Debug, Clone)]
-pub struct ServiceState {
+pub(crate) struct ServiceState {
     /// The service's releases on disk, sorted by unit name.
-    pub releases: Vec<Release>,
+    pub(crate) releases: Vec<Release>,
     /// The path of the target release's unit file.
-    pub target_path: PathBuf,
+    pub(crate) target_path: PathBuf,
     /// The bytes at the target path, whoever wrote them (None when there is no file).
-    pub target_text: Option<String>,
+    pub(crate) target_text: Option<String>,
     /// The target unit's status (also when its file is not a baton release).
-    pub target_status: UnitStatus,
+    pub(crate) target_status: UnitStatus,
     /// The file systemd loads the target unit from, when it knows one: equal to `target_path`
     /// when that is the file (however the unit directory was spelled), anything else when
     /// another file owns the unit name (another package's unit that baton's would shadow).
-    pub target_owner: Option<PathBuf>,
+    pub(crate) target_owner: Option<PathBuf>,
     /// The service's secret files (see [`crate::secrets`]), also those whose unit is gone.
-    pub secrets: Vec<SecretFile>,
+    pub(crate) secrets: Vec<SecretFile>,
     /// The service's shared socket unit (socket mode), whether or not there is one.
-    pub socket: SocketState,
+    pub(crate) socket: SocketState,
     /// The template of the service's instance units (`<name>@.service`), whether or not there
     /// is one.
-    pub template: TemplateState,
+    pub(crate) template: TemplateState,
 }
 
 /// The template of a service's instance units, `<name>@.service` (see
 /// [`crate::unit::instance`]): its file in the unit directory.
 #[derive(Debug, Clone, Default)]
-pub struct TemplateState {
+pub(crate) struct TemplateState {
     /// The unit name.
-    pub unit: String,
+    pub(crate) unit: String,
     /// Where its file is (or would be).
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The bytes at that path, whoever wrote them (None when there is no file).
-    pub text: Option<String>,
+    pub(crate) text: Option<String>,
 }
 
 impl TemplateState {
     /// Whether the file there is baton's template of `service`.
-    pub fn owned_by(&self, service: &str) -> bool {
+    pub(crate) fn owned_by(&self, service: &str) -> bool {
         self.text.as_deref().and_then(crate::unit::instance::template_owner) == Some(service)
     }
 }
@@ -75,25 +75,20 @@ impl TemplateState {
 /// The service's shared socket unit, `<name>.socket` (see [`crate::unit::socket`]): its file
 /// and what systemd says about it.
 #[derive(Debug, Clone, Default)]
-pub struct SocketState {
+pub(crate) struct SocketState {
     /// The unit name.
-    pub unit: String,
+    pub(crate) unit: String,
     /// Where its file is (or would be).
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The bytes at that path, whoever wrote them (None when there is no file).
-    pub text: Option<String>,
+    pub(crate) text: Option<String>,
     /// What systemd says about the unit.
-    pub status: UnitStatus,
+    pub(crate) status: UnitStatus,
 }
 
 impl SocketState {
-    /// Whether a file stands at the socket's path.
-    pub fn exists(&self) -> bool {
-        self.text.is_some()
-    }
-
     /// Whether the file there is baton's socket of `service`.
-    pub fn owned_by(&self, service: &str) -> bool {
+    pub(crate) fn owned_by(&self, service: &str) -> bool {
         self.text.as_deref().and_then(crate::unit::socket::owner) == Some(service)
     }
 }
@@ -111,29 +106,29 @@ pub enum StateError {
 
 impl ServiceState {
     /// Releases systemd counts as running (active, activating or reloading).
-    pub fn running(&self) -> impl Iterator<Item = &Release> {
+    pub(crate) fn running(&self) -> impl Iterator<Item = &Release> {
         self.releases.iter().filter(|r| r.status.is_running())
     }
 
     /// The release of `version`, if on disk.
-    pub fn release(&self, version: &str) -> Option<&Release> {
+    pub(crate) fn release(&self, version: &str) -> Option<&Release> {
         self.releases.iter().find(|r| r.version() == version)
     }
 
     /// The secret file of `unit`, if on disk.
-    pub fn secret_file(&self, unit: &str) -> Option<&SecretFile> {
+    pub(crate) fn secret_file(&self, unit: &str) -> Option<&SecretFile> {
         self.secrets.iter().find(|f| f.unit == unit)
     }
 
     /// The release that counts as active: the running one entered most recently.
-    pub fn active_version(&self) -> Option<String> {
+    pub(crate) fn active_version(&self) -> Option<String> {
         active_release(&self.releases).map(|r| r.version().to_owned())
     }
 }
 
 /// A service's releases in `unit_dir` (sorted by unit name), each with its status from systemd:
 /// what status, observation and adoption read. No target release is involved.
-pub fn read_releases(sd: &dyn Systemd, unit_dir: &Path, service: &str) -> Result<Vec<Release>, StateError> {
+pub(crate) fn read_releases(sd: &dyn Systemd, unit_dir: &Path, service: &str) -> Result<Vec<Release>, StateError> {
     let files = unit_dir::releases(unit_dir, service)?;
     let mut releases = Vec::with_capacity(files.len());
     for file in files {
@@ -144,7 +139,7 @@ pub fn read_releases(sd: &dyn Systemd, unit_dir: &Path, service: &str) -> Result
 }
 
 /// The release that counts as active among `releases`: the running one entered most recently.
-pub fn active_release(releases: &[Release]) -> Option<&Release> {
+pub(crate) fn active_release(releases: &[Release]) -> Option<&Release> {
     releases
         .iter()
         .filter(|r| r.status.is_running())
@@ -153,7 +148,12 @@ pub fn active_release(releases: &[Release]) -> Option<&Release> {
 
 /// Reads a service's releases from `unit_dir` and their status from systemd, with what is at
 /// the path of `target_unit`, the release a run acts on.
-pub fn read(sd: &dyn Systemd, unit_dir: &Path, service: &str, target_unit: &str) -> Result<ServiceState, StateError> {
+pub(crate) fn read(
+    sd: &dyn Systemd,
+    unit_dir: &Path,
+    service: &str,
+    target_unit: &str,
+) -> Result<ServiceState, StateError> {
     let releases = read_releases(sd, unit_dir, service)?;
     let target_path = unit_dir::release_path(unit_dir, target_unit);
     let target_text = unit_dir::read_existing(&target_path)?;
@@ -178,7 +178,7 @@ pub fn read(sd: &dyn Systemd, unit_dir: &Path, service: &str, target_unit: &str)
 }
 
 /// The service's instance template: its file in `unit_dir`.
-pub fn read_template(unit_dir: &Path, service: &str) -> Result<TemplateState, StateError> {
+pub(crate) fn read_template(unit_dir: &Path, service: &str) -> Result<TemplateState, StateError> {
     let unit = crate::spec::template_unit_name(service);
     let path = unit_dir.join(&unit);
     let text = unit_dir::read_existing(&path)?;
@@ -186,7 +186,7 @@ pub fn read_template(unit_dir: &Path, service: &str) -> Result<TemplateState, St
 }
 
 /// The service's socket unit: its file in `unit_dir` and its status.
-pub fn read_socket(sd: &dyn Systemd, unit_dir: &Path, service: &str) -> Result<SocketState, StateError> {
+pub(crate) fn read_socket(sd: &dyn Systemd, unit_dir: &Path, service: &str) -> Result<SocketState, StateError> {
     let unit = crate::spec::socket_unit_name(service);
     let path = unit_dir.join(&unit);
     let text = unit_dir::read_existing(&path)?;

@@ -66,11 +66,6 @@ pub(crate) fn owner(text: &str) -> Option<&str> {
     parse::values(text, "Unit", MARK_SERVICE).last()
 }
 
-/// The unit a socket unit file activates (`Service=` in `[Socket]`).
-pub(crate) fn service(text: &str) -> Option<&str> {
-    parse::values(text, "Socket", "Service").last()
-}
-
 /// `text` with its `Service=` value replaced by `service_unit` (to compare two socket units
 /// but for the release they activate).
 pub(crate) fn with_service(text: &str, service_unit: &str) -> String {
@@ -94,6 +89,11 @@ pub(crate) fn with_service(text: &str, service_unit: &str) -> String {
 mod tests {
     use super::*;
     use crate::spec::parse as parse_spec;
+
+    /// The unit a socket unit file activates (`Service=` in `[Socket]`).
+    fn service(text: &str) -> Option<&str> {
+        parse::values(text, "Socket", "Service").last()
+    }
 
     fn spec(extra: &str) -> ServiceSpec {
         let json = format!(
