@@ -57,7 +57,7 @@ fn socket_service(h: &Host, name: &str) -> Option<String> {
 #[track_caller]
 fn only(h: &Host, name: &str, version: &str) {
     let unit = format!("{name}-{version}.service");
-    assert_eq!(active(h, name), [unit.clone()], "exactly {unit} runs");
+    assert_eq!(active(h, name), std::slice::from_ref(&unit), "exactly {unit} runs");
     assert_eq!(socket_service(h, name).as_deref(), Some(unit.as_str()), "the socket names the current release");
     assert_eq!(h.prop(&format!("{name}.socket"), "ActiveState"), "active");
 }
