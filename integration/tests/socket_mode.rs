@@ -191,6 +191,7 @@ fn handovers_and_failing_releases_under_load_fail_no_request() {
         let acts = actions(&out);
         assert!(acts.iter().any(|a| a == "write /etc/systemd/system/s.socket"), "Service= rewritten: {acts:?}");
         assert!(!acts.iter().any(|a| a.contains("tcp_migrate_req")), "nothing to migrate: {acts:?}");
+        assert_eq!(out.json["migration"], "shared-socket", "{:#}", out.json);
         current = i;
         only(&h, name, &format!("v{current}"));
         std::thread::sleep(Duration::from_millis(200));
