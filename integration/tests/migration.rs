@@ -152,7 +152,8 @@ fn no_ipv4_loopback_is_a_clear_error() {
 fn handovers(h: &Host, name: &str, rounds: usize) -> (LoadReport, MigrationCounters, Vec<Value>) {
     let port = 8090;
     let spec = |v: &str| demo_spec(name, v, port, &["--linger-ms", "150"], json!({"migrate_requests": true}));
-    h.apply(&spec("v0"), &[]).ok();
+    let first = h.apply(&spec("v0"), &[]).ok();
+    assert_eq!(first.json["migration"], Value::Null, "no old listener closed: {:#}", first.json);
     h.wait_http(port, Duration::from_secs(5)).expect("v0 serves");
     let load = h.load(port, 4, 120);
     std::thread::sleep(Duration::from_millis(300));
@@ -171,13 +172,13 @@ fn control_handovers_reset_requests_with_the_knob_inert_and_none_with_it_working
     let rounds = 5;
     let inert = Host::boot("mig-ctl-inert");
     make_knob_inert(&inert);
-    let (bad, bad_counters, _) = handovers(&inert, "ctl", rounds);
+    let (bad, bad_counters, bad_results) = handovers(&inert, "ctl", rounds);
     assert_eq!(real_knob(&inert), "0", "baton trusted the knob's 1 and wrote nothing");
     drop(inert);
 
     let working = Host::boot("mig-ctl-working");
     set_knob(&working, 0);
-    let (good, good_counters, _) = handovers(&working, "ctl", rounds);
+    let (good, good_counters, good_results) = handovers(&working, "ctl", rounds);
     assert_eq!(real_knob(&working), "1", "baton turned the knob on");
     drop(working);
 
@@ -191,6 +192,50 @@ fn control_handovers_reset_requests_with_the_knob_inert_and_none_with_it_working
     assert_eq!(bad_counters.success, 0, "nothing migrated with the knob inert");
     assert_eq!(good.failed, 0, "with migration working no request fails: {good:?}");
     assert!(good_counters.success > 0, "the kernel migrated queued connections: {good_counters:?}");
+
+    // baton says so in its result: unavailable with the warning (and nothing migrated), or
+    // verified with the migrations the kernel counted.
+    for r in &bad_results {
+        assert_eq!(r["migration"], "unavailable", "{r:#}");
+        let warnings = r["warnings"].to_string();
+        assert!(warnings.contains("will be reset") && warnings.contains("listen_mode"), "{r:#}");
+        assert_eq!(r["migration_counters"], json!({"success": 0, "failure": 0}), "{r:#}");
+    }
+    let mut migrated = 0;
+    for r in &good_results {
+        assert_eq!(r["migration"], "verified", "{r:#}");
+        assert!(!r["warnings"].to_string().contains("will be reset"), "{r:#}");
+        assert_eq!(r["migration_counters"]["failure"], 0, "{r:#}");
+        migrated += r["migration_counters"]["success"].as_u64().unwrap_or(0);
+    }
+    assert!(migrated > 0, "the results count the migrations: {good_results:?}");
+}
+
+#[test]
+fn the_result_says_off_without_migrate_requests_and_the_probe_is_cached_for_the_next_handover() {
+    let h = Host::boot("mig-result");
+    let spec = |v: &str, migrate: bool| demo_spec("res", v, 8092, &[], json!({"migrate_requests": migrate}));
+    h.apply(&spec("v1", false), &[]).ok();
+    let off = h.apply(&spec("v2", false), &[]).ok();
+    assert_eq!(off.json["migration"], "off", "{:#}", off.json);
+    assert_eq!(off.json["migration_counters"], Value::Null, "nothing probed: {:#}", off.json);
+    assert_eq!(real_knob(&h), "0", "migrate_requests false leaves the knob alone");
+
+    let check = h.apply(&spec("v3", true), &["--check"]).ok();
+    assert_eq!(check.json["migration"], Value::Null, "check mode probes nothing: {:#}", check.json);
+    let on = h.apply(&spec("v3", true), &[]).ok();
+    assert_eq!(on.json["migration"], "verified", "{:#}", on.json);
+    assert!(on.stderr.contains("request migration verified (probed in "), "{}", on.stderr);
+    assert_eq!(h.sh("stat -c %a /run/baton/migration-probe").trim(), "600");
+    let again = h.apply(&spec("v4", true), &[]).ok();
+    assert_eq!(again.json["migration"], "verified", "{:#}", again.json);
+    assert!(
+        again.stderr.contains("request migration verified (the probe's answer cached this boot)"),
+        "{}",
+        again.stderr
+    );
+    let noop = h.apply(&spec("v4", true), &[]).ok();
+    assert_eq!(noop.json["migration"], Value::Null, "nothing closed: {:#}", noop.json);
 }
 
 /// Issue 12 item 4: at a low request rate (~5 req/s, `curl` with a new connection per request,
@@ -222,7 +267,8 @@ fn low_rate_handovers_fail_nothing_and_report_the_worst_latency() {
     let mut windows = Vec::new();
     for i in 1..=6 {
         let t0 = epoch();
-        h.apply(&spec(&format!("v{i}")), &[]).ok();
+        let out = h.apply(&spec(&format!("v{i}")), &[]).ok();
+        assert_eq!(out.json["migration"], "verified", "{:#}", out.json);
         windows.push((t0, epoch() + 0.2));
         std::thread::sleep(Duration::from_millis(1000));
     }
@@ -282,14 +328,14 @@ fn handovers_with_both_cores_saturated_fail_no_request() {
     let _ = hog.kill();
     let _ = hog.wait();
     eprintln!(
-        "10 handovers, both cores busy: {} requests, {} failed ({:?}), counters {counters:?}, handover results' \
-         migration: {:?}",
+        "10 handovers, both cores busy: {} requests, {} failed ({:?}), counters {counters:?}, per handover: {:?}",
         report.requests,
         report.failed,
         report.first_errors,
-        results.iter().map(|r| r["migration"].clone()).collect::<Vec<_>>()
+        results.iter().map(|r| r["migration_counters"].clone()).collect::<Vec<_>>()
     );
     assert!(report.requests > 300, "the load must be real: {report:?}");
     assert_eq!(counters.failure, 0, "the kernel failed no migration: {counters:?}");
+    assert!(results.iter().all(|r| r["migration"] == "verified"), "{results:?}");
     assert_eq!(report.failed, 0, "{report:?}");
 }

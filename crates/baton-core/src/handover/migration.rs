@@ -60,7 +60,6 @@ impl Run<'_> {
         if !self.migration.planned || self.migration.report.is_some() {
             return;
         }
-        (self.progress)(Progress::Step("probe request migration".to_owned()));
         let report = match migration::probe_cached(&self.migration.cache_dir) {
             Ok((report, cache_problem)) => {
                 self.warnings.extend(cache_problem.map(|p| p.to_string()));
@@ -77,11 +76,12 @@ impl Run<'_> {
         };
         self.warnings.extend(report.warning());
         let how = if report.cached {
-            "answer cached this boot".to_owned()
+            "the probe's answer cached this boot".to_owned()
         } else {
-            format!("{:.1} ms", report.probe_us as f64 / 1000.0)
+            format!("probed in {:.1} ms", report.probe_us as f64 / 1000.0)
         };
-        (self.progress)(Progress::Done(format!("probe request migration: {} ({how})", report.migration)));
+        // Shown once known (the probe takes milliseconds), as the step before the stop.
+        (self.progress)(Progress::Step(format!("request migration {} ({how})", report.migration)));
         self.migration.before = migration::read_counters().ok().flatten();
         self.migration.report = Some(report);
     }
