@@ -265,13 +265,13 @@ pub(crate) fn write_atomic(dir: &Path, unit: &str, text: &str) -> Result<PathBuf
     Ok(path)
 }
 
-/// Removes a unit file and syncs the directory; a file already gone is fine.
-pub fn remove(path: &Path) -> Result<(), DiskError> {
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+/// Removes a unit file and syncs the directory; a file already gone is fine. A drop-in's
+/// `<unit>.d` directory goes too once it is empty (one holding other files stays).
+pub(crate) fn remove(path: &Path) -> Result<(), DiskError> {
+    let gone = match fs::remove_file(path) {
+        Ok(()) => false,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
         Err(source) => return Err(DiskError::Remove { path: path.to_owned(), source }),
-    }
     };
     let Some(dir) = path.parent() else {
         return Ok(());
@@ -287,6 +287,7 @@ pub fn remove(path: &Path) -> Result<(), DiskError> {
             // Not empty: another drop-in (the operator's) stays with its directory.
             Err(_) => {}
         }
+    }
     if gone {
         return Ok(());
     }

@@ -100,42 +100,79 @@ fn run() -> Result<()> {
     writeln!(report, "| `systemctl show bench-v3.service` | {:.1} ms |", ms(show))?;
     writeln!(report, "| **ratio** | **{:.2}×** (target ≤ 2×) |\n", noop.as_secs_f64() / show.as_secs_f64())?;
 
-    // Handovers: total minus readiness minus drain is baton's own overhead.
-    let load = h.load(8090, 2, 600);
-    let mut rows = Vec::new();
-    for i in 0..HANDOVERS {
-        let v = format!("h{i}");
-        let out = h.apply(&spec(&v), &[]).ok();
-        let actions = out.json["actions"].as_array().cloned().unwrap_or_default();
-        let ready = action_secs(&actions, &format!("ready bench-{v}.service")).context("ready action")?;
-        let prev = out.json["previous_version"].as_str().unwrap_or("").to_owned();
-        let drain = action_secs(&actions, &format!("stop bench-{prev}.service")).context("stop action")?;
-        let total = out.took.as_secs_f64();
-        rows.push((total, ready, drain, total - ready - drain));
+    // Handovers: total minus readiness minus drain is baton's own overhead; per-version units
+    // beside instance units (a template and a drop-in per release).
+    let per_version = handovers(&h, "bench", 8090, json!({"keep": 2}), |n, v| format!("{n}-{v}.service"))?;
+    let instance = handovers(&h, "benchi", 8091, json!({"keep": 2, "unit_naming": "instance"}), |n, v| {
+        format!("{n}@{v}.service")
+    })?;
+    writeln!(report, "## Handover overhead ({HANDOVERS} handovers under load, per unit naming)\n")?;
+    writeln!(report, "| part | per-version (`app-v2.service`) | instance (`app@v2.service` + drop-in) |")?;
+    writeln!(report, "|---|---|---|")?;
+    let parts: [(&str, fn(&Row) -> f64); 4] = [
+        ("total wall time of `baton apply` (process start to exit)", |r| r.0),
+        ("new release ready (start job → probe + listener seen)", |r| r.1),
+        ("old release drained and stopped by systemd", |r| r.2),
+        ("**baton's own overhead**", |r| r.3),
+    ];
+    for (part, f) in parts {
+        writeln!(
+            report,
+            "| {part} | {:.0} ms | {:.0} ms |",
+            per_version.median(f) * 1000.0,
+            instance.median(f) * 1000.0
+        )?;
     }
-    let lr = load.finish()?;
-    let med = |f: fn(&(f64, f64, f64, f64)) -> f64| {
-        let mut v: Vec<f64> = rows.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    writeln!(report, "## Handover overhead ({HANDOVERS} handovers under load)\n")?;
-    writeln!(report, "| part | median |")?;
-    writeln!(report, "|---|---|")?;
-    writeln!(report, "| total wall time of `baton apply` (process start to exit) | {:.0} ms |", med(|r| r.0) * 1000.0)?;
-    writeln!(report, "| new release ready (start job → probe + listener seen) | {:.0} ms |", med(|r| r.1) * 1000.0)?;
-    writeln!(report, "| old release drained and stopped by systemd | {:.0} ms |", med(|r| r.2) * 1000.0)?;
-    writeln!(report, "| **baton's own overhead** | **{:.0} ms** |\n", med(|r| r.3) * 1000.0)?;
-    writeln!(
-        report,
-        "Load during the handovers: {} requests, {} failed, {:.0} requests/s.\n",
-        lr.requests, lr.failed, lr.rps
-    )?;
+    for (what, h) in [("per-version", &per_version), ("instance", &instance)] {
+        writeln!(
+            report,
+            "\nLoad during the {what} handovers: {} requests, {} failed, {:.0} requests/s.",
+            h.load.requests, h.load.failed, h.load.rps
+        )?;
+    }
+    writeln!(report)?;
 
     std::fs::write("bench-report.md", &report).context("write bench-report.md")?;
     print!("{report}");
     eprintln!("written to bench-report.md");
     Ok(())
+}
+
+/// One handover's wall time, readiness, drain and baton's own overhead, in seconds.
+type Row = (f64, f64, f64, f64);
+
+/// The figures of [`HANDOVERS`] handovers of one service under load.
+struct Handovers {
+    rows: Vec<Row>,
+    load: baton_integration::LoadReport,
+}
+
+impl Handovers {
+    fn median(&self, f: fn(&Row) -> f64) -> f64 {
+        let mut v: Vec<f64> = self.rows.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+}
+
+/// [`HANDOVERS`] handovers of the demo service `name` on `port` (spec fields `extra`) under
+/// load; `unit` names a release's unit.
+fn handovers(h: &Host, name: &str, port: u16, extra: Value, unit: fn(&str, &str) -> String) -> Result<Handovers> {
+    let spec = |v: &str| demo_spec(name, v, port, &["--linger-ms", "0"], extra.clone());
+    h.apply(&spec("v0"), &[]).ok();
+    let load = h.load(port, 2, 600);
+    let mut rows = Vec::new();
+    for i in 0..HANDOVERS {
+        let v = format!("h{i}");
+        let out = h.apply(&spec(&v), &[]).ok();
+        let actions = out.json["actions"].as_array().cloned().unwrap_or_default();
+        let ready = action_secs(&actions, &format!("ready {}", unit(name, &v))).context("ready action")?;
+        let prev = out.json["previous_version"].as_str().unwrap_or("").to_owned();
+        let drain = action_secs(&actions, &format!("stop {}", unit(name, &prev))).context("stop action")?;
+        let total = out.took.as_secs_f64();
+        rows.push((total, ready, drain, total - ready - drain));
+    }
+    Ok(Handovers { rows, load: load.finish()? })
 }
 
 /// Sizes of the shipped binaries per build profile and the newest glibc symbol each needs.

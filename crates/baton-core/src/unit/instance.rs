@@ -7,10 +7,15 @@
 //! release (systemd#19974: settings of a template reach every instance on the next
 //! daemon-reload or restart). As checked against systemd 252 (`integration/tests/instance_units.rs`):
 //! - **The drop-in** is the whole unit the spec renders (built-in or custom template), with a
-//!   block of resets at the top of `[Service]`: `ExecStart=`, `Environment=`, … assigned the
-//!   empty string, which empties each list, so a list entry added to the template by hand never
-//!   reaches the release. Every other setting is a single value, and the drop-in, read after the
-//!   template, wins. It carries the marks (`X-Baton-Service=`, `X-Baton-Version=`) like a
+//!   block of resets at the top of `[Service]`: `ExecStart=`, `Environment=`, `User=`, … assigned
+//!   the empty string, which empties each list and sets the others back to systemd's default, so
+//!   an `ExecStart=`, `Environment=` or `User=` added to the template by hand never reaches the
+//!   release. Every setting the spec renders comes after them, and the drop-in, read after the
+//!   template, wins. What no spec field renders (`Nice=` in a template edited by hand, say) is
+//!   not pinned: systemd has no way to ignore a setting of the template. baton puts its own
+//!   template back on every run, before it starts any release, with a daemon-reload when an
+//!   instance is loaded; until then, a restart by hand would see such an edit. The drop-in
+//!   carries the marks (`X-Baton-Service=`, `X-Baton-Version=`) like a
 //!   per-version unit, so the release scan and the read-back treat both alike. Its `[Install]`
 //!   section is the release's record only: `systemctl enable` reads `[Install]` from the
 //!   template alone.
@@ -30,8 +35,12 @@ use super::{MARK_SERVICE, MARK_VERSION};
 /// The file name of a release's drop-in in its `<unit>.d` directory.
 pub(crate) const DROP_IN: &str = "baton.conf";
 
-/// The list settings of `[Service]` a drop-in resets (an empty assignment empties the list), so
-/// that none of the template's entries reach the release.
+/// The settings of `[Service]` a drop-in resets (an empty assignment empties a list and sets
+/// `User=`, `Group=` and `WorkingDirectory=` back to systemd's default), so that none of the
+/// template's values reach the release: the lists, and the settings the spec renders only when
+/// given (`User=` in a template would otherwise apply to a release that runs as root). The
+/// settings the spec always renders (`Type=`, `Restart=`, `TimeoutStopSec=`, …) override the
+/// template's by coming later.
 const RESETS: &[&str] = &[
     "ExecStartPre",
     "ExecStart",
@@ -41,6 +50,9 @@ const RESETS: &[&str] = &[
     "ExecStopPost",
     "Environment",
     "EnvironmentFile",
+    "User",
+    "Group",
+    "WorkingDirectory",
 ];
 
 /// The comment that opens the reset block (also how a drop-in is recognised).
@@ -171,6 +183,10 @@ mod tests {
         let execs: Vec<_> = parse::values(&text, "Service", "ExecStart").collect();
         assert_eq!(execs, ["", r#""/opt/app/bin/app" "--port" "8080""#]);
         assert!(text.contains("EnvironmentFile=/etc/systemd/system/baton-secrets/app@v2.service.env\n"), "{text}");
+        // Read back as systemd reads it: the reset, then the release's own value.
+        assert_eq!(parse::read_service_key(&text, "User").as_deref(), Some("app"));
+        let root = render(&crate::spec::ServiceSpec { user: None, ..spec("") }).expect("renders");
+        assert_eq!(parse::read_service_key(&root, "User"), None, "reset to the default: root");
     }
 
     #[test]

@@ -76,9 +76,10 @@ pub(crate) fn read_marks(unit_text: &str) -> Option<(String, String)> {
 }
 
 /// Reads a single-valued key of `[Service]` back from a unit file (the last one wins, as in
-/// systemd), e.g. `User`.
+/// systemd), e.g. `User`; None when it is not set or its last assignment is empty (which resets
+/// it to systemd's default, as an instance's drop-in does first).
 pub(crate) fn read_service_key(unit_text: &str, key: &str) -> Option<String> {
-    values(unit_text, "Service", key).last().map(str::to_owned)
+    values(unit_text, "Service", key).last().filter(|v| !v.is_empty()).map(str::to_owned)
 }
 
 #[cfg(test)]
