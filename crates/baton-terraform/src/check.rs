@@ -54,6 +54,7 @@ const ATTRS: &[&str] = &[
     "unit_dir",
     "listen_mode",
     "bind_address",
+    "unit_naming",
 ];
 
 const HEALTH: &[&str] = &["http", "tcp", "timeout_sec", "interval_ms", "observe_sec"];
@@ -143,6 +144,7 @@ impl Loc {
                 "unit_dir" => raw.unit_dir = None,
                 "listen_mode" => raw.listen_mode = None,
                 "bind_address" => raw.bind_address = None,
+                "unit_naming" => raw.unit_naming = None,
                 _ => {}
             },
             Loc::Arg(i) => {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use baton_core::spec::{defaults, DirectiveValue, ListenMode, RawHealth, RawSpec, ServiceType, State};
+use baton_core::spec::{defaults, DirectiveValue, ListenMode, RawHealth, RawSpec, ServiceType, State, UnitNaming};
 use serde::{Deserialize, Serialize};
 use tf_provider::value::Value;
 use tf_provider::AttributePath;
@@ -79,6 +79,8 @@ pub struct Service {
     pub listen_mode: Value<String>,
     /// Socket mode: the IP address the shared socket listens on.
     pub bind_address: Value<String>,
+    /// `per-version` or `instance` (a template and a drop-in per release).
+    pub unit_naming: Value<String>,
     /// Secret environment variables (sensitive): only in the release's 0600 secret file.
     pub secret_environment: Value<BTreeMap<String, Value<String>>>,
     /// Computed: the active unit (null when stopped).
@@ -270,6 +272,17 @@ fn parse_listen_mode(s: &str) -> Result<ListenMode, AttrError> {
 
 fn parse_service_type(s: &str) -> Result<ServiceType, AttrError> {
     match s {
+fn parse_unit_naming(s: &str) -> Result<UnitNaming, AttrError> {
+    match s {
+        "per-version" => Ok(UnitNaming::PerVersion),
+        "instance" => Ok(UnitNaming::Instance),
+        other => Err(AttrError::new(
+            AttributePath::new("unit_naming"),
+            format!("unit_naming: must be \"per-version\" or \"instance\", got {other:?}"),
+        )),
+    }
+}
+
         "exec" => Ok(ServiceType::Exec),
         "simple" => Ok(ServiceType::Simple),
         "notify" => Ok(ServiceType::Notify),
@@ -352,6 +365,7 @@ impl Service {
         let listen_mode = r.keyword(&self.listen_mode, parse_listen_mode);
         let raw = RawSpec {
             name,
+        let unit_naming = r.keyword(&self.unit_naming, parse_unit_naming);
             version,
             exec_start: exec_start.unwrap_or_default(),
             port,
@@ -374,6 +388,7 @@ impl Service {
             bind_address: r.opt(&self.bind_address),
             secret_environment: r.string_map(
                 &self.secret_environment,
+            unit_naming,
                 &AttributePath::new("secret_environment"),
                 "secret_environment",
             ),
@@ -442,6 +457,7 @@ impl Service {
         p.listen_mode = config.listen_mode.clone();
         p.health = config.health.clone();
         let checked = crate::check::check(p.lower())?;
+        p.unit_naming = config.unit_naming.clone();
         // Every default written out (values still unknown stand as placeholders there, and stay
         // unknown here: only a null is filled in).
         let d = &checked.normalised;
@@ -456,6 +472,7 @@ impl Service {
         fill(&mut p.listen_mode, d.listen_mode.map(|m| m.as_str().to_owned()));
         if let (Value::Value(h), Some(dh)) = (&mut p.health, &d.health) {
             // The TCP default depends on `port` and `http`: unknown while either is.
+        fill(&mut p.unit_naming, d.unit_naming.map(|m| m.as_str().to_owned()));
             if h.tcp.is_null() && (config.port.is_unknown() || h.http.is_unknown()) {
                 h.tcp = Value::Unknown;
             }
@@ -546,6 +563,7 @@ impl Service {
 }
 
 #[cfg(test)]
+            unit_naming: Value::Value(raw.unit_naming.unwrap_or(defaults::UNIT_NAMING).as_str().to_owned()),
 mod tests {
     use super::*;
     use tf_provider::AttributePathStep;

@@ -194,6 +194,14 @@ pub fn service() -> Schema {
             "unit_text",
             attr(
                 string(),
+        (
+            "unit_naming",
+            attr(
+                string(),
+                OptionalComputed,
+                &format!("How release units are named: `per-version` (`<name>-<version>.service`, one unit file per release) or `instance` (`<name>@<version>.service`: the template `<name>@.service` holds only a description, baton's mark and `[Install]`; each release's drop-in `<name>@<version>.service.d/baton.conf` pins everything of the release, so editing the template changes no running or kept release; `version` must be a valid instance name). Switching is a handover. Defaults to `{}`.", d::UNIT_NAMING.as_str()),
+            ),
+        ),
                 Computed,
                 "The unit file of the release `version`, as on disk. A unit edited by hand shows here as drift.",
             ),
