@@ -15,6 +15,14 @@ use serde_json::{json, Value};
 
 const SYSCTL: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
 
+/// The tests that measure under load (the control, the low rate, the CPU hog) run one at a
+/// time: a CPU hog must not slow the low-rate client, nor its load the control's.
+static UNDER_LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    UNDER_LOAD.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// `baton-migration-check [args]` inside the sandbox: its JSON.
 fn check(h: &Host, args: &[&str]) -> Value {
     let out = h.sb.command(bin("baton-migration-check")).args(args).output().expect("run baton-migration-check");
@@ -169,6 +177,7 @@ fn handovers(h: &Host, name: &str, rounds: usize) -> (LoadReport, MigrationCount
 
 #[test]
 fn control_handovers_reset_requests_with_the_knob_inert_and_none_with_it_working() {
+    let _one = one_at_a_time();
     let rounds = 5;
     let inert = Host::boot("mig-ctl-inert");
     make_knob_inert(&inert);
@@ -245,6 +254,7 @@ fn the_result_says_off_without_migrate_requests_and_the_probe_is_cached_for_the_
 /// in the benchmarks, not in timed assertions).
 #[test]
 fn low_rate_handovers_fail_nothing_and_report_the_worst_latency() {
+    let _one = one_at_a_time();
     let h = Host::boot("mig-low-rate");
     let port = 8091;
     let spec = |v: &str| demo_spec("slow", v, port, &["--linger-ms", "150"], json!({"migrate_requests": true}));
@@ -258,7 +268,7 @@ fn low_rate_handovers_fail_nothing_and_report_the_worst_latency() {
     );
     let client =
         h.sb.command("timeout")
-            .args(["60", "bash", "-c", &script])
+            .args(["120", "bash", "-c", &script])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("spawn the curl loop");
@@ -311,6 +321,7 @@ fn low_rate_handovers_fail_nothing_and_report_the_worst_latency() {
 /// fails.
 #[test]
 fn handovers_with_both_cores_saturated_fail_no_request() {
+    let _one = one_at_a_time();
     let h = Host::boot("mig-hog");
     let hog =
         h.sb.command("timeout")
