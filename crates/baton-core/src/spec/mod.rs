@@ -213,7 +213,7 @@ impl ListenMode {
     }
 }
 
-/// How the unit of a release is named and stored (see [`crate::unit::instance`]).
+/// How the unit of a release is named and stored (see `unit::instance`).
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum UnitNaming {
