@@ -449,3 +449,30 @@ fn check_directives(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_name_follows_systemds_rule() {
+        assert!(check_instance("app", "v2.1_rc-3").is_ok());
+        assert!(check_instance("app", &"v".repeat(64)).is_ok());
+        for bad in ["", "v 2", "v/2", "v%i", "é"] {
+            let e = check_instance("app", bad).expect_err(bad);
+            assert_eq!(e.field, "version");
+            assert!(e.rule.contains("valid systemd instance name"), "{e}");
+        }
+        let e = check_instance(&"a".repeat(200), &"v".repeat(60)).expect_err("too long");
+        assert!(e.rule.contains("at most 255 bytes"), "{e}");
+        // Through the spec: instance naming is accepted for every version the name rule allows.
+        let raw = RawSpec {
+            name: "app".into(),
+            version: "v1.2-rc_3".into(),
+            exec_start: vec!["/bin/app".into()],
+            unit_naming: Some(UnitNaming::Instance),
+            ..RawSpec::default()
+        };
+        assert_eq!(raw.validate().expect("valid").unit().as_deref(), Some("app@v1.2-rc_3.service"));
+    }
+}
