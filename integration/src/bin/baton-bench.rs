@@ -109,7 +109,7 @@ fn run() -> Result<()> {
     writeln!(report, "## Handover overhead ({HANDOVERS} handovers under load, per unit naming)\n")?;
     writeln!(report, "| part | per-version (`app-v2.service`) | instance (`app@v2.service` + drop-in) |")?;
     writeln!(report, "|---|---|---|")?;
-    let parts: [(&str, fn(&Row) -> f64); 4] = [
+    let parts: [(&str, Part); 4] = [
         ("total wall time of `baton apply` (process start to exit)", |r| r.0),
         ("new release ready (start job → probe + listener seen)", |r| r.1),
         ("old release drained and stopped by systemd", |r| r.2),
@@ -141,6 +141,9 @@ fn run() -> Result<()> {
 /// One handover's wall time, readiness, drain and baton's own overhead, in seconds.
 type Row = (f64, f64, f64, f64);
 
+/// One part of a [`Row`].
+type Part = fn(&Row) -> f64;
+
 /// The figures of [`HANDOVERS`] handovers of one service under load.
 struct Handovers {
     rows: Vec<Row>,
@@ -148,7 +151,7 @@ struct Handovers {
 }
 
 impl Handovers {
-    fn median(&self, f: fn(&Row) -> f64) -> f64 {
+    fn median(&self, f: Part) -> f64 {
         let mut v: Vec<f64> = self.rows.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
