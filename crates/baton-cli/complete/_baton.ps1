@@ -33,6 +33,8 @@ Register-ArgumentCompleter -Native -CommandName 'baton' -ScriptBlock {
             [CompletionResult]::new('render', 'render', [CompletionResultType]::ParameterValue, 'Print the unit file a spec renders to')
             [CompletionResult]::new('schema', 'schema', [CompletionResultType]::ParameterValue, 'Print the JSON Schema of the spec (or of the result)')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show a service''s releases: which is active and enabled, its main PID and since when')
+            [CompletionResult]::new('observe', 'observe', [CompletionResultType]::ParameterValue, 'Print a service''s releases with the text of each unit file, as JSON: what the Terraform provider reads on a remote host. Reads only: no lock, no daemon-reload, no write')
+            [CompletionResult]::new('adopt', 'adopt', [CompletionResultType]::ParameterValue, 'Print the spec of a deployed service read back from its unit file, as JSON: what `terraform import` reads on a remote host. Reads only')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script, e.g. for bash into /etc/bash_completion.d/baton')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page of baton or of one of its commands (roff), or write them all to a directory')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -82,6 +84,26 @@ Register-ArgumentCompleter -Native -CommandName 'baton' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
+        'baton;observe' {
+            [CompletionResult]::new('--unit-dir', '--unit-dir', [CompletionResultType]::ParameterName, 'Where unit files live')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file''s path, the lock file, the bus address, and how long each step took')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file''s path, the lock file, the bus address, and how long each step took')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'baton;adopt' {
+            [CompletionResult]::new('--unit-dir', '--unit-dir', [CompletionResultType]::ParameterName, 'Where unit files live')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file''s path, the lock file, the bus address, and how long each step took')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file''s path, the lock file, the bus address, and how long each step took')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
         'baton;completions' {
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)')
@@ -106,6 +128,8 @@ Register-ArgumentCompleter -Native -CommandName 'baton' -ScriptBlock {
             [CompletionResult]::new('render', 'render', [CompletionResultType]::ParameterValue, 'Print the unit file a spec renders to')
             [CompletionResult]::new('schema', 'schema', [CompletionResultType]::ParameterValue, 'Print the JSON Schema of the spec (or of the result)')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show a service''s releases: which is active and enabled, its main PID and since when')
+            [CompletionResult]::new('observe', 'observe', [CompletionResultType]::ParameterValue, 'Print a service''s releases with the text of each unit file, as JSON: what the Terraform provider reads on a remote host. Reads only: no lock, no daemon-reload, no write')
+            [CompletionResult]::new('adopt', 'adopt', [CompletionResultType]::ParameterValue, 'Print the spec of a deployed service read back from its unit file, as JSON: what `terraform import` reads on a remote host. Reads only')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script, e.g. for bash into /etc/bash_completion.d/baton')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page of baton or of one of its commands (roff), or write them all to a directory')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -121,6 +145,12 @@ Register-ArgumentCompleter -Native -CommandName 'baton' -ScriptBlock {
             break
         }
         'baton;help;status' {
+            break
+        }
+        'baton;help;observe' {
+            break
+        }
+        'baton;help;adopt' {
             break
         }
         'baton;help;completions' {

@@ -16,6 +16,9 @@ _baton() {
             ",$1")
                 cmd="baton"
                 ;;
+            baton,adopt)
+                cmd="baton__subcmd__adopt"
+                ;;
             baton,apply)
                 cmd="baton__subcmd__apply"
                 ;;
@@ -28,6 +31,9 @@ _baton() {
             baton,man)
                 cmd="baton__subcmd__man"
                 ;;
+            baton,observe)
+                cmd="baton__subcmd__observe"
+                ;;
             baton,render)
                 cmd="baton__subcmd__render"
                 ;;
@@ -36,6 +42,9 @@ _baton() {
                 ;;
             baton,status)
                 cmd="baton__subcmd__status"
+                ;;
+            baton__subcmd__help,adopt)
+                cmd="baton__subcmd__help__subcmd__adopt"
                 ;;
             baton__subcmd__help,apply)
                 cmd="baton__subcmd__help__subcmd__apply"
@@ -48,6 +57,9 @@ _baton() {
                 ;;
             baton__subcmd__help,man)
                 cmd="baton__subcmd__help__subcmd__man"
+                ;;
+            baton__subcmd__help,observe)
+                cmd="baton__subcmd__help__subcmd__observe"
                 ;;
             baton__subcmd__help,render)
                 cmd="baton__subcmd__help__subcmd__render"
@@ -65,12 +77,30 @@ _baton() {
 
     case "${cmd}" in
         baton)
-            opts="-q -v -h -V --quiet --verbose --help --version apply render schema status completions man help"
+            opts="-q -v -h -V --quiet --verbose --help --version apply render schema status observe adopt completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        baton__subcmd__adopt)
+            opts="-q -v -h --unit-dir --quiet --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --unit-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -119,8 +149,22 @@ _baton() {
             return 0
             ;;
         baton__subcmd__help)
-            opts="apply render schema status completions man help"
+            opts="apply render schema status observe adopt completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        baton__subcmd__help__subcmd__adopt)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -188,6 +232,20 @@ _baton() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        baton__subcmd__help__subcmd__observe)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         baton__subcmd__help__subcmd__render)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -231,13 +289,31 @@ _baton() {
             return 0
             ;;
         baton__subcmd__man)
-            opts="-q -v -h --dir --quiet --verbose --help apply render schema status completions man"
+            opts="-q -v -h --dir --quiet --verbose --help apply render schema status observe adopt completions man"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        baton__subcmd__observe)
+            opts="-q -v -h --unit-dir --quiet --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --unit-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -30,6 +30,8 @@ set edit:completion:arg-completer[baton] = {|@words|
             cand render 'Print the unit file a spec renders to'
             cand schema 'Print the JSON Schema of the spec (or of the result)'
             cand status 'Show a service''s releases: which is active and enabled, its main PID and since when'
+            cand observe 'Print a service''s releases with the text of each unit file, as JSON: what the Terraform provider reads on a remote host. Reads only: no lock, no daemon-reload, no write'
+            cand adopt 'Print the spec of a deployed service read back from its unit file, as JSON: what `terraform import` reads on a remote host. Reads only'
             cand completions 'Print a shell completion script, e.g. for bash into /etc/bash_completion.d/baton'
             cand man 'Print the man page of baton or of one of its commands (roff), or write them all to a directory'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -74,6 +76,24 @@ set edit:completion:arg-completer[baton] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
+        &'baton;observe'= {
+            cand --unit-dir 'Where unit files live'
+            cand -q 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)'
+            cand --quiet 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)'
+            cand -v 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file''s path, the lock file, the bus address, and how long each step took'
+            cand --verbose 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file''s path, the lock file, the bus address, and how long each step took'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'baton;adopt'= {
+            cand --unit-dir 'Where unit files live'
+            cand -q 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)'
+            cand --quiet 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)'
+            cand -v 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file''s path, the lock file, the bus address, and how long each step took'
+            cand --verbose 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file''s path, the lock file, the bus address, and how long each step took'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
         &'baton;completions'= {
             cand -q 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)'
             cand --quiet 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)'
@@ -96,6 +116,8 @@ set edit:completion:arg-completer[baton] = {|@words|
             cand render 'Print the unit file a spec renders to'
             cand schema 'Print the JSON Schema of the spec (or of the result)'
             cand status 'Show a service''s releases: which is active and enabled, its main PID and since when'
+            cand observe 'Print a service''s releases with the text of each unit file, as JSON: what the Terraform provider reads on a remote host. Reads only: no lock, no daemon-reload, no write'
+            cand adopt 'Print the spec of a deployed service read back from its unit file, as JSON: what `terraform import` reads on a remote host. Reads only'
             cand completions 'Print a shell completion script, e.g. for bash into /etc/bash_completion.d/baton'
             cand man 'Print the man page of baton or of one of its commands (roff), or write them all to a directory'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -107,6 +129,10 @@ set edit:completion:arg-completer[baton] = {|@words|
         &'baton;help;schema'= {
         }
         &'baton;help;status'= {
+        }
+        &'baton;help;observe'= {
+        }
+        &'baton;help;adopt'= {
         }
         &'baton;help;completions'= {
         }

@@ -86,6 +86,24 @@ pub enum Command {
         #[arg(long, default_value = "/etc/systemd/system")]
         unit_dir: PathBuf,
     },
+    /// Print a service's releases with the text of each unit file, as JSON: what the Terraform
+    /// provider reads on a remote host. Reads only: no lock, no daemon-reload, no write.
+    Observe {
+        /// The service.
+        name: String,
+        /// Where unit files live.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+    },
+    /// Print the spec of a deployed service read back from its unit file, as JSON: what
+    /// `terraform import` reads on a remote host. Reads only.
+    Adopt {
+        /// The service.
+        name: String,
+        /// Where unit files live.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: String,
+    },
     /// Print a shell completion script, e.g. for bash into /etc/bash_completion.d/baton.
     Completions {
         /// The shell.
@@ -163,7 +181,7 @@ fn after_long_help() -> String {
 
 /// The names of the commands that have a man page of their own.
 fn command_names() -> Vec<&'static str> {
-    vec!["apply", "render", "schema", "status", "completions", "man"]
+    vec!["apply", "render", "schema", "status", "observe", "adopt", "completions", "man"]
 }
 
 /// The clap command, built (subcommands know their display names, e.g. `baton-apply`), without

@@ -139,16 +139,60 @@ fn run(cli: Cli) -> ExitCode {
             match Baton::system().status(name.as_str(), &unit_dir) {
                 Ok(status) if json => print_json(&status),
                 Ok(status) => print!("{}", status.table()),
-                Err(e) => return fail(&Failure::msg(e.to_string()).with_kind(FailureKind::Environment)),
+                Err(e) => return fail(&Failure::msg(baton_core::error_chain(&e)).with_kind(FailureKind::Environment)),
             }
             ExitCode::from(cli::EXIT_OK)
         }
+        Command::Observe { name, unit_dir } => {
+            let name = match spec::Ident::parse("name", &name) {
+                Ok(n) => n,
+                Err(e) => return fail(&refused(e)),
+            };
+            match Baton::system().observe(name.as_str(), &unit_dir) {
+                Ok(seen) => print_json(&observed_json(&seen)),
+                Err(e) => return fail(&Failure::msg(baton_core::error_chain(&e)).with_kind(FailureKind::Environment)),
+            }
+            ExitCode::from(cli::EXIT_OK)
+        }
+        Command::Adopt { name, unit_dir } => match Baton::system().adopt(&name, &unit_dir) {
+            Ok(a) => {
+                print_json(&serde_json::json!({
+                    "spec": a.spec,
+                    "exact": a.exact,
+                    "active": a.active,
+                    "enabled": a.enabled,
+                    "unit_path": a.unit_path,
+                    "unit_text": a.unit_text,
+                    "secret_file": a.secret_file,
+                }));
+                ExitCode::from(cli::EXIT_OK)
+            }
+            Err(baton_core::AdoptError::Name(e)) => fail(&refused(e)),
+            Err(e) => fail(&Failure::msg(baton_core::error_chain(&e))),
+        },
         Command::Completions { shell } => {
             cli::completions(shell, &mut std::io::stdout().lock());
             ExitCode::from(cli::EXIT_OK)
         }
         Command::Man { command, dir } => man(command.as_deref(), dir.as_deref()),
     }
+}
+
+/// `baton observe`'s JSON: `baton status --json` with each release's unit file text.
+fn observed_json(seen: &baton_core::Observed) -> serde_json::Value {
+    let mut releases = Vec::new();
+    for r in &seen.status.releases {
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("unit_text".to_owned(), seen.unit_text(&r.version).into());
+        }
+        releases.push(v);
+    }
+    serde_json::json!({
+        "name": seen.status.name,
+        "active_version": seen.status.active_version,
+        "releases": releases,
+    })
 }
 
 /// `baton man`: one page on stdout, or every page into a directory.

@@ -19,7 +19,11 @@ pub const END: &str = "<!-- END GENERATED SCHEMA -->";
 
 /// Every page with a generated part, relative to `plugins/terraform/docs`, and its schema.
 pub fn pages() -> Vec<(&'static str, Schema)> {
-    vec![("resources/service.md", crate::schema::service()), ("data-sources/service.md", crate::schema::service_data())]
+    vec![
+        ("index.md", crate::schema::provider()),
+        ("resources/service.md", crate::schema::service()),
+        ("data-sources/service.md", crate::schema::service_data()),
+    ]
 }
 
 /// `plugins/terraform/docs` of this checkout.
@@ -53,6 +57,19 @@ fn nested(t: &AttributeType) -> Option<&HashMap<String, Attribute>> {
         | AttributeType::AttributeSet(a)
         | AttributeType::AttributeMap(a) => Some(a),
         _ => None,
+    }
+}
+
+/// The block inside a nested block.
+fn nested_block(b: &tf_provider::schema::NestedBlock) -> &tf_provider::schema::Block {
+    use tf_provider::schema::NestedBlock;
+    match b {
+        NestedBlock::Single(b)
+        | NestedBlock::List(b)
+        | NestedBlock::Set(b)
+        | NestedBlock::Map(b)
+        | NestedBlock::Group(b)
+        | NestedBlock::Optional(b) => b,
     }
 }
 
@@ -109,6 +126,29 @@ pub fn markdown(schema: &Schema) -> String {
     let mut out = String::from("## Schema\n\n");
     let mut queue = Vec::new();
     level(&mut out, &schema.block.attributes, "", |g| format!("### {g}"), &mut queue);
+    // Nested blocks (the provider's `ssh`): listed, then each in its own section.
+    let mut blocks: Vec<(&String, &tf_provider::schema::NestedBlock)> = schema.block.blocks.iter().collect();
+    blocks.sort_by_key(|(name, _)| name.as_str());
+    if !blocks.is_empty() {
+        out.push_str(
+            "### Blocks
+
+",
+        );
+        for (name, nested) in &blocks {
+            let _ = writeln!(
+                out,
+                "- `{name}` (Block, Optional) {} (see [below for nested schema](#nestedblock--{name}))",
+                nested_block(nested).description.content.trim()
+            );
+        }
+        out.push('\n');
+        for (name, nested) in &blocks {
+            let _ = write!(out, "<a id=\"nestedblock--{name}\"></a>\n### Nested Schema for `{name}`\n\n");
+            let attrs = &nested_block(nested).attributes;
+            level(&mut out, attrs, &format!("--{name}"), |g| format!("{g}:"), &mut queue);
+        }
+    }
     while !queue.is_empty() {
         let (anchor, name, attrs) = queue.remove(0);
         let _ = write!(out, "<a id=\"nestedatt{anchor}\"></a>\n### Nested Schema for `{name}`\n\n");
@@ -190,6 +230,9 @@ mod tests {
         let examples = docs_dir().join("../examples");
         let pairs = [
             ("provider/provider.tf", "index.md"),
+            ("provider/fleet.tf", "index.md"),
+            ("provider/bastion.tf", "index.md"),
+            ("resources/baton_service/import-remote.sh", "resources/service.md"),
             ("resources/baton_service/resource.tf", "resources/service.md"),
             ("resources/baton_service/import-by-string-id.tf", "resources/service.md"),
             ("resources/baton_service/import.sh", "resources/service.md"),

@@ -13,6 +13,7 @@ mod docs;
 mod guard;
 mod model;
 mod proto;
+mod remote;
 mod resource;
 mod schema;
 mod server;

@@ -83,6 +83,8 @@ pub struct Service {
     pub unit_naming: Value<String>,
     /// Secret environment variables (sensitive): only in the release's 0600 secret file.
     pub secret_environment: Value<BTreeMap<String, Value<String>>>,
+    /// The host to manage over SSH (null: this machine). Changing it replaces the resource.
+    pub host: Value<String>,
     /// Computed: the active unit (null when stopped).
     pub unit: Value<String>,
     /// Computed: the unit file of the release `version`, as on disk.
@@ -270,8 +272,6 @@ fn parse_listen_mode(s: &str) -> Result<ListenMode, AttrError> {
     }
 }
 
-fn parse_service_type(s: &str) -> Result<ServiceType, AttrError> {
-    match s {
 fn parse_unit_naming(s: &str) -> Result<UnitNaming, AttrError> {
     match s {
         "per-version" => Ok(UnitNaming::PerVersion),
@@ -283,6 +283,8 @@ fn parse_unit_naming(s: &str) -> Result<UnitNaming, AttrError> {
     }
 }
 
+fn parse_service_type(s: &str) -> Result<ServiceType, AttrError> {
+    match s {
         "exec" => Ok(ServiceType::Exec),
         "simple" => Ok(ServiceType::Simple),
         "notify" => Ok(ServiceType::Notify),
@@ -363,9 +365,9 @@ impl Service {
         let state = r.keyword(&self.state, parse_state);
         let keep = r.count(&self.keep, AttributePath::new("keep"), "keep");
         let listen_mode = r.keyword(&self.listen_mode, parse_listen_mode);
+        let unit_naming = r.keyword(&self.unit_naming, parse_unit_naming);
         let raw = RawSpec {
             name,
-        let unit_naming = r.keyword(&self.unit_naming, parse_unit_naming);
             version,
             exec_start: exec_start.unwrap_or_default(),
             port,
@@ -386,9 +388,9 @@ impl Service {
             unit_dir: r.opt(&self.unit_dir),
             listen_mode,
             bind_address: r.opt(&self.bind_address),
+            unit_naming,
             secret_environment: r.string_map(
                 &self.secret_environment,
-            unit_naming,
                 &AttributePath::new("secret_environment"),
                 "secret_environment",
             ),
@@ -455,9 +457,9 @@ impl Service {
         p.migrate_requests = config.migrate_requests;
         p.unit_dir = config.unit_dir.clone();
         p.listen_mode = config.listen_mode.clone();
+        p.unit_naming = config.unit_naming.clone();
         p.health = config.health.clone();
         let checked = crate::check::check(p.lower())?;
-        p.unit_naming = config.unit_naming.clone();
         // Every default written out (values still unknown stand as placeholders there, and stay
         // unknown here: only a null is filled in).
         let d = &checked.normalised;
@@ -470,9 +472,9 @@ impl Service {
         fill(&mut p.migrate_requests, d.migrate_requests);
         fill(&mut p.unit_dir, d.unit_dir.clone());
         fill(&mut p.listen_mode, d.listen_mode.map(|m| m.as_str().to_owned()));
+        fill(&mut p.unit_naming, d.unit_naming.map(|m| m.as_str().to_owned()));
         if let (Value::Value(h), Some(dh)) = (&mut p.health, &d.health) {
             // The TCP default depends on `port` and `http`: unknown while either is.
-        fill(&mut p.unit_naming, d.unit_naming.map(|m| m.as_str().to_owned()));
             if h.tcp.is_null() && (config.port.is_unknown() || h.http.is_unknown()) {
                 h.tcp = Value::Unknown;
             }
@@ -494,7 +496,15 @@ impl Service {
         if prior.unit_dir != planned.unit_dir {
             out.push(AttributePath::new("unit_dir"));
         }
+        if prior.host != planned.host {
+            out.push(AttributePath::new("host"));
+        }
         out
+    }
+
+    /// `host`, when set (the resource lives on a remote host).
+    pub fn host(&self) -> Option<&str> {
+        known_str(&self.host)
     }
 
     /// `unit_dir` as a path (the default when null).
@@ -553,8 +563,11 @@ impl Service {
             unit_dir: Value::Value(raw.unit_dir.clone().unwrap_or_else(|| DEFAULT_UNIT_DIR.to_owned())),
             listen_mode: Value::Value(raw.listen_mode.unwrap_or(defaults::LISTEN_MODE).as_str().to_owned()),
             bind_address: s(&raw.bind_address),
+            unit_naming: Value::Value(raw.unit_naming.unwrap_or(defaults::UNIT_NAMING).as_str().to_owned()),
             // A unit names its secret file, never the values: they cannot be read back.
             secret_environment: Value::Null,
+            // Set by a remote import (`host:name`).
+            host: Value::Null,
             unit: Value::Null,
             unit_text: Value::Null,
         };
@@ -563,7 +576,6 @@ impl Service {
 }
 
 #[cfg(test)]
-            unit_naming: Value::Value(raw.unit_naming.unwrap_or(defaults::UNIT_NAMING).as_str().to_owned()),
 mod tests {
     use super::*;
     use tf_provider::AttributePathStep;

@@ -136,14 +136,41 @@ fn block(b: &Block) -> tf::schema::Block {
     tf::schema::Block {
         version: b.version,
         attributes: attributes(&b.attributes),
-        block_types: Vec::new(),
+        block_types: nested_blocks(b),
         description: b.description.content.clone(),
         description_kind: kind(&b.description.kind),
         deprecated: b.deprecated,
     }
 }
 
-/// A schema into the protocol's (attributes only: baton uses no nested blocks).
+/// The nested blocks of `b` (the provider's `ssh`): each a single, optional block.
+fn nested_blocks(b: &Block) -> Vec<tf::schema::NestedBlock> {
+    use tf::schema::nested_block::NestingMode;
+    use tf_provider::schema::NestedBlock;
+    let mut out: Vec<tf::schema::NestedBlock> = b
+        .blocks
+        .iter()
+        .map(|(name, nested)| {
+            let (mode, inner) = match nested {
+                NestedBlock::Single(inner) | NestedBlock::Group(inner) => (NestingMode::Single, inner),
+                NestedBlock::List(inner) | NestedBlock::Optional(inner) => (NestingMode::List, inner),
+                NestedBlock::Set(inner) => (NestingMode::Set, inner),
+                NestedBlock::Map(inner) => (NestingMode::Map, inner),
+            };
+            tf::schema::NestedBlock {
+                type_name: name.clone(),
+                block: Some(block(inner)),
+                nesting: mode as i32,
+                min_items: 0,
+                max_items: 0,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.type_name.cmp(&b.type_name));
+    out
+}
+
+/// A schema into the protocol's (attributes, and nested blocks only in the provider's block).
 pub fn schema(s: &Schema) -> tf::Schema {
     tf::Schema { version: s.version, block: Some(block(&s.block)) }
 }

@@ -18,19 +18,28 @@ use baton_core::{AdoptError, ApplyOptions, Baton, Failure, Outcome, Progress, Ru
 use tf_provider::value::Value;
 use tf_provider::{AttributePath, Diagnostic, Diagnostics};
 
-use crate::model::{AttrErrors, Service, DEFAULT_UNIT_DIR};
+use crate::model::{AttrError, AttrErrors, Service, DEFAULT_UNIT_DIR};
+use crate::remote::{AdoptedView, Remotes, Seen};
 
-/// The `baton_service` resource. Its reads (refresh, import) share the facade's system-bus
-/// connection with the data source; changes connect on their own, as the CLI does.
+/// The `baton_service` resource. Its local reads (refresh, import) share the facade's
+/// system-bus connection with the data source; changes connect on their own, as the CLI does.
+/// A resource with `host` goes through [`Remotes`] instead: `baton` on that host over SSH.
 #[derive(Debug, Default, Clone)]
 pub struct ServiceResource {
     baton: Arc<Baton>,
+    remotes: Arc<Remotes>,
 }
 
 impl ServiceResource {
     /// A resource that goes through `baton`.
     pub fn new(baton: Arc<Baton>) -> Self {
-        ServiceResource { baton }
+        ServiceResource { baton, remotes: Arc::default() }
+    }
+
+    /// The same, with remote hosts reached through `remotes`.
+    pub fn with_remotes(mut self, remotes: Arc<Remotes>) -> Self {
+        self.remotes = remotes;
+        self
     }
 }
 
@@ -63,18 +72,25 @@ fn name_of(s: &Service) -> Result<String, String> {
     }
 }
 
-/// What is really there for the service `prior` describes: `None` when no release of it is
-/// left on disk (it was removed outside Terraform).
-fn observe(baton: &Baton, prior: &Service) -> Result<Option<Service>, String> {
+/// What the local systemd shows of the service `prior` describes.
+fn observe_local(baton: &Baton, prior: &Service) -> Result<Seen, String> {
     let name = name_of(prior)?;
     let unit_dir = prior.unit_dir_or_default();
-    let seen = baton.observe(&name, Path::new(&unit_dir)).map_err(|e| e.to_string())?;
-    if !seen.exists() {
+    let seen = baton.observe(&name, Path::new(&unit_dir)).map_err(|e| baton_core::error_chain(&e))?;
+    Ok(Seen::from_observed(&seen))
+}
+
+/// What is really there for the service `prior` describes, from what a read `seen`: `None`
+/// when no release of it is left on disk (it was removed outside Terraform). A release running
+/// beside the active one shows in `unit` (as drift: the plan's `unit` is the active one only).
+fn from_seen(prior: &Service, seen: &Seen) -> Result<Option<Service>, String> {
+    let name = name_of(prior)?;
+    if seen.releases.is_empty() {
         return Ok(None);
     }
     let mut now = prior.clone();
     now.id = Value::Value(name.clone());
-    let active = seen.status.active_version.clone();
+    let active = seen.active_version.clone();
     match &active {
         Some(v) => {
             now.version = Value::Value(v.clone());
@@ -88,26 +104,40 @@ fn observe(baton: &Baton, prior: &Service) -> Result<Option<Service>, String> {
     };
     let release = version.as_deref().and_then(|v| seen.release(v));
     now.enabled = Value::Value(release.is_some_and(|r| r.enabled));
-    now.unit_text =
-        version.as_deref().and_then(|v| seen.unit_text(v)).map_or(Value::Null, |t| Value::Value(t.to_owned()));
+    now.unit_text = release.and_then(|r| r.unit_text.clone()).map_or(Value::Null, Value::Value);
     now.unit = match active {
         Some(_) => now.release_unit(),
         None => Value::Null,
     };
+    let others = seen.others_running();
+    if !others.is_empty() {
+        let active_unit = now.unit.as_ref_option().cloned().unwrap_or_default();
+        now.unit = Value::Value(format!("{active_unit} (also running: {})", others.join(", ")));
+    }
     Ok(Some(now))
 }
 
-/// Adopts the service `id` (`name`, or `/unit/dir/name`): its active release (else its enabled
-/// one, else its newest) read back from the unit file, by the core.
-fn import(baton: &Baton, id: &str) -> Result<(Service, Vec<String>), String> {
-    let (unit_dir, name) = match id.rsplit_once('/') {
+/// Splits a local import id (`name`, or `/unit/dir/name`) into the unit directory and the name.
+fn split_local_id(id: &str) -> (&str, &str) {
+    match id.rsplit_once('/') {
         Some((dir, name)) if id.starts_with('/') => (if dir.is_empty() { "/" } else { dir }, name),
         _ => (DEFAULT_UNIT_DIR, id),
-    };
+    }
+}
+
+/// Adopts the local service `id` (`name`, or `/unit/dir/name`): its active release (else its
+/// enabled one, else its newest) read back from the unit file, by the core.
+fn adopt_local(baton: &Baton, id: &str) -> Result<AdoptedView, String> {
+    let (unit_dir, name) = split_local_id(id);
     let adopted = baton.adopt(name, unit_dir).map_err(|e| match e {
         AdoptError::Name(e) => format!("import id {id:?}: {e}"),
-        e => e.to_string(),
+        e => baton_core::error_chain(&e),
     })?;
+    Ok(AdoptedView::from_adopted(adopted))
+}
+
+/// The attributes of an adopted service, with the warnings of what could not be read back.
+fn import(adopted: AdoptedView) -> (Service, Vec<String>) {
     let (mut service, dropped) = Service::from_raw(&adopted.spec);
     let mut warnings: Vec<String> = dropped
         .into_iter()
@@ -117,22 +147,21 @@ fn import(baton: &Baton, id: &str) -> Result<(Service, Vec<String>), String> {
         warnings.push(format!(
             "{} does not read back exactly (edited by hand, or rendered by a custom template): the imported \
              attributes are a best effort, and the next plan shows the unit's difference in `unit_text`",
-            adopted.unit_path.display()
+            adopted.unit_path
         ));
     }
     if let Some(secret_file) = &adopted.secret_file {
         warnings.push(format!(
             "{} reads secret_environment from {}; secret values are never read back: set secret_environment in \
              the configuration (the first apply then rewrites nothing if they are unchanged)",
-            adopted.unit_path.display(),
-            secret_file.display()
+            adopted.unit_path, secret_file
         ));
     }
     service.state = Value::Value(if adopted.active { "started" } else { "stopped" }.to_owned());
     service.enabled = Value::Value(adopted.enabled);
     service.unit_text = Value::Value(adopted.unit_text);
     service.unit = if adopted.active { service.release_unit() } else { Value::Null };
-    Ok((service, warnings))
+    (service, warnings)
 }
 
 /// Progress goes to the plugin's stderr (the Terraform log at DEBUG).
@@ -198,23 +227,81 @@ fn final_state(planned: &Service, config: &Service, diags: &mut Diagnostics) -> 
     }
 }
 
+/// Checks `host`: an SSH destination (`host`, `user@host`, `[v6addr]`), never an ssh option.
+fn check_host(config: &Service) -> Option<AttrError> {
+    let host = config.host()?;
+    let bad = host.is_empty()
+        || host.starts_with('-')
+        || host.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '\'' | '"' | '\\' | '/' | ','));
+    bad.then(|| {
+        AttrError::new(
+            AttributePath::new("host"),
+            format!("host: must be an SSH destination (a name, an address or user@host), got {host:?}"),
+        )
+    })
+}
+
 impl ServiceResource {
     /// ValidateResourceConfig: every rule of the spec, on the values already known; every
     /// invalid attribute is reported, each at its path.
     pub fn validate(&self, diags: &mut Diagnostics, config: &Service) {
-        if let Err(e) = config.validate() {
-            attr_errors(diags, e);
+        let mut errors = config.validate().err().unwrap_or_default();
+        errors.extend(check_host(config));
+        if !errors.is_empty() {
+            attr_errors(diags, errors);
+        }
+    }
+
+    /// What a read sees of the service `prior` describes, on its host or here.
+    async fn seen(&self, prior: &Service) -> Result<Seen, String> {
+        match prior.host() {
+            Some(host) => {
+                let name = name_of(prior)?;
+                self.remotes.observe(host, &name, &prior.unit_dir_or_default()).await
+            }
+            None => {
+                let baton = self.baton.clone();
+                let prior = prior.clone();
+                blocking(move || observe_local(&baton, &prior)).await.and_then(|r| r)
+            }
+        }
+    }
+
+    async fn observe(&self, prior: &Service) -> Result<Option<Service>, String> {
+        let seen = self.seen(prior).await?;
+        from_seen(prior, &seen)
+    }
+
+    /// One `baton apply` of `raw` on `host` (over SSH) or here.
+    async fn apply_on(&self, host: Option<&str>, raw: RawSpec) -> Result<RunResult, String> {
+        match host {
+            Some(host) => Ok(self.remotes.apply(host, &raw).await),
+            None => {
+                let baton = self.baton.clone();
+                blocking(move || run(&baton, raw)).await
+            }
         }
     }
 
     /// ReadResource: what is really there; `None` when the service no longer exists.
     pub async fn read(&self, diags: &mut Diagnostics, state: Service) -> Option<Service> {
-        let baton = self.baton.clone();
-        let prior = state.clone();
-        match blocking(move || observe(&baton, &prior)).await.and_then(|r| r) {
+        // A host that cannot be reached keeps its last known state, with a warning naming it:
+        // the plan goes on for the other hosts, and a change planned for this one fails at apply,
+        // naming it again.
+        if let Some(host) = state.host() {
+            if let Err(e) = self.remotes.host(host).await {
+                warning(diags, format!("Cannot refresh baton_service on host {host}; its last known state is kept"), e);
+                return Some(state);
+            }
+        }
+        match self.observe(&state).await {
             Ok(now) => now,
             Err(e) => {
-                error(diags, "Cannot read the baton service from systemd", e, AttributePath::root());
+                let summary = match state.host() {
+                    Some(host) => format!("Cannot read the baton service on host {host}"),
+                    None => "Cannot read the baton service from systemd".to_owned(),
+                };
+                error(diags, summary, e, AttributePath::root());
                 Some(state)
             }
         }
@@ -245,8 +332,7 @@ impl ServiceResource {
     pub async fn create(&self, diags: &mut Diagnostics, planned: &Service, config: &Service) -> Option<Service> {
         let (done, raw) = final_state(planned, config, diags)?;
         let name = raw.name.clone();
-        let baton = self.baton.clone();
-        match blocking(move || run(&baton, raw)).await {
+        match self.apply_on(done.host(), raw).await {
             Ok(RunResult::Ok(outcome)) => {
                 warn_all(diags, &outcome);
                 Some(done)
@@ -274,19 +360,18 @@ impl ServiceResource {
         let Some((done, raw)) = final_state(planned, config, diags) else {
             return prior;
         };
-        let summary = format!("baton could not apply {} {}", raw.name, raw.version);
-        let baton = self.baton.clone();
-        match blocking(move || run(&baton, raw)).await {
+        let summary = match done.host() {
+            Some(host) => format!("baton could not apply {} {} on host {host}", raw.name, raw.version),
+            None => format!("baton could not apply {} {}", raw.name, raw.version),
+        };
+        match self.apply_on(done.host(), raw).await {
             Ok(RunResult::Ok(outcome)) => {
                 warn_all(diags, &outcome);
                 done
             }
             Ok(RunResult::Failed(f)) => {
                 error(diags, summary, failure_detail(&f), AttributePath::root());
-                let baton = self.baton.clone();
-                let before = prior.clone();
-                let now = blocking(move || observe(&baton, &before)).await.and_then(|r| r);
-                now.ok().flatten().unwrap_or(prior)
+                self.observe(&prior).await.ok().flatten().unwrap_or(prior)
             }
             Err(e) => {
                 error(diags, summary, e, AttributePath::root());
@@ -300,11 +385,24 @@ impl ServiceResource {
     pub async fn delete(&self, diags: &mut Diagnostics, prior: &Service) -> bool {
         let name = name_of(prior).unwrap_or_default();
         let unit_dir = prior.unit_dir_or_default();
-        let baton = self.baton.clone();
-        let removing = name.clone();
-        let removed =
-            blocking(move || baton.remove(&removing, Some(&unit_dir), &ApplyOptions::default(), &mut log_progress));
-        match removed.await {
+        let removed = match prior.host() {
+            Some(host) => {
+                let raw = RawSpec {
+                    name: name.clone(),
+                    unit_dir: Some(unit_dir),
+                    state: Some(baton_core::spec::State::Absent),
+                    ..RawSpec::default()
+                };
+                Ok(self.remotes.apply(host, &raw).await)
+            }
+            None => {
+                let baton = self.baton.clone();
+                let removing = name.clone();
+                blocking(move || baton.remove(&removing, Some(&unit_dir), &ApplyOptions::default(), &mut log_progress))
+                    .await
+            }
+        };
+        match removed {
             Ok(RunResult::Ok(outcome)) => {
                 warn_all(diags, &outcome);
                 true
@@ -322,10 +420,20 @@ impl ServiceResource {
 
     /// ImportResourceState: the service `id` adopted from its unit file.
     pub async fn import(&self, diags: &mut Diagnostics, id: String) -> Option<Service> {
-        let baton = self.baton.clone();
-        let wanted = id.clone();
-        match blocking(move || import(&baton, &wanted)).await.and_then(|r| r) {
-            Ok((service, warnings)) => {
+        let adopted = match crate::remote::split_import_id(&id) {
+            Some((host, rest)) => {
+                let (unit_dir, name) = split_local_id(rest);
+                self.remotes.adopt(host, name, unit_dir).await.map(|a| (a, Some(host.to_owned())))
+            }
+            None => {
+                let baton = self.baton.clone();
+                let wanted = id.clone();
+                blocking(move || adopt_local(&baton, &wanted)).await.and_then(|r| r).map(|a| (a, None))
+            }
+        };
+        match adopted.map(|(a, host)| (import(a), host)) {
+            Ok(((mut service, warnings), host)) => {
+                service.host = host.map_or(Value::Null, Value::Value);
                 for w in warnings {
                     warning(diags, "baton_service import", w);
                 }

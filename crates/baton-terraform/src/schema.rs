@@ -10,7 +10,7 @@ use std::fmt::Display;
 use std::ops::RangeInclusive;
 
 use baton_core::spec::defaults as d;
-use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, Schema};
+use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Block, Description, NestedBlock, Schema};
 
 /// The version of the resource's schema (recorded in the state).
 pub const SCHEMA_VERSION: i64 = 1;
@@ -185,15 +185,15 @@ pub fn service() -> Schema {
                 &format!("How releases get their listener: `reuseport` (each release binds `port` with SO_REUSEPORT) or `socket` (baton manages `<name>.socket`; systemd holds the listening socket across releases and passes it with `LISTEN_FDS`; needs `port`; no queued connection is lost on any kernel). Defaults to `{}`.", d::LISTEN_MODE.as_str()),
             ),
         ),
-        ("bind_address", attr(string(), Optional, "With `listen_mode = \"socket\"`: the IP address the shared socket listens on (default: every address).")),
         (
-            "unit",
-            attr(string(), Computed, "The active unit, e.g. `web-v2.service`; null when the service is stopped."),
-        ),
-        (
-            "unit_text",
+            "host",
             attr(
                 string(),
+                Optional,
+                "The host to manage over SSH: an address, a name (`~/.ssh/config` applies) or `user@host`; the provider's `ssh` block holds the connection settings, and `baton` runs there with the spec on stdin. Unset: the machine Terraform runs on. Changing it replaces the resource (it is another service).",
+            ),
+        ),
+        ("bind_address", attr(string(), Optional, "With `listen_mode = \"socket\"`: the IP address the shared socket listens on (default: every address).")),
         (
             "unit_naming",
             attr(
@@ -202,6 +202,14 @@ pub fn service() -> Schema {
                 &format!("How release units are named: `per-version` (`<name>-<version>.service`, one unit file per release) or `instance` (`<name>@<version>.service`: the template `<name>@.service` holds only a description, baton's mark and `[Install]`; each release's drop-in `<name>@<version>.service.d/baton.conf` pins everything of the release, so editing the template changes no running or kept release; `version` must be a valid instance name). Switching is a handover. Defaults to `{}`.", d::UNIT_NAMING.as_str()),
             ),
         ),
+        (
+            "unit",
+            attr(string(), Computed, "The active unit, e.g. `web-v2.service`; null when the service is stopped."),
+        ),
+        (
+            "unit_text",
+            attr(
+                string(),
                 Computed,
                 "The unit file of the release `version`, as on disk. A unit edited by hand shows here as drift.",
             ),
@@ -282,15 +290,64 @@ pub fn service_data() -> Schema {
     }
 }
 
-/// The provider's configuration: none.
+/// The provider's configuration: the `ssh` block (connection defaults for every `baton_service`
+/// with a `host`) and where `baton` comes from on the hosts.
 pub fn provider() -> Schema {
+    use AttributeConstraint::Optional;
+    use AttributeType::{Bool, Number};
+    let ssh: HashMap<String, Attribute> = [
+        ("user", attr(string(), Optional, "The login on every host. Unset: what `~/.ssh/config` says, else the local user. baton needs root on the host: log in as root.")),
+        ("port", attr(Number, Optional, "The SSH port (1–65535). Unset: `~/.ssh/config`, else 22.")),
+        (
+            "private_key",
+            Attribute { sensitive: true, ..attr(string(), Optional, "A private key as text (PEM or OpenSSH format), e.g. `file(\"~/.ssh/id_ed25519\")`. It is written to a 0600 file in a private directory for the run, and only that key is offered (`IdentitiesOnly`). Unset: the agent and the keys of `~/.ssh/config`.") },
+        ),
+        ("agent", attr(Bool, Optional, "Whether ssh may use the SSH agent (`SSH_AUTH_SOCK`). Defaults to true.")),
+        (
+            "known_hosts",
+            attr(string(), Optional, "The host keys to trust, as `known_hosts` text (e.g. `file(\"known_hosts\")`, or lines from `ssh-keyscan` verified out of band). Unset: the user's `~/.ssh/known_hosts`. Host keys are always checked strictly: an unknown or changed key fails every resource of that host, naming it."),
+        ),
+        ("bastion", attr(string(), Optional, "A jump host, `host[:port]` (ssh's ProxyJump); the bastion's own key is checked against `~/.ssh/known_hosts`.")),
+        ("timeout_sec", attr(Number, Optional, &format!("The connect timeout in seconds (1–3600). Defaults to {}.", crate::remote::ssh::DEFAULT_TIMEOUT_SEC))),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let attributes: HashMap<String, Attribute> = [
+        (
+            "baton_path",
+            attr(string(), Optional, "A preinstalled `baton` on every host, e.g. `/usr/bin/baton`; it must be the provider's version. Unset: the provider installs its own `baton` under `install_dir` when it is missing or another version."),
+        ),
+        (
+            "baton_binary",
+            attr(string(), Optional, "The local `baton` binary the provider installs on hosts (e.g. `target/x86_64-unknown-linux-gnu/dist/baton` from `make dist`, which runs on every x86_64 Linux with glibc 2.17 or newer). Unset: the `baton` next to the provider's executable."),
+        ),
+        (
+            "install_dir",
+            attr(string(), Optional, &format!("Where the provider installs `baton` on hosts, as `<install_dir>/<version>/baton`: uploaded to a temporary file there, checked with `sha256sum`, then renamed into place. Defaults to `{}`.", crate::remote::ssh::DEFAULT_INSTALL_DIR)),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let ssh_block = Block {
+        version: 1,
+        attributes: ssh,
+        description: Description::markdown(
+            "How the provider reaches hosts: the system `ssh`, one multiplexed connection per host for the whole run (so `~/.ssh/config`, the agent and ProxyJump work as in a shell).",
+        ),
+        ..Block::default()
+    };
     Schema {
         version: 1,
         block: Block {
             version: 1,
+            attributes,
+            blocks: [("ssh".to_owned(), NestedBlock::Single(ssh_block))].into(),
             description: Description::markdown(
-                "baton: zero-downtime version handovers of SO_REUSEPORT services under the local systemd. \
-                 The provider has no settings: it drives the systemd of the machine Terraform runs on.",
+                "baton: zero-downtime version handovers of SO_REUSEPORT services under systemd. A `baton_service` \
+                 without `host` drives the systemd of the machine Terraform runs on; with `host`, the provider \
+                 runs `baton` on that host over SSH (the `ssh` block), so one provider block serves a fleet.",
             ),
             ..Block::default()
         },

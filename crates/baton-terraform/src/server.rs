@@ -49,6 +49,7 @@ use crate::model::Service;
 use crate::proto::plugin::{self, grpc_broker_server, grpc_controller_server, grpc_stdio_server};
 use crate::proto::tfplugin6 as tf;
 use crate::proto::{decode, diagnostics, encode, path, schema};
+use crate::remote::ssh::ProviderConfig;
 use crate::resource::ServiceResource;
 use crate::tls::AutoMtls;
 
@@ -74,6 +75,7 @@ type Broker = Pin<Box<dyn Stream<Item = Result<plugin::ConnInfo, Status>> + Send
 pub struct Plugin {
     resource: ServiceResource,
     data_source: ServiceDataSource,
+    remotes: Arc<crate::remote::Remotes>,
     stop: Arc<watch::Sender<bool>>,
 }
 
@@ -81,9 +83,11 @@ impl Plugin {
     fn new() -> Self {
         // One system-bus connection for the reads of the resource and of the data source.
         let baton = Arc::new(baton_core::Baton::system());
+        let remotes = Arc::new(crate::remote::Remotes::default());
         Plugin {
-            resource: ServiceResource::new(baton.clone()),
+            resource: ServiceResource::new(baton.clone()).with_remotes(remotes.clone()),
             data_source: ServiceDataSource::new(baton),
+            remotes,
             stop: Arc::new(watch::channel(false).0),
         }
     }
@@ -121,6 +125,19 @@ fn out<T: Serialize>(s: Option<&T>) -> Result<tf::DynamicValue, Status> {
 
 fn capabilities() -> tf::ServerCapabilities {
     tf::ServerCapabilities { plan_destroy: false, get_provider_schema_optional: false, move_resource_state: false }
+}
+
+/// The provider block's settings; every invalid one reported at its path.
+fn provider_errors(diags: &mut Diagnostics, config: &ProviderConfig) -> Option<crate::remote::Settings> {
+    match config.settings() {
+        Ok(s) => Some(s),
+        Err(errors) => {
+            for e in errors {
+                crate::resource::error(diags, "Invalid provider \"baton\" configuration", e.msg, e.path);
+            }
+            None
+        }
+    }
 }
 
 fn error(summary: &str, detail: String) -> Vec<tf::Diagnostic> {
@@ -161,9 +178,14 @@ impl tf::provider_server::Provider for Plugin {
 
     async fn validate_provider_config(
         &self,
-        _: Request<tf::validate_provider_config::Request>,
+        request: Request<tf::validate_provider_config::Request>,
     ) -> Result<Response<tf::validate_provider_config::Response>, Status> {
-        Ok(Response::new(tf::validate_provider_config::Response { diagnostics: Vec::new() }))
+        let r = request.into_inner();
+        let mut diags = Diagnostics::default();
+        if let Some(config) = value::<ProviderConfig>(r.config.as_ref(), "provider config")? {
+            provider_errors(&mut diags, &config);
+        }
+        Ok(Response::new(tf::validate_provider_config::Response { diagnostics: diagnostics(diags) }))
     }
 
     async fn validate_resource_config(
@@ -209,9 +231,15 @@ impl tf::provider_server::Provider for Plugin {
 
     async fn configure_provider(
         &self,
-        _: Request<tf::configure_provider::Request>,
+        request: Request<tf::configure_provider::Request>,
     ) -> Result<Response<tf::configure_provider::Response>, Status> {
-        Ok(Response::new(tf::configure_provider::Response { diagnostics: Vec::new() }))
+        let r = request.into_inner();
+        let mut diags = Diagnostics::default();
+        let config = value::<ProviderConfig>(r.config.as_ref(), "provider config")?.unwrap_or_default();
+        if let Some(settings) = provider_errors(&mut diags, &config) {
+            self.remotes.configure(settings);
+        }
+        Ok(Response::new(tf::configure_provider::Response { diagnostics: diagnostics(diags) }))
     }
 
     async fn read_resource(
@@ -378,6 +406,8 @@ impl tf::provider_server::Provider for Plugin {
 #[tonic::async_trait]
 impl grpc_controller_server::GrpcController for Plugin {
     async fn shutdown(&self, _: Request<plugin::Empty>) -> Result<Response<plugin::Empty>, Status> {
+        // Every host's SSH master connection ends with the provider.
+        self.remotes.close().await;
         self.stop.send_replace(true);
         Ok(Response::new(plugin::Empty {}))
     }

@@ -6,6 +6,7 @@ terraform {
   }
 }
 
-# The provider has no settings: it drives the systemd of the machine Terraform runs on
-# (over the system bus), so run Terraform as root on that machine.
+# Without settings the provider drives the systemd of the machine Terraform runs on (over the
+# system bus): run Terraform as root there. A `baton_service` with `host` is managed over SSH
+# with the settings of the `ssh` block (see fleet.tf).
 provider "baton" {}

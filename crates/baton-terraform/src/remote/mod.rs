@@ -1,0 +1,320 @@
+//! Remote hosts: a `baton_service` with `host` set is managed over SSH by running the `baton`
+//! CLI on that host, with the spec as JSON on stdin and the JSON result read back.
+//!
+//! * [`ssh`]: the provider's `ssh` settings and one multiplexed connection per host (the system
+//!   `ssh` as a ControlMaster, through the `openssh` crate), shared by every resource of a run;
+//! * [`install`]: `baton` made present on the host at the provider's own version (uploaded,
+//!   checksum-verified and renamed into place), or the operator's preinstalled one.
+//!
+//! Reads (refresh, plan, import) run only `baton observe` and `baton adopt`, which read unit
+//! files and systemd and change nothing: no lock, no daemon-reload, no write. Changes run
+//! `baton apply -`; secrets travel only inside the spec on stdin, never on a command line.
+//! A host that cannot be reached fails the resources on it, each error naming the host; the
+//! failure is kept for the run, so the other hosts' resources go on without waiting for it again.
+
+pub mod install;
+pub mod ssh;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use baton_core::spec::RawSpec;
+use baton_core::{Failure, Observed, RunResult};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+pub use ssh::Settings;
+
+/// One release as a read sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SeenRelease {
+    /// The release.
+    pub version: String,
+    /// Its unit.
+    pub unit: String,
+    /// systemd's `ActiveState`.
+    pub active_state: String,
+    /// Whether it is enabled for boot.
+    pub enabled: bool,
+    /// Its unit file's text.
+    #[serde(default)]
+    pub unit_text: Option<String>,
+}
+
+/// A service as a read sees it, locally or on a remote host (`baton observe`'s JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Seen {
+    /// The active release, if any.
+    pub active_version: Option<String>,
+    /// Every release on disk.
+    pub releases: Vec<SeenRelease>,
+}
+
+impl Seen {
+    /// What the local facade observed.
+    pub fn from_observed(o: &Observed) -> Seen {
+        Seen {
+            active_version: o.status.active_version.clone(),
+            releases: o
+                .status
+                .releases
+                .iter()
+                .map(|r| SeenRelease {
+                    version: r.version.clone(),
+                    unit: r.unit.clone(),
+                    active_state: r.active_state.clone(),
+                    enabled: r.enabled,
+                    unit_text: o.unit_text(&r.version).map(str::to_owned),
+                })
+                .collect(),
+        }
+    }
+
+    /// The release of `version`, if on disk.
+    pub fn release(&self, version: &str) -> Option<&SeenRelease> {
+        self.releases.iter().find(|r| r.version == version)
+    }
+
+    /// The units of releases other than the active one that run (or are starting) beside it.
+    pub fn others_running(&self) -> Vec<String> {
+        self.releases
+            .iter()
+            .filter(|r| Some(&r.version) != self.active_version.as_ref())
+            .filter(|r| matches!(r.active_state.as_str(), "active" | "activating" | "reloading"))
+            .map(|r| r.unit.clone())
+            .collect()
+    }
+}
+
+/// A deployed service read back from its unit file (`baton adopt`'s JSON).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AdoptedView {
+    /// The spec its unit file holds.
+    pub spec: RawSpec,
+    /// Whether the unit reads back exactly.
+    pub exact: bool,
+    /// Whether the release runs.
+    pub active: bool,
+    /// Whether it is enabled for boot.
+    pub enabled: bool,
+    /// The unit file.
+    pub unit_path: String,
+    /// The unit file's text.
+    pub unit_text: String,
+    /// The secret environment file the unit names, if any.
+    #[serde(default)]
+    pub secret_file: Option<String>,
+}
+
+impl AdoptedView {
+    /// What the local facade adopted.
+    pub fn from_adopted(a: baton_core::Adopted) -> AdoptedView {
+        AdoptedView {
+            spec: a.spec,
+            exact: a.exact,
+            active: a.active,
+            enabled: a.enabled,
+            unit_path: a.unit_path.display().to_string(),
+            unit_text: a.unit_text,
+            secret_file: a.secret_file.map(|p| p.display().to_string()),
+        }
+    }
+}
+
+/// One host's connection, made once per run (or the error that made it fail, kept for the run).
+type HostCell = Arc<OnceCell<Result<Arc<ssh::Connected>, String>>>;
+
+/// Every remote host of a run: the provider's settings and one connection per host.
+#[derive(Debug, Default)]
+pub struct Remotes {
+    settings: Mutex<Option<Arc<Settings>>>,
+    hosts: Mutex<HashMap<String, HostCell>>,
+}
+
+impl Remotes {
+    /// Sets the provider's configuration (ConfigureProvider).
+    pub fn configure(&self, settings: Settings) {
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(settings));
+    }
+
+    fn settings(&self) -> Arc<Settings> {
+        self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default()
+    }
+
+    /// The connection to `host` with `baton` ready on it: made (and `baton` installed) by the
+    /// first resource of the run that needs it, shared by the others. An error names the host.
+    pub async fn host(&self, host: &str) -> Result<Arc<ssh::Connected>, String> {
+        let cell = {
+            let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+            hosts.entry(host.to_owned()).or_default().clone()
+        };
+        let settings = self.settings();
+        cell.get_or_init(|| async move {
+            let conn = ssh::Connected::connect(&settings, host).await?;
+            let conn = install::ensure(conn, &settings).await?;
+            Ok(Arc::new(conn))
+        })
+        .await
+        .clone()
+    }
+
+    /// Closes every connection (the provider is stopping).
+    pub async fn close(&self) {
+        let cells: Vec<_> = self.hosts.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, c)| c).collect();
+        for cell in cells {
+            if let Some(Ok(conn)) = cell.get() {
+                conn.close().await;
+            }
+        }
+    }
+
+    /// `baton observe` of the service `name` on `host`.
+    pub async fn observe(&self, host: &str, name: &str, unit_dir: &str) -> Result<Seen, String> {
+        let conn = self.host(host).await?;
+        let out = conn.baton(&["observe", "--unit-dir", unit_dir, name], None).await?;
+        out.json(host, "baton observe")
+    }
+
+    /// `baton adopt` of the service `name` on `host`.
+    pub async fn adopt(&self, host: &str, name: &str, unit_dir: &str) -> Result<AdoptedView, String> {
+        let conn = self.host(host).await?;
+        let out = conn.baton(&["adopt", "--unit-dir", unit_dir, name], None).await?;
+        out.json(host, "baton adopt")
+    }
+
+    /// `baton apply -` of `raw` on `host` (the spec, secrets included, on stdin only).
+    pub async fn apply(&self, host: &str, raw: &RawSpec) -> RunResult {
+        let conn = match self.host(host).await {
+            Ok(c) => c,
+            Err(e) => return RunResult::Failed(Failure::msg(e)),
+        };
+        let spec = match serde_json::to_vec(raw) {
+            Ok(s) => s,
+            Err(e) => return RunResult::Failed(Failure::msg(format!("cannot write the spec as JSON: {e}"))),
+        };
+        match conn.baton(&["--quiet", "apply", "-"], Some(&spec)).await {
+            Ok(out) => out.run_result(host),
+            Err(e) => RunResult::Failed(Failure::msg(e)),
+        }
+    }
+}
+
+/// What a remote `baton` run printed.
+#[derive(Debug)]
+pub struct RemoteOutput {
+    /// Its exit status (None: killed by a signal or the connection was lost).
+    pub status: Option<i32>,
+    /// Its stdout (the JSON).
+    pub stdout: Vec<u8>,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+impl RemoteOutput {
+    fn value(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.stdout).ok()
+    }
+
+    fn failure_text(&self, host: &str, what: &str) -> String {
+        match self.value() {
+            Some(v) if v.get("failed").and_then(serde_json::Value::as_bool) == Some(true) => {
+                format!("{what} on host {host} failed: {}", v.get("msg").and_then(|m| m.as_str()).unwrap_or(""))
+            }
+            _ => format!(
+                "{what} on host {host} failed (exit status {}): {}{}",
+                self.status.map_or_else(|| "none".to_owned(), |s| s.to_string()),
+                self.stderr.trim(),
+                String::from_utf8_lossy(&self.stdout).trim()
+            ),
+        }
+    }
+
+    /// The JSON answer of a read, or the remote failure naming the host.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, host: &str, what: &str) -> Result<T, String> {
+        if self.status != Some(0) {
+            return Err(self.failure_text(host, what));
+        }
+        serde_json::from_slice(&self.stdout).map_err(|e| {
+            format!(
+                "{what} on host {host} printed no JSON the provider understands ({e}): {}",
+                String::from_utf8_lossy(&self.stdout).trim()
+            )
+        })
+    }
+
+    /// The contract's result of `baton apply`; a failure's `msg` carries the host's name.
+    pub fn run_result(&self, host: &str) -> RunResult {
+        let Some(v) = self.value() else {
+            return RunResult::Failed(Failure::msg(self.failure_text(host, "baton apply")));
+        };
+        if v.get("failed").and_then(serde_json::Value::as_bool) == Some(true) {
+            return match serde_json::from_value::<Failure>(v) {
+                Ok(mut f) => {
+                    f.msg = format!("on host {host}: {}", f.msg);
+                    RunResult::Failed(f)
+                }
+                Err(_) => RunResult::Failed(Failure::msg(self.failure_text(host, "baton apply"))),
+            };
+        }
+        match serde_json::from_value(v) {
+            Ok(outcome) if self.status == Some(0) => RunResult::Ok(outcome),
+            _ => RunResult::Failed(Failure::msg(self.failure_text(host, "baton apply"))),
+        }
+    }
+}
+
+/// Splits an import id `host:name` (or `host:/unit/dir/name`; `[v6addr]:name`) into the host
+/// and the local id; None for a local id (`name`, `/unit/dir/name`).
+pub fn split_import_id(id: &str) -> Option<(&str, &str)> {
+    if id.starts_with('/') {
+        return None;
+    }
+    if let Some(rest) = id.strip_prefix('[') {
+        let (addr, tail) = rest.split_once("]:")?;
+        return Some((&id[..addr.len() + 2], tail)).filter(|_| !tail.is_empty());
+    }
+    let (host, rest) = id.split_once(':')?;
+    (!host.is_empty() && !rest.is_empty()).then_some((host, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_ids_split_into_host_and_name() {
+        assert_eq!(split_import_id("web"), None);
+        assert_eq!(split_import_id("/etc/systemd/system/web"), None);
+        assert_eq!(split_import_id("10.0.0.5:web"), Some(("10.0.0.5", "web")));
+        assert_eq!(split_import_id("h1:/srv/units/web"), Some(("h1", "/srv/units/web")));
+        assert_eq!(split_import_id("[fd00::5]:web"), Some(("[fd00::5]", "web")));
+        assert_eq!(split_import_id("h1:"), None);
+        assert_eq!(split_import_id(":web"), None);
+    }
+
+    #[test]
+    fn remote_results_name_the_host() {
+        let failed = RemoteOutput {
+            status: Some(4),
+            stdout: br#"{"failed": true, "msg": "web-v3.service did not become ready: journal: boom"}"#.to_vec(),
+            stderr: String::new(),
+        };
+        match failed.run_result("host07") {
+            RunResult::Failed(f) => {
+                assert!(f.msg.contains("host07") && f.msg.contains("journal: boom"), "{}", f.msg)
+            }
+            other => panic!("{other:?}"),
+        }
+        let garbage = RemoteOutput { status: Some(127), stdout: Vec::new(), stderr: "sh: baton: not found".into() };
+        let e = garbage.json::<Seen>("h2", "baton observe").expect_err("fails");
+        assert!(e.contains("h2") && e.contains("not found") && e.contains("127"), "{e}");
+        let ok = RemoteOutput {
+            status: Some(0),
+            stdout: br#"{"name":"web","active_version":"v2","releases":[{"version":"v1","unit":"web-v1.service","active_state":"active","sub_state":"running","enabled":false,"main_pid":5,"active_since_unix":1,"unit_text":"x"},{"version":"v2","unit":"web-v2.service","active_state":"active","sub_state":"running","enabled":true,"main_pid":6,"active_since_unix":2,"unit_text":"y"}]}"#.to_vec(),
+            stderr: String::new(),
+        };
+        let seen: Seen = ok.json("h", "baton observe").expect("parses");
+        assert_eq!(seen.others_running(), vec!["web-v1.service".to_owned()]);
+        assert_eq!(seen.release("v2").and_then(|r| r.unit_text.as_deref()), Some("y"));
+    }
+}
