@@ -150,6 +150,9 @@ fn finish(mut child: Child) -> LoadReport {
 fn handover(h: &Host, s: &Value) -> Applied {
     let out = h.apply(s, &[]).ok();
     eprintln!("handover to {}: {:.2} s", s["version"], out.took.as_secs_f64());
+    if out.took > Duration::from_secs(5) {
+        eprintln!("a slow handover; its steps: {:#}\n{}", out.json["actions"], out.stderr);
+    }
     out
 }
 
