@@ -9,6 +9,7 @@ pub mod ansible;
 pub mod dist;
 pub mod fleet;
 pub mod fleet_ansible;
+pub mod modes;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
