@@ -435,7 +435,8 @@ fn check_directives(
             for (i, v) in values.into_iter().enumerate() {
                 let vfield = if i == 0 { field.clone() } else { format!("{field}[{i}]") };
                 check_value(&vfield, &v, false)?;
-                if v.ends_with('\\') {
+                // systemd strips trailing whitespace before it looks for a continuation.
+                if v.trim_end().ends_with('\\') {
                     return Err(SpecError::new(vfield, "must not end with a backslash (it would continue the line)"));
                 }
                 count += 1;
