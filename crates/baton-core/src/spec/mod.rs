@@ -351,7 +351,9 @@ pub struct Health {
     pub interval_ms: u64,
     /// Time both releases run while the new one must stay healthy, in seconds.
     pub observe_sec: u64,
-    /// How a new release proves it is ready, decided once from `port`, `http` and `tcp`.
+    /// How a new release proves it is ready, decided once from `port`, `http` and `tcp`. Not
+    /// an option of the spec, so not serialised with the spec's values.
+    #[serde(skip)]
     pub readiness: Readiness,
 }
 
