@@ -699,7 +699,9 @@ mod tests {
     fn a_directive_ending_in_a_backslash_before_blanks_is_refused() {
         // systemd strips trailing blanks, then reads a final backslash as a continuation.
         for value in [r#""a\\""#, r#""\\ ""#, r#""x\\   ""#] {
-            let json = format!(r#"{{"name":"a","version":"1","exec_start":["/x"],"directives":{{"Install":{{"Alias":{value}}}}}}}"#);
+            let json = format!(
+                r#"{{"name":"a","version":"1","exec_start":["/x"],"directives":{{"Install":{{"Alias":{value}}}}}}}"#
+            );
             let err = spec(&json).expect_err(&json);
             assert_eq!(err.field, "directives.Install.Alias", "{json}");
             assert!(err.to_string().contains("backslash"), "{err}");
