@@ -27,13 +27,13 @@ use crate::systemd::Systemd;
 use crate::unit::render::{self, RenderError};
 use crate::unit_dir;
 
-pub mod error;
-#[cfg(test)]
-mod socket_tests;
+pub(crate) mod error;
 #[cfg(test)]
 mod instance_tests;
 mod migration;
 mod ready;
+#[cfg(test)]
+mod socket_tests;
 mod steps;
 mod summary;
 
