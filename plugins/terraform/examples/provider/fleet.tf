@@ -9,6 +9,11 @@ variable "ssh_key_file" {
   type = string
 }
 
+variable "known_hosts_file" {
+  description = "the fleet's host keys, verified out of band"
+  type        = string
+}
+
 variable "release" {
   type    = string
   default = "v2"
@@ -20,13 +25,13 @@ provider "baton" {
     private_key = file(var.ssh_key_file)
     # Host-key pinning: only these keys are trusted (lines verified out of band, e.g. from
     # your inventory system); an unknown or changed key fails that host's resources.
-    known_hosts = file("${path.module}/known_hosts")
+    known_hosts = file(var.known_hosts_file)
     agent       = false
     timeout_sec = 10
   }
   # The baton the provider installs (checksum-verified, atomically) where it is missing or
   # another version: the glibc-2.17 build of `make dist`.
-  baton_binary = "${path.module}/dist/baton"
+  baton_binary = "/opt/baton/dist/baton"
 }
 
 resource "baton_service" "web" {
