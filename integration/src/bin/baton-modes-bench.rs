@@ -53,7 +53,7 @@ fn low_rate(h: &Host, mode: ListenMode, client: Client) -> Result<LowRate> {
     let script = match client {
         Client::NewConnection => format!(
             "for i in $(seq 1 {LOW_RATE_REQUESTS}); do curl -s -o /dev/null --max-time 5 \
-             -w '%{{http_code}} %{{time_total}}\\n' {url} || echo '000 0'; sleep 0.2; done"
+             -w '%{{http_code}} %{{time_total}}\\n' {url}; sleep 0.2; done"
         ),
         Client::KeepAlive => {
             let urls = format!(" -o /dev/null {url}").repeat(LOW_RATE_REQUESTS);
@@ -88,6 +88,10 @@ fn low_rate(h: &Host, mode: ListenMode, client: Client) -> Result<LowRate> {
             _ => failed += 1,
         }
     }
+    // curl prints its -w line for a failed request too (status 000); a request it never
+    // reported (the client cut off by `timeout`) counts as failed.
+    failed += LOW_RATE_REQUESTS.saturating_sub(requests);
+    let requests = requests.max(LOW_RATE_REQUESTS);
     migration.dedup();
     Ok(LowRate { requests, failed, worst: Duration::from_secs_f64(worst), migration })
 }
