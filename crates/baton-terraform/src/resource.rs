@@ -285,11 +285,11 @@ impl ServiceResource {
 
     /// ReadResource: what is really there; `None` when the service no longer exists.
     pub async fn read(&self, diags: &mut Diagnostics, state: Service) -> Option<Service> {
-        // A host that cannot be reached keeps its last known state, with a warning naming it:
-        // the plan goes on for the other hosts, and a change planned for this one fails at apply,
-        // naming it again.
+        // A host that cannot be reached (or has no baton of this version yet: a read installs
+        // nothing) keeps its last known state, with a warning naming it: the plan goes on for the
+        // other hosts, and a change planned for this one fails (or installs) at apply.
         if let Some(host) = state.host() {
-            if let Err(e) = self.remotes.host(host).await {
+            if let Err(e) = self.remotes.for_read(host).await {
                 warning(diags, format!("Cannot refresh baton_service on host {host}; its last known state is kept"), e);
                 return Some(state);
             }

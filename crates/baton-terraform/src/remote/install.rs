@@ -3,7 +3,7 @@
 //! With `baton_path` set, that preinstalled binary is used as it is (its `--version` must be the
 //! provider's). Otherwise the provider runs `<install_dir>/<version>/baton` (default
 //! `/usr/local/lib/baton/<version>/baton`); when it is missing or answers another version, the
-//! provider uploads its own `baton` (`baton_binary`, else the `baton` next to the provider's
+//! first change (apply) on that host uploads its own `baton` (`baton_binary`, else the `baton` next to the provider's
 //! executable: what `make dist` ships, built for glibc ≥ 2.17) over the same SSH connection:
 //! into a temporary file of the same directory, checked there with `sha256sum` against the
 //! checksum computed before the upload, made executable, run once (`--version`) and renamed
@@ -73,8 +73,9 @@ fn is_our_version(stdout: &[u8]) -> bool {
     String::from_utf8_lossy(stdout).split_whitespace().nth(1) == Some(VERSION)
 }
 
-/// The connection with `baton` ready on the host (see the module doc).
-pub async fn ensure(conn: Connected, settings: &Settings) -> Result<Connected, String> {
+/// Where `baton` is on the host and whether it is there at the provider's version (see the
+/// module doc). Reads only; an unusable `baton_path` is an error.
+pub async fn probe(conn: Connected, settings: &Settings) -> Result<Connected, String> {
     let host = conn.host.clone();
     if let Some(path) = &settings.baton_path {
         let out = conn.run("sh", &["-c", PROBE_SCRIPT, "sh", path], None).await?;
@@ -92,19 +93,25 @@ pub async fn ensure(conn: Connected, settings: &Settings) -> Result<Connected, S
                 String::from_utf8_lossy(&out.stdout).trim()
             ));
         }
-        return Ok(conn.with_baton(path.clone()));
+        return Ok(conn.with_baton(path.clone(), true));
     }
-    let dir = format!("{}/{VERSION}", settings.install_dir().trim_end_matches('/'));
-    let path = format!("{dir}/baton");
+    let path = format!("{}/{VERSION}/baton", settings.install_dir().trim_end_matches('/'));
     let out = conn.run("sh", &["-c", PROBE_SCRIPT, "sh", &path], None).await?;
-    if out.status == Some(0) && is_our_version(&out.stdout) {
-        return Ok(conn.with_baton(path));
-    }
+    let present = out.status == Some(0) && is_our_version(&out.stdout);
+    Ok(conn.with_baton(path, present))
+}
+
+/// Installs the provider's `baton` at `conn.baton` (see the module doc). Only a change (an
+/// apply) installs: plan and refresh never write to a host.
+pub async fn install(conn: &Connected, settings: &Settings) -> Result<(), String> {
+    let host = &conn.host;
+    let path = &conn.baton;
+    let dir = path.rsplit_once('/').map_or("/", |(d, _)| d);
     let local = local_binary(settings)?;
     let bytes =
         std::fs::read(&local).map_err(|e| format!("cannot read the baton to install ({}): {e}", local.display()))?;
     let sum = sha256_hex(&bytes);
-    let out = conn.run("sh", &["-c", INSTALL_SCRIPT, "sh", &dir, &sum], Some(&bytes)).await?;
+    let out = conn.run("sh", &["-c", INSTALL_SCRIPT, "sh", dir, &sum], Some(&bytes)).await?;
     if out.status != Some(0) {
         return Err(format!(
             "cannot install baton {VERSION} on host {host} at {path} (exit status {}): {}",
@@ -113,7 +120,7 @@ pub async fn ensure(conn: Connected, settings: &Settings) -> Result<Connected, S
         ));
     }
     eprintln!("baton: installed baton {VERSION} on host {host} at {path} (sha256 {sum}, from {})", local.display());
-    Ok(conn.with_baton(path))
+    Ok(())
 }
 
 #[cfg(test)]

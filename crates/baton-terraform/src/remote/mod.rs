@@ -141,8 +141,8 @@ impl Remotes {
         self.settings.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default()
     }
 
-    /// The connection to `host` with `baton` ready on it: made (and `baton` installed) by the
-    /// first resource of the run that needs it, shared by the others. An error names the host.
+    /// The connection to `host`, with where `baton` is there: made by the first resource of the
+    /// run that needs it, shared by the others. An error names the host.
     pub async fn host(&self, host: &str) -> Result<Arc<ssh::Connected>, String> {
         let cell = {
             let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
@@ -151,11 +151,38 @@ impl Remotes {
         let settings = self.settings();
         cell.get_or_init(|| async move {
             let conn = ssh::Connected::connect(&settings, host).await?;
-            let conn = install::ensure(conn, &settings).await?;
+            let conn = install::probe(conn, &settings).await?;
             Ok(Arc::new(conn))
         })
         .await
         .clone()
+    }
+
+    /// The connection to `host` for a read: `baton` must already be there (a read installs
+    /// nothing). Err when the host cannot be reached or has no `baton` of this version yet.
+    pub async fn for_read(&self, host: &str) -> Result<Arc<ssh::Connected>, String> {
+        let conn = self.host(host).await?;
+        if conn.present || matches!(conn.installed.get(), Some(Ok(()))) {
+            Ok(conn)
+        } else {
+            Err(format!(
+                "baton {} is not installed on host {host} (at {}); plan and refresh install nothing: the next \
+                 apply that changes a resource there installs it",
+                install::VERSION,
+                conn.baton
+            ))
+        }
+    }
+
+    /// The connection to `host` for a change: `baton` installed first when missing (once per
+    /// run and host).
+    pub async fn for_change(&self, host: &str) -> Result<Arc<ssh::Connected>, String> {
+        let conn = self.host(host).await?;
+        if !conn.present {
+            let settings = self.settings();
+            conn.installed.get_or_init(|| install::install(&conn, &settings)).await.clone()?;
+        }
+        Ok(conn)
     }
 
     /// Closes every connection (the provider is stopping).
@@ -170,21 +197,21 @@ impl Remotes {
 
     /// `baton observe` of the service `name` on `host`.
     pub async fn observe(&self, host: &str, name: &str, unit_dir: &str) -> Result<Seen, String> {
-        let conn = self.host(host).await?;
+        let conn = self.for_read(host).await?;
         let out = conn.baton(&["observe", "--unit-dir", unit_dir, name], None).await?;
         out.json(host, "baton observe")
     }
 
     /// `baton adopt` of the service `name` on `host`.
     pub async fn adopt(&self, host: &str, name: &str, unit_dir: &str) -> Result<AdoptedView, String> {
-        let conn = self.host(host).await?;
+        let conn = self.for_read(host).await?;
         let out = conn.baton(&["adopt", "--unit-dir", unit_dir, name], None).await?;
         out.json(host, "baton adopt")
     }
 
     /// `baton apply -` of `raw` on `host` (the spec, secrets included, on stdin only).
     pub async fn apply(&self, host: &str, raw: &RawSpec) -> RunResult {
-        let conn = match self.host(host).await {
+        let conn = match self.for_change(host).await {
             Ok(c) => c,
             Err(e) => return RunResult::Failed(Failure::msg(e)),
         };

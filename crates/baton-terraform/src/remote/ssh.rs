@@ -241,6 +241,10 @@ pub struct Connected {
     session: Session,
     /// The remote path of `baton` (set once it is known to be there).
     pub baton: String,
+    /// Whether `baton` was there at the provider's version when the connection was made.
+    pub present: bool,
+    /// The install of `baton` by the first change that needed it (once per run).
+    pub installed: tokio::sync::OnceCell<Result<(), String>>,
     _files: Files,
 }
 
@@ -303,7 +307,14 @@ impl Connected {
                 None => format!("cannot connect to host {host} over SSH: {text}"),
             }
         })?;
-        Ok(Connected { host: host.to_owned(), session, baton: String::new(), _files: files })
+        Ok(Connected {
+            host: host.to_owned(),
+            session,
+            baton: String::new(),
+            present: false,
+            installed: tokio::sync::OnceCell::new(),
+            _files: files,
+        })
     }
 
     /// Runs `program args` on the host over the shared connection, with `stdin` (if any) as
@@ -340,8 +351,9 @@ impl Connected {
     }
 
     /// The connection with `baton` at `path`.
-    pub fn with_baton(mut self, path: String) -> Connected {
+    pub fn with_baton(mut self, path: String, present: bool) -> Connected {
         self.baton = path;
+        self.present = present;
         self
     }
 
