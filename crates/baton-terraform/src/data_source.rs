@@ -78,7 +78,7 @@ pub fn from_status(config: &ServiceInfo, unit_dir: &str, st: &ServiceStatus) -> 
 pub fn read(baton: &Baton, config: &ServiceInfo) -> Result<ServiceInfo, ReadError> {
     let name = config.name.as_ref_option().cloned().unwrap_or_default();
     let unit_dir = config.unit_dir.as_ref_option().map_or(DEFAULT_UNIT_DIR, String::as_str).to_owned();
-    let st = baton.status(&name, Path::new(&unit_dir)).map_err(|e| ReadError::Failed(e.to_string()))?;
+    let st = baton.status(&name, Path::new(&unit_dir)).map_err(|e| ReadError::Failed(baton_core::error_chain(&e)))?;
     from_status(config, &unit_dir, &st).ok_or_else(|| {
         ReadError::NotFound(format!(
             "there is no release of service {name:?} in {unit_dir}: no unit file there carries \
