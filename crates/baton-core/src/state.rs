@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::secrets::{self, SecretFile};
-use crate::systemd::{Systemd, SystemdError, UnitStatus};
+use crate::systemd::{Systemd, SystemdError, UnitStatus, NOT_LOADED};
 use crate::unit_dir::{self, DiskError, UnitFile};
 
 /// One release on disk, with its systemd status.
@@ -190,7 +190,16 @@ pub(crate) fn read_socket(sd: &dyn Systemd, unit_dir: &Path, service: &str) -> R
     let unit = crate::spec::socket_unit_name(service);
     let path = unit_dir.join(&unit);
     let text = unit_dir::read_existing(&path)?;
-    let status = sd.unit_status(&unit)?;
+    // No file, no question to systemd: a service in reuseport mode (the default) has none, and
+    // its no-op run must cost no more D-Bus calls than before socket mode existed.
+    let status = match text {
+        Some(_) => sd.unit_status(&unit)?,
+        None => UnitStatus {
+            load_state: NOT_LOADED.to_owned(),
+            active_state: "inactive".to_owned(),
+            ..UnitStatus::default()
+        },
+    };
     Ok(SocketState { unit, path, text, status })
 }
 
