@@ -349,3 +349,22 @@ pub fn host(cmd: &str, args: &[&str]) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Appends `section` to the bench report at `path`, replacing an earlier section that starts
+/// with `heading` (up to the next `## `): each bench binary owns one section of the report.
+pub fn write_report_section(path: &Path, heading: &str, section: &str) -> Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let mut new = match old.find(heading) {
+        Some(start) => {
+            let rest = &old[start + heading.len()..];
+            let end = rest.find("\n## ").map(|i| start + heading.len() + i + 1).unwrap_or(old.len());
+            format!("{}{}", &old[..start], &old[end..])
+        }
+        None => old,
+    };
+    if !new.is_empty() && !new.ends_with("\n\n") {
+        new.push('\n');
+    }
+    new.push_str(section);
+    std::fs::write(path, new).with_context(|| format!("write {}", path.display()))
+}

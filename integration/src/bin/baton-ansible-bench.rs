@@ -144,7 +144,7 @@ fn run() -> Result<()> {
     }
     writeln!(section)?;
 
-    write_section(Path::new(REPORT), &section)?;
+    baton_integration::write_report_section(Path::new(REPORT), HEADING, &section)?;
     print!("{section}");
     eprintln!("added to {REPORT}");
     Ok(())
@@ -159,22 +159,4 @@ fn ansible_version(a: &Ansible) -> String {
         .and_then(|l| l.split("[core ").nth(1))
         .map(|v| format!("ansible-core {}", v.trim_end_matches(']')))
         .unwrap_or_else(|| "ansible-core".to_owned())
-}
-
-/// Appends `section` to the report, replacing an earlier Ansible section (up to the next `## `).
-fn write_section(path: &Path, section: &str) -> Result<()> {
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let mut new = match old.find(HEADING) {
-        Some(start) => {
-            let rest = &old[start + HEADING.len()..];
-            let end = rest.find("\n## ").map(|i| start + HEADING.len() + i + 1).unwrap_or(old.len());
-            format!("{}{}", &old[..start], &old[end..])
-        }
-        None => old,
-    };
-    if !new.is_empty() && !new.ends_with("\n\n") {
-        new.push('\n');
-    }
-    new.push_str(section);
-    std::fs::write(path, new).with_context(|| format!("write {}", path.display()))
 }

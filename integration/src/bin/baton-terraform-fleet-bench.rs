@@ -305,25 +305,7 @@ fn run() -> Result<()> {
         (secs(remote) - secs(local)) * 1000.0
     )?;
     print!("{s}");
-    write_section(Path::new(REPORT), &s)?;
+    baton_integration::write_report_section(Path::new(REPORT), HEADING, &s)?;
     eprintln!("added to {REPORT}");
     Ok(())
-}
-
-/// Appends `section` to the report, replacing an earlier one (up to the next `## `).
-fn write_section(path: &Path, section: &str) -> Result<()> {
-    let old = std::fs::read_to_string(path).unwrap_or_default();
-    let mut new = match old.find(HEADING) {
-        Some(start) => {
-            let rest = &old[start + HEADING.len()..];
-            let end = rest.find("\n## ").map(|i| start + HEADING.len() + i + 1).unwrap_or(old.len());
-            format!("{}{}", &old[..start], &old[end..])
-        }
-        None => old,
-    };
-    if !new.is_empty() && !new.ends_with("\n\n") {
-        new.push('\n');
-    }
-    new.push_str(section);
-    std::fs::write(path, new).with_context(|| format!("write {}", path.display()))
 }
