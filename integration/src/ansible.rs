@@ -260,6 +260,17 @@ impl Ansible {
         run(cmd).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
+    /// The ansible-core version, e.g. `ansible-core 2.19.4` (`ansible-core` when unreadable).
+    pub fn core_version(&self) -> String {
+        let out = self.tool("ansible-playbook", &["--version"]);
+        out.stdout
+            .lines()
+            .next()
+            .and_then(|l| l.split("[core ").nth(1))
+            .map(|v| format!("ansible-core {}", v.trim_end_matches(']')))
+            .unwrap_or_else(|| "ansible-core".to_owned())
+    }
+
     /// Runs a venv tool (e.g. `ansible-doc`) on the host, with this environment.
     pub fn tool(&self, name: &str, args: &[&str]) -> Played {
         let mut cmd = Command::new(self.core.tool(name));

@@ -101,7 +101,7 @@ fn run() -> Result<()> {
         section,
         "One `ansible-playbook` run ({}, `-c local`) against the same sandboxed systemd; per-task wall time \
          from the task's start to its result, as a callback sees it (module transfer and Python start-up included).\n",
-        ansible_version(&a)
+        a.core_version()
     )?;
     writeln!(section, "### No-op run, per task ({rounds} rounds, interleaved)\n")?;
     writeln!(section, "| task | median | min |")?;
@@ -148,15 +148,4 @@ fn run() -> Result<()> {
     print!("{section}");
     eprintln!("added to {REPORT}");
     Ok(())
-}
-
-/// `ansible-core 2.18.x`.
-fn ansible_version(a: &Ansible) -> String {
-    let out = a.tool("ansible-playbook", &["--version"]);
-    out.stdout
-        .lines()
-        .next()
-        .and_then(|l| l.split("[core ").nth(1))
-        .map(|v| format!("ansible-core {}", v.trim_end_matches(']')))
-        .unwrap_or_else(|| "ansible-core".to_owned())
 }

@@ -152,7 +152,7 @@ fn run() -> Result<()> {
          `max_fail_percentage: 0`), a health gate from the controller after each host. Load during each deploy: \
          one `baton-load` per host and per mode (new connection per request; keep-alive), 1 worker each, \
          against the demo app (`--work-ms 20`: at most 50 requests per second per connection).\n",
-        ansible_version(&fa)
+        fa.ansible().core_version()
     )?;
     writeln!(s, "Fleet: {}.\n", figures.summary())?;
     writeln!(s, "| v1 -> v2 over {HOSTS} hosts | wall time | requests | failed | new-connection failed | keep-alive failed | bytes shipped per host | no-op run |")?;
@@ -198,15 +198,4 @@ fn human_bytes(b: u64) -> String {
     } else {
         format!("{:.1} KiB", b as f64 / 1024.0)
     }
-}
-
-/// `ansible-core 2.19.x`.
-fn ansible_version(fa: &FleetAnsible) -> String {
-    let out = fa.ansible().tool("ansible-playbook", &["--version"]);
-    out.stdout
-        .lines()
-        .next()
-        .and_then(|l| l.split("[core ").nth(1))
-        .map(|v| format!("ansible-core {}", v.trim_end_matches(']')))
-        .unwrap_or_else(|| "ansible-core".to_owned())
 }
