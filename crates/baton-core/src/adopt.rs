@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::secrets;
-use crate::spec::{Ident, RawSpec, SpecError};
+use crate::spec::{Ident, ListenMode, RawSpec, SpecError};
 use crate::state::{self, StateError};
 use crate::systemd::Systemd;
-use crate::unit::readback;
+use crate::unit::{readback, socket};
 
 /// A deployed service, adopted.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,8 +70,11 @@ pub(crate) fn adopt(sd: &dyn Systemd, unit_dir: &str, name: &str) -> Result<Adop
         .or_else(|| releases.iter().find(|r| r.status.is_enabled()))
         .or_else(|| releases.iter().max_by_key(|r| r.file.modified))
         .ok_or_else(|| AdoptError::NoRelease { name: name.to_owned(), unit_dir: unit_dir.to_owned() })?;
-    let back = readback::read_back(&release.file.text, unit_dir)
+    let mut back = readback::read_back(&release.file.text, unit_dir)
         .ok_or_else(|| AdoptError::NotMarked(release.file.path.clone()))?;
+    if back.spec.listen_mode == Some(ListenMode::Socket) {
+        read_socket_back(&mut back.spec, Path::new(unit_dir), name)?;
+    }
     Ok(Adopted {
         spec: back.spec,
         exact: back.exact,
@@ -81,6 +84,23 @@ pub(crate) fn adopt(sd: &dyn Systemd, unit_dir: &str, name: &str) -> Result<Adop
         unit_path: release.file.path.clone(),
         unit_text: release.file.text.clone(),
     })
+}
+
+/// Socket mode: `port` and `bind_address` are in the service's socket unit (baton's, by its
+/// mark), not in the release unit.
+fn read_socket_back(spec: &mut RawSpec, unit_dir: &Path, name: &str) -> Result<(), StateError> {
+    let path = unit_dir.join(crate::spec::socket_unit_name(name));
+    let Some(text) = crate::unit_dir::read_existing(&path)? else {
+        return Ok(());
+    };
+    if socket::owner(&text) != Some(name) {
+        return Ok(());
+    }
+    if let Some((address, port)) = socket::listen(&text).and_then(socket::parse_listen) {
+        spec.port = Some(u32::from(port));
+        spec.bind_address = address.map(|a| a.to_string());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

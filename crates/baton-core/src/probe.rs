@@ -48,11 +48,14 @@ pub(crate) type Owners<'a> = &'a dyn Fn() -> Result<Vec<u32>, String>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub(crate) enum ProbeError {
-    /// Nothing accepts connections on the port, neither on IPv4 nor on IPv6.
-    #[error("nothing accepts connections on port {port} of 127.0.0.1 or [::1]")]
+    /// Nothing accepts connections on the port: neither on IPv4 nor on IPv6 of the loopback, or
+    /// not on the one address the service listens on.
+    #[error("nothing accepts connections on port {port} of {at}")]
     Refused {
         /// The port.
         port: u16,
+        /// Where: `127.0.0.1 or [::1]`, or the one address probed.
+        at: String,
         /// The IPv4 error.
         source: io::Error,
     },
@@ -67,10 +70,12 @@ pub(crate) enum ProbeError {
         timeout: Duration,
     },
     /// Connecting failed for another reason than a refusal or a timeout.
-    #[error("cannot connect to port {port} of 127.0.0.1")]
+    #[error("cannot connect to port {port} of {at}")]
     Connect {
         /// The port.
         port: u16,
+        /// Where: `127.0.0.1`, or the one address probed.
+        at: String,
         /// The cause.
         source: io::Error,
     },
@@ -661,6 +666,19 @@ fn remaining(deadline: Instant) -> Option<Duration> {
     Some(deadline.saturating_duration_since(Instant::now())).filter(|d| !d.is_zero())
 }
 
+/// Where a loopback probe connects, as its errors say it.
+const LOOPBACK_V4: &str = "127.0.0.1";
+/// Where a loopback probe connects when IPv4 refuses too.
+const LOOPBACKS: &str = "127.0.0.1 or [::1]";
+
+/// `address` as the errors show it: IPv6 in brackets, as beside a port.
+fn shown(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
 /// Connects to `127.0.0.1:port`, or to `[::1]:port` when IPv4 refuses, before `deadline`; to
 /// `address:port` alone when a (specified) address is given.
 fn connect(
@@ -678,8 +696,10 @@ fn connect(
         ) {
             Ok(stream) => Ok(stream),
             Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => Err(timed_out()),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(ProbeError::Refused { port, source: e }),
-            Err(source) => Err(ProbeError::Connect { port, source }),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                Err(ProbeError::Refused { port, at: shown(address), source: e })
+            }
+            Err(source) => Err(ProbeError::Connect { port, at: shown(address), source }),
         };
     }
     let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -687,14 +707,14 @@ fn connect(
         Ok(stream) => return Ok(stream),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => e,
         Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => return Err(timed_out()),
-        Err(source) => return Err(ProbeError::Connect { port, source }),
+        Err(source) => return Err(ProbeError::Connect { port, at: LOOPBACK_V4.to_string(), source }),
     };
     let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
     match TcpStream::connect_timeout(&v6, remaining(deadline).ok_or_else(timed_out)?) {
         Ok(stream) => Ok(stream),
         Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => Err(timed_out()),
         // Refused on both, or no IPv6 on this host: report what IPv4 said.
-        Err(_) => Err(ProbeError::Refused { port, source: v4_error }),
+        Err(_) => Err(ProbeError::Refused { port, at: LOOPBACKS.to_string(), source: v4_error }),
     }
 }
 
@@ -836,6 +856,19 @@ mod tests {
         assert!(start.elapsed() < SHORT);
         assert!(matches!(err, ProbeError::Refused { .. }), "{err:?}");
         assert!(err.to_string().starts_with(&format!("nothing accepts connections on port {port} ")), "{err}");
+    }
+
+    #[test]
+    fn a_refusal_names_the_address_probed() {
+        let port = closed_port();
+        let err = tcp(port, SHORT, &ours).expect_err("closed port");
+        assert_eq!(err.to_string(), format!("nothing accepts connections on port {port} of 127.0.0.1 or [::1]"));
+        let one = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+        let err = tcp_at(Some(one), port, SHORT, &ours).expect_err("closed port");
+        assert_eq!(err.to_string(), format!("nothing accepts connections on port {port} of 127.0.0.1"));
+        let err = http_at(Some(IpAddr::V6(Ipv6Addr::LOCALHOST)), port, "/", SHORT, &ours).expect_err("closed port");
+        // Refused, or (no IPv6 here) cannot connect: either way it names the one address.
+        assert!(err.to_string().ends_with(&format!("port {port} of [::1]")), "{err}");
     }
 
     // Issue 11, item 11: `Instant + Duration::MAX` panicked ("overflow when adding duration").

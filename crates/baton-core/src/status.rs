@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::state::{self, StateError};
 use crate::systemd::Systemd;
+use crate::unit::{instance, socket};
 
 /// One release of a service.
 #[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Eq)]
@@ -39,6 +40,25 @@ pub struct ServiceStatus {
     pub active_version: Option<String>,
     /// Every release on disk, by unit name.
     pub releases: Vec<ReleaseStatus>,
+    /// Socket mode: the shared socket unit baton manages for the service (absent in reuseport
+    /// mode, where there is none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<SocketStatus>,
+}
+
+/// The shared socket unit of a service in socket mode, `<name>.socket`.
+#[derive(Debug, Clone, Serialize, JsonSchema, PartialEq, Eq)]
+pub struct SocketStatus {
+    /// The unit.
+    pub unit: String,
+    /// Where it listens, as its `ListenStream=` says: a port (every address) or `address:port`.
+    pub listen: String,
+    /// systemd's `ActiveState` (`active` while it holds the listening socket).
+    pub active_state: String,
+    /// systemd's `SubState` (`listening`, or `running` while a release it started runs).
+    pub sub_state: String,
+    /// The release unit that traffic starts when no release runs (its `Service=`).
+    pub service: String,
 }
 
 /// A service as it is now: the status of each release on disk and the text of its unit file.
@@ -71,8 +91,33 @@ impl Observed {
 /// Reads a service's releases from `unit_dir` and systemd: one status query per release.
 pub(crate) fn observe(sd: &dyn Systemd, unit_dir: &Path, name: &str) -> Result<Observed, StateError> {
     let releases = state::read_releases(sd, unit_dir, name)?;
+    // No socket file (reuseport mode): no D-Bus question, as before socket mode.
+    let socket = state::read_socket(sd, unit_dir, name)?;
+    let socket = socket.owned_by(name).then(|| {
+        let text = socket.text.as_deref().unwrap_or_default();
+        SocketStatus {
+            unit: socket.unit.clone(),
+            listen: socket::listen(text).unwrap_or_default().to_owned(),
+            active_state: socket.status.active_state.clone(),
+            sub_state: socket.status.sub_state.clone(),
+            service: socket::service(text).unwrap_or_default().to_owned(),
+        }
+    });
     let active_version = state::active_release(&releases).map(|r| r.version().to_owned());
-    let unit_texts = releases.iter().map(|r| r.file.text.clone()).collect();
+    // Instance units: a template that is not baton's shows in each instance's text.
+    let template = match releases.iter().any(|r| instance::is_instance(r.unit())) {
+        true => Some(state::read_template(unit_dir, name)?),
+        false => None,
+    };
+    let unit_texts = releases
+        .iter()
+        .map(|r| match &template {
+            Some(t) if instance::is_instance(r.unit()) => {
+                instance::observed_text(name, &r.file.text, &t.path, t.text.as_deref())
+            }
+            _ => r.file.text.clone(),
+        })
+        .collect();
     let releases = releases
         .iter()
         .map(|r| ReleaseStatus {
@@ -86,7 +131,7 @@ pub(crate) fn observe(sd: &dyn Systemd, unit_dir: &Path, name: &str) -> Result<O
                 .then_some(r.status.active_enter_timestamp_us / 1_000_000),
         })
         .collect();
-    Ok(Observed { status: ServiceStatus { name: name.to_owned(), active_version, releases }, unit_texts })
+    Ok(Observed { status: ServiceStatus { name: name.to_owned(), active_version, releases, socket }, unit_texts })
 }
 
 impl ServiceStatus {
@@ -119,6 +164,13 @@ fn table(s: &ServiceStatus) -> String {
             format!("{}/{}", r.active_state, r.sub_state),
             if r.enabled { "yes" } else { "no" },
             pid
+        );
+    }
+    if let Some(socket) = &s.socket {
+        let _ = writeln!(
+            out,
+            "socket {} on {}: {}/{}, starts {} when no release runs",
+            socket.unit, socket.listen, socket.active_state, socket.sub_state, socket.service
         );
     }
     out
@@ -162,5 +214,39 @@ mod tests {
         assert!(s.releases[1].enabled && !s.releases[0].enabled);
         let t = table(&s);
         assert!(t.contains("* v2") && t.contains("app-v1.service"), "{t}");
+        assert!(s.socket.is_none() && !t.contains("socket"), "reuseport mode has no socket: {t}");
+    }
+
+    #[test]
+    fn shows_the_socket_in_socket_mode_and_adopt_reads_its_address_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sd = FakeSystemd::new();
+        // As a socket-mode handover leaves it: two releases, v2 running, the socket naming it.
+        for v in ["v1", "v2"] {
+            let json = format!(
+                r#"{{"name":"app","version":"{v}","exec_start":["/x"],"port":8080,"listen_mode":"socket","bind_address":"::1","unit_dir":"{}"}}"#,
+                dir.path().display()
+            );
+            let spec = parse(json.as_bytes()).expect("valid");
+            let unit = spec.unit().expect("a release");
+            std::fs::write(dir.path().join(&unit), crate::unit::render::render(&spec).expect("renders")).expect("unit");
+            let socket_text = socket::render(&spec, "app-v2.service").expect("port");
+            std::fs::write(dir.path().join("app.socket"), socket_text).expect("socket");
+        }
+        sd.set_running("app-v2.service", true);
+        sd.set_running("app.socket", false);
+        let s = observe(&sd, dir.path(), "app").expect("status").status;
+        let socket = s.socket.clone().expect("socket mode shows its socket");
+        assert_eq!((socket.unit.as_str(), socket.listen.as_str()), ("app.socket", "[::1]:8080"));
+        assert_eq!(socket.service, "app-v2.service", "Service= names the current release");
+        let t = table(&s);
+        assert!(t.contains("socket app.socket on [::1]:8080: ") && t.contains("starts app-v2.service"), "{t}");
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["socket"]["listen"], "[::1]:8080");
+
+        let unit_dir = dir.path().to_str().expect("utf-8");
+        let a = crate::adopt::adopt(&sd, unit_dir, "app").expect("adopted");
+        assert_eq!(a.spec.listen_mode, Some(crate::spec::ListenMode::Socket));
+        assert_eq!((a.spec.port, a.spec.bind_address.as_deref()), (Some(8080), Some("::1")));
     }
 }

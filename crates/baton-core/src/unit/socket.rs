@@ -22,7 +22,7 @@
 //! - `ReusePort=yes`, so that a switch from reuseport mode (the old release still bound to the
 //!   port) can bind the socket beside it.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::parse;
 use super::MARK_SERVICE;
@@ -66,6 +66,26 @@ pub(crate) fn owner(text: &str) -> Option<&str> {
     parse::values(text, "Unit", MARK_SERVICE).last()
 }
 
+/// The unit a socket unit file activates (`Service=` in `[Socket]`).
+pub(crate) fn service(text: &str) -> Option<&str> {
+    parse::values(text, "Socket", "Service").last()
+}
+
+/// The `ListenStream=` value of a socket unit file, as written.
+pub(crate) fn listen(text: &str) -> Option<&str> {
+    parse::values(text, "Socket", "ListenStream").last()
+}
+
+/// The inverse of [`listen_value`]: the address (None for every address) and the port of a
+/// `ListenStream=` value; None for anything baton does not write (a path, a host name, …).
+pub(crate) fn parse_listen(value: &str) -> Option<(Option<IpAddr>, u16)> {
+    if let Ok(port) = value.parse::<u16>() {
+        return Some((None, port));
+    }
+    let at: SocketAddr = value.parse().ok()?;
+    Some((Some(at.ip()), at.port()))
+}
+
 /// `text` with its `Service=` value replaced by `service_unit` (to compare two socket units
 /// but for the release they activate).
 pub(crate) fn with_service(text: &str, service_unit: &str) -> String {
@@ -90,11 +110,6 @@ mod tests {
     use super::*;
     use crate::spec::parse as parse_spec;
 
-    /// The unit a socket unit file activates (`Service=` in `[Socket]`).
-    fn service(text: &str) -> Option<&str> {
-        parse::values(text, "Socket", "Service").last()
-    }
-
     fn spec(extra: &str) -> ServiceSpec {
         let json = format!(
             r#"{{"name":"app","version":"v1","exec_start":["/bin/app"],"port":8080,"listen_mode":"socket"{extra}}}"#
@@ -118,6 +133,15 @@ mod tests {
         let v6 = render(&spec(r#","bind_address":"::1""#), "app-v1.service").expect("port");
         assert!(v6.contains("\nListenStream=[::1]:8080\n"), "{v6}");
         assert_eq!(listen_value(None, 80), "80");
+        // And back.
+        for (text, address) in [(&v4, Some("127.0.0.1")), (&v6, Some("::1"))] {
+            let value = listen(text).expect("ListenStream=");
+            let want = address.map(|a| a.parse().expect("address"));
+            assert_eq!(parse_listen(value), Some((want, 8080)), "{value}");
+        }
+        assert_eq!(parse_listen("80"), Some((None, 80)));
+        assert_eq!(parse_listen("/run/app.sock"), None);
+        assert_eq!(parse_listen("localhost:80"), None);
     }
 
     #[test]
