@@ -48,7 +48,7 @@ pub use crate::lock::DEFAULT_DIR as DEFAULT_LOCK_DIR;
 pub use crate::result::{
     error_chain, panic_report, panic_text, Failure, FailureKind, FileDiff, Outcome, Redactor, RunResult, MASK,
 };
-pub use crate::status::{Observed, ReleaseStatus, ServiceStatus};
+pub use crate::status::{Observed, ReleaseStatus, ServiceStatus, SocketStatus};
 pub use crate::unit::render::RenderError;
 
 use crate::connection::{Bus, Source};
