@@ -1,11 +1,11 @@
 //! The one entry point every front-end calls: raw spec in, contract result out. Validation
 //! comes first, so bad input touches nothing; every error becomes `{"failed": true, "msg"}`.
 
+use crate::connection::{Resilient, Source};
 use crate::handover::{self, ApplyFailure, ApplyOptions, Progress};
 use crate::result::{error_chain, Failure, FailureKind, Outcome, Redactor, RunResult};
 use crate::spec::{RawSpec, ServiceSpec};
-use crate::systemd::dbus::DbusSystemd;
-use crate::systemd::Systemd;
+use crate::systemd::{Systemd, SystemdError};
 
 /// Validates `raw`, renders its unit (once: the run uses this text), connects to systemd on the
 /// system bus and applies it.
@@ -24,12 +24,15 @@ pub(crate) fn apply(raw: RawSpec, opts: &ApplyOptions, progress: &mut dyn FnMut(
             })
         }
     };
-    let sd = match DbusSystemd::connect() {
+    let sd = match Resilient::over(&Source::System).connected() {
         Ok(sd) => sd,
         Err(e) => {
             return RunResult::Failed(Failure {
                 name: Some(spec.name.to_string()),
-                ..Failure::msg(error_chain(&e)).with_kind(FailureKind::Environment)
+                ..Failure::msg(error_chain(&e)).with_kind(match e {
+                    SystemdError::Setting { .. } => FailureKind::Refused,
+                    _ => FailureKind::Environment,
+                })
             })
         }
     };

@@ -45,6 +45,20 @@ pub enum ApplyError {
         /// The failed release's last journal lines.
         journal: Vec<String>,
     },
+    /// systemd did not answer (or the bus broke) while baton waited for the new release to
+    /// become ready: there is no verdict on the release. baton stopped it if it could; the
+    /// previous release was never touched.
+    #[error("{error}, while baton waited for {unit} to become ready; {aftermath}")]
+    NoVerdict {
+        /// The new release's unit.
+        unit: String,
+        /// The call systemd did not answer.
+        error: SystemdError,
+        /// What baton did about the new release.
+        aftermath: String,
+        /// Whether the new release was stopped.
+        stopped: bool,
+    },
     /// systemd could not stop a release.
     #[error("stopping {unit} ended with job result '{result}'")]
     StopFailed {
@@ -64,16 +78,24 @@ impl ApplyError {
             }
             ApplyError::Lock(LockError::InvalidName { .. }) => FailureKind::Refused,
             ApplyError::Disk(_) | ApplyError::Lock(_) => FailureKind::Environment,
-            ApplyError::Systemd(SystemdError::Connect { .. } | SystemdError::Call { .. }) => FailureKind::Environment,
+            ApplyError::Systemd(
+                SystemdError::Connect { .. }
+                | SystemdError::Call { .. }
+                | SystemdError::NoAnswer { .. }
+                | SystemdError::Transport { .. },
+            )
+            | ApplyError::NoVerdict { .. } => FailureKind::Environment,
+            ApplyError::Systemd(SystemdError::Setting { .. }) => FailureKind::Refused,
             ApplyError::Systemd(SystemdError::JobTimeout { .. }) => FailureKind::Failed,
             ApplyError::NotReady { in_place: false, .. } => FailureKind::RolledBack,
             ApplyError::NotReady { in_place: true, .. } | ApplyError::StopFailed { .. } => FailureKind::Failed,
         }
     }
 
-    /// Whether a new release was stopped after failing (the error is [`ApplyError::NotReady`]).
+    /// Whether a new release was stopped after failing (the error is [`ApplyError::NotReady`],
+    /// or [`ApplyError::NoVerdict`] after baton stopped it).
     pub fn rolled_back(&self) -> bool {
-        matches!(self, ApplyError::NotReady { .. })
+        matches!(self, ApplyError::NotReady { .. } | ApplyError::NoVerdict { stopped: true, .. })
     }
 
     /// The failed release's last journal lines (empty unless [`ApplyError::NotReady`]).

@@ -34,6 +34,8 @@ mod migration;
 mod ready;
 #[cfg(test)]
 mod socket_tests;
+#[cfg(test)]
+mod stall_tests;
 mod steps;
 mod summary;
 
@@ -306,7 +308,8 @@ impl Run<'_> {
             actions: self.actions.clone(),
             rolled_back: false,
             elapsed_ms: 0,
-            warnings: self.warnings.clone(),
+            // Reads only a fresh connection got an answer to, outside readiness.
+            warnings: self.warnings.iter().cloned().chain(self.sd.take_notes()).collect(),
             migration: self.migration.migration(self.spec),
             migration_counters: self.migration.counters(),
             diff: opts.diff.then(|| self.diff.clone()),

@@ -1,7 +1,13 @@
 //! The readiness and observe loop: start the release, wait until it is ready as the spec's
 //! [`Readiness`] asks (job done, active, probe answered by the release itself, listening), let
 //! it settle when there is no port, then observe it for `health.observe_sec`.
+//!
+//! A verdict needs systemd's answers: a check whose D-Bus read systemd did not answer (in the
+//! read's own time, asked twice: see `connection::Resilient`) ends the wait with that error,
+//! [`Unready::Systemd`], never with "not ready". A check slowed down by systemd still ends by
+//! `health.timeout_sec` (counted from the start), as every call has its own bounded wait.
 
+use std::cell::RefCell;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -11,12 +17,30 @@ use crate::result::error_chain;
 use crate::spec::{Readiness, ServiceType};
 use crate::systemd::{JobResult, SystemdError};
 
-/// A readiness check that failed: worth retrying, or final (the release exited).
+/// A readiness check that failed: worth retrying, or final (the release exited), or without a
+/// verdict (systemd did not answer).
 enum Check {
     Retry(String),
     Fatal(String),
+    Systemd(SystemdError),
 }
 use Check::{Fatal, Retry};
+
+/// Why a release did not pass readiness: a verdict on the release, or none because systemd did
+/// not answer.
+#[derive(Debug)]
+pub(super) enum Unready {
+    /// The release is not ready (or exited, or turned unhealthy).
+    NotReady(NotReady),
+    /// systemd did not answer a call the verdict needed (after asking twice for a read).
+    Systemd(SystemdError),
+}
+
+impl From<NotReady> for Unready {
+    fn from(n: NotReady) -> Self {
+        Unready::NotReady(n)
+    }
+}
 
 /// How often the observation checks the release between two sleeps.
 const OBSERVE_CHECKS: usize = 3;
@@ -24,7 +48,7 @@ const OBSERVE_CHECKS: usize = 3;
 impl Run<'_> {
     /// Starts `unit` (unless `start` is false) and waits until it is ready, then observes it
     /// for `observe_sec`. Ok(the time it took to be ready).
-    pub(super) fn start_and_wait(&mut self, unit: &str, start: bool) -> Result<Duration, NotReady> {
+    pub(super) fn start_and_wait(&mut self, unit: &str, start: bool) -> Result<Duration, Unready> {
         let t0 = Instant::now();
         if start {
             self.start(unit)?;
@@ -53,8 +77,10 @@ impl Run<'_> {
     }
 
     /// Starts the unit and waits for its start job, at most `health.timeout_sec`.
-    fn start(&mut self, unit: &str) -> Result<(), NotReady> {
-        match self.sd.start(unit, self.limit()) {
+    fn start(&mut self, unit: &str) -> Result<(), Unready> {
+        let result = self.sd.start(unit, self.limit());
+        self.relay_notes();
+        match result {
             Ok(JobResult::Done) => Ok(()),
             Ok(other) => {
                 let st = self.sd.unit_status(unit).unwrap_or_default();
@@ -63,29 +89,52 @@ impl Run<'_> {
                     active_state: st.active_state,
                     sub_state: st.sub_state,
                     exit_status: st.exec_main_status,
-                })
+                }
+                .into())
             }
-            Err(SystemdError::JobTimeout { .. }) => Err(NotReady::StartTimeout {
-                timeout_sec: self.spec.health.timeout_sec,
-                notify: self.spec.service_type == ServiceType::Notify,
-            }),
-            Err(e) => Err(NotReady::Start(error_chain(&e))),
+            Err(SystemdError::JobTimeout { .. }) => {
+                // The job's end is a signal: a bus that stopped passing messages loses it too.
+                // Only a systemd that answers can say the release is still starting.
+                match self.sd.unit_status(unit) {
+                    Err(e) if e.is_unanswered() => Err(Unready::Systemd(e)),
+                    Ok(st) if st.active_state == "active" => Ok(()),
+                    _ => Err(NotReady::StartTimeout {
+                        timeout_sec: self.spec.health.timeout_sec,
+                        notify: self.spec.service_type == ServiceType::Notify,
+                    }
+                    .into()),
+                }
+            }
+            Err(e) if e.is_unanswered() => Err(Unready::Systemd(e)),
+            Err(e) => Err(NotReady::Start(error_chain(&e)).into()),
+        }
+    }
+
+    /// Hands what the systemd connection noted (a read only a fresh connection got an answer to)
+    /// to the progress and the result's warnings.
+    pub(super) fn relay_notes(&mut self) {
+        for note in self.sd.take_notes() {
+            (self.progress)(Progress::Step(format!("note: {note}")));
+            self.warnings.push(note);
         }
     }
 
     /// Checks every `interval_ms` until the release is ready or `timeout_sec` (counted from
     /// `t0`) has passed. Ok(its main PID).
-    fn wait_until_ready(&mut self, unit: &str, t0: Instant) -> Result<u32, NotReady> {
+    fn wait_until_ready(&mut self, unit: &str, t0: Instant) -> Result<u32, Unready> {
         let (limit, interval) = (self.limit(), self.interval());
         loop {
-            let last_problem = match self.check_ready(unit) {
+            let checked = self.check_ready(unit);
+            self.relay_notes();
+            let last_problem = match checked {
                 Ok(pid) => return Ok(pid),
-                Err(Fatal(problem)) => return Err(NotReady::Exited(problem)),
+                Err(Fatal(problem)) => return Err(NotReady::Exited(problem).into()),
+                Err(Check::Systemd(e)) => return Err(Unready::Systemd(e)),
                 Err(Retry(problem)) => problem,
             };
             let elapsed = t0.elapsed();
             if elapsed >= limit {
-                return Err(NotReady::Timeout { timeout_sec: self.spec.health.timeout_sec, last_problem });
+                return Err(NotReady::Timeout { timeout_sec: self.spec.health.timeout_sec, last_problem }.into());
             }
             (self.progress)(Progress::Waiting { what: format!("{unit} {last_problem}"), elapsed, limit });
             sleep(interval.min(limit.saturating_sub(elapsed)));
@@ -94,18 +143,21 @@ impl Run<'_> {
 
     /// No probe to ask: the release must at least stay up, with the same main process, for a
     /// moment (a binary that exits at once is not ready).
-    fn settle(&mut self, unit: &str, t0: Instant, first_pid: u32) -> Result<(), NotReady> {
+    fn settle(&mut self, unit: &str, t0: Instant, first_pid: u32) -> Result<(), Unready> {
         sleep(Readiness::SETTLE.min(self.limit().saturating_sub(t0.elapsed())));
-        match self.check_ready(unit) {
+        let checked = self.check_ready(unit);
+        self.relay_notes();
+        match checked {
             Ok(pid) if pid == first_pid => Ok(()),
-            Ok(pid) => Err(NotReady::RestartedWhileSettling { first_pid, pid }),
-            Err(Fatal(p) | Retry(p)) => Err(NotReady::Exited(p)),
+            Ok(pid) => Err(NotReady::RestartedWhileSettling { first_pid, pid }.into()),
+            Err(Fatal(p) | Retry(p)) => Err(NotReady::Exited(p).into()),
+            Err(Check::Systemd(e)) => Err(Unready::Systemd(e)),
         }
     }
 
     /// Both releases serve for `observe_sec`; the new one must stay ready with the same main
     /// process all along.
-    fn observe(&mut self, unit: &str, first_pid: u32) -> Result<(), NotReady> {
+    fn observe(&mut self, unit: &str, first_pid: u32) -> Result<(), Unready> {
         let observe_sec = self.spec.health.observe_sec;
         if observe_sec == 0 {
             return Ok(());
@@ -120,12 +172,15 @@ impl Run<'_> {
             });
             sleep(interval.min(observe.saturating_sub(o0.elapsed())));
             for _ in 0..OBSERVE_CHECKS {
-                match self.check_ready(unit) {
+                let checked = self.check_ready(unit);
+                self.relay_notes();
+                match checked {
                     Ok(pid) if pid == first_pid => {}
-                    Ok(pid) => return Err(NotReady::RestartedWhileObserved { observe_sec, first_pid, pid }),
+                    Ok(pid) => return Err(NotReady::RestartedWhileObserved { observe_sec, first_pid, pid }.into()),
                     Err(Fatal(problem) | Retry(problem)) => {
-                        return Err(NotReady::Unhealthy { observe_sec, after: o0.elapsed(), problem })
+                        return Err(NotReady::Unhealthy { observe_sec, after: o0.elapsed(), problem }.into())
                     }
+                    Err(Check::Systemd(e)) => return Err(Unready::Systemd(e)),
                 }
             }
         }
@@ -135,7 +190,7 @@ impl Run<'_> {
     /// One readiness check; Ok(main PID) when ready. Its probe counts only when answered by
     /// this unit's own processes (see [`probe::http`]), during readiness and `observe_sec` alike.
     fn check_ready(&self, unit: &str) -> Result<u32, Check> {
-        let st = self.sd.unit_status(unit).map_err(|e| Retry(error_chain(&e)))?;
+        let st = self.sd.unit_status(unit).map_err(unanswered_or_retry)?;
         match st.active_state.as_str() {
             "active" | "reloading" => {}
             "activating" if st.sub_state == "auto-restart" => {
@@ -152,25 +207,49 @@ impl Run<'_> {
         }
         let probe_timeout = self.interval().max(Duration::from_millis(500)).min(Duration::from_secs(5));
         // A probe counts only when a process of this unit served it: with SO_REUSEPORT the old
-        // release may be the one the kernel hands the connection to.
-        let owners = || self.sd.unit_pids(unit).map_err(|e| error_chain(&e));
+        // release may be the one the kernel hands the connection to. A probe that failed because
+        // systemd did not say which processes are the unit's has no verdict.
+        let unanswered: RefCell<Option<SystemdError>> = RefCell::new(None);
+        let owners = || {
+            self.sd.unit_pids(unit).map_err(|e| {
+                let text = error_chain(&e);
+                if e.is_unanswered() {
+                    *unanswered.borrow_mut() = Some(e);
+                }
+                text
+            })
+        };
+        let probe_failed = |problem: String| match unanswered.borrow_mut().take() {
+            Some(e) => Check::Systemd(e),
+            None => Retry(problem),
+        };
         // Socket mode may listen on one address only (`bind_address`): probed there.
         let at = self.spec.bind_address;
         match &self.spec.health.readiness {
             Readiness::Http { port, path } => probe::http_at(at, *port, path, probe_timeout, &owners)
                 .map(drop)
-                .map_err(|e| Retry(format!("fails its HTTP probe GET {path}: {}", error_chain(&e))))?,
+                .map_err(|e| probe_failed(format!("fails its HTTP probe GET {path}: {}", error_chain(&e))))?,
             Readiness::Tcp { port } => probe::tcp_at(at, *port, probe_timeout, &owners)
-                .map_err(|e| Retry(format!("fails its TCP probe on :{port}: {}", error_chain(&e))))?,
+                .map_err(|e| probe_failed(format!("fails its TCP probe on :{port}: {}", error_chain(&e))))?,
             Readiness::Listen { .. } | Readiness::Settle => {}
         }
         if let Some(port) = self.spec.health.readiness.port() {
-            let pids = self.sd.unit_pids(unit).map_err(|e| Retry(error_chain(&e)))?;
+            let pids = self.sd.unit_pids(unit).map_err(unanswered_or_retry)?;
             let listening = probe::listening_pids(&pids, port).map_err(|e| Retry(error_chain(&e)))?;
             if listening.is_empty() {
                 return Err(Retry(format!("does not listen on :{port} yet")));
             }
         }
         Ok(st.main_pid)
+    }
+}
+
+/// A failed systemd read in a check: no verdict when systemd did not answer, else a problem to
+/// check again.
+fn unanswered_or_retry(e: SystemdError) -> Check {
+    if e.is_unanswered() {
+        Check::Systemd(e)
+    } else {
+        Retry(error_chain(&e))
     }
 }

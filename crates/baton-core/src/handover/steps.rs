@@ -3,13 +3,14 @@
 
 use std::time::{Duration, Instant};
 
+use super::ready::Unready;
 use super::{ApplyError, NotReady, Progress, Run, JOURNAL_LINES};
 use crate::migrate::{self, Migrate};
 use crate::plan::Step;
 use crate::result::{error_chain, FileDiff};
 use crate::secrets;
 use crate::state::ServiceState;
-use crate::systemd::JobResult;
+use crate::systemd::{JobResult, SystemdError};
 use crate::unit_dir;
 
 impl Run<'_> {
@@ -92,14 +93,17 @@ impl Run<'_> {
                 self.actions.push(self.ready_action(unit, ready));
                 Ok(())
             }
-            Err(reason) => {
+            Err(unready) => {
                 if let Some(socket) = socket {
                     (self.progress)(Progress::Step(format!("roll back: stop {socket}")));
                     let _ = self.sd.stop(socket, Duration::from_secs(15));
                     let _ = self.sd.reset_failed(socket);
                     self.actions.push(format!("stop {socket} (rolled back)"));
                 }
-                Err(self.roll_back(unit, reason, had_old, false))
+                Err(match unready {
+                    Unready::NotReady(reason) => self.roll_back(unit, reason, had_old, false),
+                    Unready::Systemd(error) => self.no_verdict(unit, error, had_old, false),
+                })
             }
         }
     }
@@ -115,7 +119,8 @@ impl Run<'_> {
                 self.actions.push(self.ready_action(unit, ready));
                 Ok(())
             }
-            Err(reason) => Err(self.roll_back(unit, reason, false, true)),
+            Err(Unready::NotReady(reason)) => Err(self.roll_back(unit, reason, false, true)),
+            Err(Unready::Systemd(error)) => Err(self.no_verdict(unit, error, false, true)),
         }
     }
 
@@ -174,6 +179,38 @@ impl Run<'_> {
         };
         self.actions.push(format!("stop {unit} (rolled back)"));
         ApplyError::NotReady { unit: unit.to_owned(), reason: Box::new(reason), aftermath, in_place, journal }
+    }
+}
+
+impl Run<'_> {
+    /// systemd did not answer while the new release was being proven ready: no verdict. The
+    /// new release is stopped (bounded by the stop job's and the call's own limits) unless it
+    /// was restarted in place, where stopping it would leave nothing serving; the previous
+    /// release is never touched.
+    fn no_verdict(&mut self, unit: &str, error: SystemdError, had_old: bool, in_place: bool) -> ApplyError {
+        if in_place {
+            let aftermath = format!(
+                "baton left {unit} running (it was restarted in place: stopping it would leave nothing serving)"
+            );
+            return ApplyError::NoVerdict { unit: unit.to_owned(), error, aftermath, stopped: false };
+        }
+        (self.progress)(Progress::Step(format!("roll back: stop {unit} (no verdict: {error})")));
+        let stopped = self.sd.stop(unit, Duration::from_secs(self.spec.timeout_stop_sec.saturating_add(15)));
+        self.relay_notes();
+        let old = if had_old { "; the previous release is still serving" } else { "" };
+        let aftermath = match &stopped {
+            Ok(_) => {
+                let _ = self.sd.reset_failed(unit);
+                self.actions.push(format!("stop {unit} (rolled back)"));
+                format!("baton stopped {unit}{old}")
+            }
+            Err(e) => format!(
+                "stopping {unit} failed too ({}){old}; {unit} may run until systemd answers again, and the next \
+                 run converges",
+                error_chain(e)
+            ),
+        };
+        ApplyError::NoVerdict { unit: unit.to_owned(), error, aftermath, stopped: stopped.is_ok() }
     }
 }
 

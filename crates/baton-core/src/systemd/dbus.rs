@@ -10,6 +10,12 @@
 //! `Manager.Reload()` needs no waiting of its own: systemd keeps the call's message and sends the
 //! reply only once the reload is complete (`bus_send_pending_reload_message`), so when
 //! [`Systemd::reload`] returns every unit file has been re-read.
+//!
+//! Every call, making the connection included, waits for its answer at most as long as
+//! [`CallTimeouts`] allows its kind (there is no connection-wide method timeout): a call systemd
+//! does not answer in time fails with [`SystemdError::NoAnswer`], and a broken connection with
+//! [`SystemdError::Transport`]. Asking again, on a fresh connection, is the caller's choice
+//! (`connection::Resilient` does it for reads).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -19,12 +25,12 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use zbus::blocking::Connection;
 use zbus::proxy::CacheProperties;
 use zbus::zvariant::OwnedObjectPath;
+use zbus::Connection;
 use zbus::{export::futures_core::Stream, proxy};
 
-use super::{JobResult, Systemd, SystemdError, UnitStatus};
+use super::{CallTimeouts, JobResult, Systemd, SystemdError, UnitStatus};
 
 /// How long [`Systemd::journal`] waits between reads for journald to catch up, and how often.
 const JOURNAL_SETTLE: Duration = Duration::from_millis(100);
@@ -41,10 +47,6 @@ const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
 
 /// The address zbus uses for the system bus when `DBUS_SYSTEM_BUS_ADDRESS` is unset.
 const DEFAULT_SYSTEM_BUS: &str = "unix:path=/var/run/dbus/system_bus_socket";
-
-/// How long one method call may wait for systemd's reply before failing, so a wedged systemd
-/// cannot hang a run forever. Generous: a daemon-reload of a large system takes seconds.
-const METHOD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One change `EnableUnitFiles`/`DisableUnitFiles` made: (type: `symlink` or `unlink`, file,
 /// destination).
@@ -161,9 +163,10 @@ trait UnitObject {
 /// systemd over D-Bus: one system-bus connection, reused for every call of a run.
 #[derive(Debug)]
 pub struct DbusSystemd {
-    manager: ManagerProxyBlocking<'static>,
-    /// The same proxy, async: its signal streams can be polled with a deadline.
-    manager_async: ManagerProxy<'static>,
+    /// The manager, async: every call and signal stream is polled with a deadline.
+    manager: ManagerProxy<'static>,
+    /// How long each kind of call may wait for its answer.
+    timeouts: CallTimeouts,
     /// `journalctl --root`: where the journal of this systemd lives, when not at `/`.
     journal_root: Option<PathBuf>,
     #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for the tests against a sandboxed systemd
@@ -173,40 +176,102 @@ pub struct DbusSystemd {
 }
 
 impl DbusSystemd {
+    /// Waits for the answer to `call` (the method `method` about `arg`) at most `limit`.
+    fn ask<T>(
+        &self,
+        method: &'static str,
+        arg: &str,
+        limit: Duration,
+        call: impl Future<Output = zbus::Result<T>>,
+    ) -> Result<zbus::Result<T>, SystemdError> {
+        block_on_until(call, deadline_after(limit)).ok_or_else(|| SystemdError::NoAnswer {
+            method,
+            arg: arg.to_owned(),
+            waited: limit,
+        })
+    }
+
+    /// [`DbusSystemd::ask`] of a read, any error of which is the call's failure.
+    fn read<T>(
+        &self,
+        method: &'static str,
+        arg: &str,
+        call: impl Future<Output = zbus::Result<T>>,
+    ) -> Result<T, SystemdError> {
+        self.ask(method, arg, self.timeouts.read, call)?.map_err(|e| call_err(method, arg, e))
+    }
+
+    /// The `org.freedesktop.systemd1.Unit` properties of `unit`, whose object is at `path`
+    /// (from GetUnit), read fresh.
+    fn unit_properties(&self, unit: &str, path: &OwnedObjectPath) -> Result<UnitProperties, SystemdError> {
+        let object = self.unit_object(unit, path)?;
+        self.read("GetAll", unit, object.unit_properties(UNIT_INTERFACE))
+    }
+
     /// A proxy of the unit object at `path` (from GetUnit), reading its properties fresh.
-    fn unit_object(&self, unit: &str, path: OwnedObjectPath) -> Result<UnitObjectProxyBlocking<'_>, SystemdError> {
-        UnitObjectProxyBlocking::builder(self.manager.inner().connection())
-            .path(path)
-            .and_then(|b| b.cache_properties(CacheProperties::No).build())
-            .map_err(|e| call_err("GetAll", unit, e))
+    fn unit_object(&self, unit: &str, path: &OwnedObjectPath) -> Result<UnitObjectProxy<'static>, SystemdError> {
+        let builder = UnitObjectProxy::builder(self.manager.inner().connection())
+            .path(path.clone())
+            .map_err(|e| call_err("GetAll", unit, e))?
+            .cache_properties(CacheProperties::No);
+        self.read("GetAll", unit, builder.build())
     }
 
     /// Connects to the system bus (`DBUS_SYSTEM_BUS_ADDRESS`, else
-    /// `unix:path=/var/run/dbus/system_bus_socket`). systemd's signals are subscribed to before
-    /// the first job, so a read-only run costs no extra round trip.
+    /// `unix:path=/var/run/dbus/system_bus_socket`), with the call limits of
+    /// [`CallTimeouts::from_env`]. systemd's signals are subscribed to before the first job, so
+    /// a read-only run costs no extra round trip.
     pub fn connect() -> Result<Self, SystemdError> {
+        Self::connect_with(CallTimeouts::from_env()?)
+    }
+
+    /// [`DbusSystemd::connect`] with the given call limits.
+    pub fn connect_with(timeouts: CallTimeouts) -> Result<Self, SystemdError> {
         let address = std::env::var("DBUS_SYSTEM_BUS_ADDRESS").unwrap_or_else(|_| DEFAULT_SYSTEM_BUS.to_owned());
-        let builder = zbus::blocking::connection::Builder::system()
+        let builder = zbus::connection::Builder::system()
             .map_err(|e| SystemdError::Connect { address: address.clone(), detail: e.to_string() })?;
-        Self::finish(builder, address)
+        Self::finish(builder, address, timeouts)
     }
 
     /// Connects to the bus at `addr` (e.g. `unix:path=/proc/1234/root/run/dbus/system_bus_socket`
-    /// for a sandboxed systemd).
+    /// for a sandboxed systemd), with the default call limits.
     #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for the tests against a sandboxed systemd
     pub fn connect_address(addr: &str) -> Result<Self, SystemdError> {
-        let builder = zbus::blocking::connection::Builder::address(addr)
-            .map_err(|e| SystemdError::Connect { address: addr.to_owned(), detail: e.to_string() })?;
-        Self::finish(builder, addr.to_owned())
+        Self::connect_address_with(addr, CallTimeouts::default())
     }
 
-    fn finish(builder: zbus::blocking::connection::Builder<'_>, address: String) -> Result<Self, SystemdError> {
+    /// [`DbusSystemd::connect_address`] with the given call limits.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for the tests against a sandboxed systemd
+    pub fn connect_address_with(addr: &str, timeouts: CallTimeouts) -> Result<Self, SystemdError> {
+        let builder = zbus::connection::Builder::address(addr)
+            .map_err(|e| SystemdError::Connect { address: addr.to_owned(), detail: e.to_string() })?;
+        Self::finish(builder, addr.to_owned(), timeouts)
+    }
+
+    /// Makes the connection (authentication and `Hello` included) within `timeouts.read`.
+    fn finish(
+        builder: zbus::connection::Builder<'_>,
+        address: String,
+        timeouts: CallTimeouts,
+    ) -> Result<Self, SystemdError> {
         let connect_err = |e: zbus::Error| SystemdError::Connect { address: address.clone(), detail: e.to_string() };
-        let conn: Connection = builder.method_timeout(METHOD_TIMEOUT).build().map_err(connect_err)?;
+        let deadline = deadline_after(timeouts.read);
+        let no_answer = || SystemdError::Connect {
+            address: address.clone(),
+            detail: format!("the bus did not answer within {}", super::seconds(timeouts.read)),
+        };
+        let conn: Connection = block_on_until(builder.build(), deadline).ok_or_else(no_answer)?.map_err(connect_err)?;
         let manager =
-            ManagerProxyBlocking::builder(&conn).cache_properties(CacheProperties::No).build().map_err(connect_err)?;
-        let manager_async = ManagerProxy::from(manager.inner().inner().clone());
-        Ok(DbusSystemd { manager, manager_async, journal_root: None, address, subscribed: std::sync::OnceLock::new() })
+            block_on_until(ManagerProxy::builder(&conn).cache_properties(CacheProperties::No).build(), deadline)
+                .ok_or_else(no_answer)?
+                .map_err(connect_err)?;
+        Ok(DbusSystemd { manager, timeouts, journal_root: None, address, subscribed: std::sync::OnceLock::new() })
+    }
+
+    /// The call limits of this connection.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    pub fn timeouts(&self) -> CallTimeouts {
+        self.timeouts
     }
 
     /// Reads the journal below `root` (`journalctl --root`) instead of the host's: for a systemd
@@ -217,23 +282,6 @@ impl DbusSystemd {
         self
     }
 
-    /// `journalctl -u UNIT -n LINES -o cat`; empty when journalctl cannot be run.
-    fn read_journal(&self, unit: &str, lines: usize) -> Vec<String> {
-        let mut journalctl = Command::new("journalctl");
-        if let Some(root) = &self.journal_root {
-            journalctl.arg("--root").arg(root);
-        }
-        let output = journalctl
-            .args(["--quiet", "--no-pager", "-o", "cat", "-n", &lines.to_string(), "-u", unit])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output();
-        match output {
-            Ok(out) => String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
     /// The bus address this instance is connected to.
     #[cfg_attr(not(feature = "testing"), allow(dead_code))] // for the tests against a sandboxed systemd
     pub fn address(&self) -> &str {
@@ -241,14 +289,17 @@ impl DbusSystemd {
     }
 
     /// Enqueues a job with `enqueue` and waits for its `JobRemoved`, at most `timeout` in all
-    /// (the enqueueing call included).
+    /// (the enqueueing call included). The calls before the job is enqueued (`Subscribe`, the
+    /// match rule, the enqueueing call itself) must be answered within `timeouts.change` (or
+    /// `timeout`, when shorter), else [`SystemdError::NoAnswer`] names the one not answered; a
+    /// job enqueued that does not end in time is [`SystemdError::JobTimeout`].
     ///
     /// The `JobRemoved` stream is read all the time it exists, also while the enqueueing call
     /// waits for its reply: zbus's reader hands every incoming message to the streams that match
     /// it and, when the queue of one is full (64 messages), waits for room before it reads the
     /// next message off the socket. An unread stream during a burst of other jobs' signals (one
     /// transaction of a hundred jobs is enough) therefore stalled the reply of our own call behind
-    /// them until [`METHOD_TIMEOUT`], and the job with it.
+    /// them until the method timeout, and the job with it.
     fn run_job<'s, F>(
         &'s self,
         method: &'static str,
@@ -262,59 +313,79 @@ impl DbusSystemd {
         let started = Instant::now();
         // A timeout read from a unit on disk can be absurd (TimeoutStopSec=18446744073709551610):
         // wait at most a year rather than overflow.
-        let deadline = started.checked_add(timeout.min(Duration::from_secs(365 * 86_400))).unwrap_or(started);
+        let deadline = deadline_after(timeout);
+        let call_limit = self.timeouts.change.min(timeout);
+        let call_deadline = deadline_after(call_limit);
+        let no_answer =
+            |m: &'static str| SystemdError::NoAnswer { method: m, arg: unit.to_owned(), waited: call_limit };
         let timed_out = || SystemdError::JobTimeout { method, unit: unit.to_owned(), waited: started.elapsed() };
         if self.subscribed.get().is_none() {
-            self.manager.subscribe().map_err(|e| call_err("Subscribe", unit, e))?;
+            block_on_until(self.manager.subscribe(), call_deadline)
+                .ok_or_else(|| no_answer("Subscribe"))?
+                .map_err(|e| call_err("Subscribe", unit, e))?;
             let _ = self.subscribed.set(());
         }
         // Subscribe first: the match rule is in place when this returns. Not filtered on the unit
         // name, since systemd names the unit by its id (`foo` → `foo.service`, aliases resolved);
         // the job path identifies the job.
-        let mut removed = block_on_until(self.manager_async.receive_job_removed(), deadline)
-            .ok_or_else(timed_out)?
+        let mut removed = block_on_until(self.manager.receive_job_removed(), call_deadline)
+            .ok_or_else(|| no_answer("AddMatch"))?
             .map_err(|e| call_err("AddMatch", unit, e))?;
-        let mut enqueued = std::pin::pin!(enqueue(&self.manager_async));
+        let mut enqueued = std::pin::pin!(enqueue(&self.manager));
         // The job's path once the enqueueing call answered; until then, the jobs that ended
         // meanwhile (ours may be among them: a job can end before the reply is read).
-        let mut job: Option<OwnedObjectPath> = None;
+        let job: std::cell::Cell<Option<OwnedObjectPath>> = std::cell::Cell::new(None);
+        let answered = std::cell::Cell::new(false);
         let mut ended: Vec<(OwnedObjectPath, JobResult)> = Vec::new();
         let wait = std::future::poll_fn(|cx| {
-            loop {
+            let ours = job.take();
+            let outcome = loop {
                 match std::pin::Pin::new(&mut removed).poll_next(cx) {
-                    Poll::Pending => break,
-                    Poll::Ready(None) => return Poll::Ready(Err(None)),
+                    Poll::Pending => break None,
+                    Poll::Ready(None) => break Some(Poll::Ready(Err(None))),
                     Poll::Ready(Some(signal)) => {
                         let Ok(args) = signal.args() else { continue };
                         let result = JobResult::from_str_result(&args.result);
-                        match &job {
-                            Some(ours) if *ours == args.job => return Poll::Ready(Ok(Some(result))),
+                        match &ours {
+                            Some(ours) if *ours == args.job => break Some(Poll::Ready(Ok(Some(result)))),
                             Some(_) => {}
                             None => ended.push((args.job.clone(), result)),
                         }
                     }
                 }
+            };
+            job.set(ours);
+            if let Some(outcome) = outcome {
+                return outcome;
             }
-            if job.is_none() {
+            if !answered.get() {
                 match enqueued.as_mut().poll(cx) {
                     Poll::Pending => {}
                     Poll::Ready(Err(e)) if is_no_such_unit(&e) => return Poll::Ready(Ok(None)),
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(Some(e))),
                     Poll::Ready(Ok(path)) => {
+                        answered.set(true);
                         if let Some((_, result)) = ended.iter().find(|(ended, _)| *ended == path) {
                             return Poll::Ready(Ok(Some(result.clone())));
                         }
                         ended = Vec::new();
-                        job = Some(path);
+                        job.set(Some(path));
                     }
                 }
             }
             Poll::Pending
         });
-        match block_on_until(wait, deadline) {
+        let mut wait = std::pin::pin!(wait);
+        // First until the enqueueing call must have answered, then until the job must have ended.
+        let outcome = match block_on_until(wait.as_mut(), call_deadline) {
+            Some(outcome) => Some(outcome),
+            None if !answered.get() => return Err(no_answer(method)),
+            None => block_on_until(wait.as_mut(), deadline),
+        };
+        match outcome {
             Some(Ok(result)) => Ok(result),
             Some(Err(Some(e))) => Err(call_err(method, unit, e)),
-            Some(Err(None)) => Err(SystemdError::Call {
+            Some(Err(None)) => Err(SystemdError::Transport {
                 method,
                 arg: unit.to_owned(),
                 detail: "the bus connection closed while waiting for the job".to_owned(),
@@ -326,16 +397,16 @@ impl DbusSystemd {
 
 impl Systemd for DbusSystemd {
     fn reload(&self) -> Result<(), SystemdError> {
-        self.manager.reload().map_err(|e| call_err("Reload", "", e))
+        self.ask("Reload", "", self.timeouts.reload, self.manager.reload())?.map_err(|e| call_err("Reload", "", e))
     }
 
     fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
         // GetUnit, not LoadUnit: a unit systemd does not hold in memory is inactive, and loading
         // it would read it from disk (milliseconds per unit) only to learn that.
-        let path = match self.manager.get_unit(unit) {
+        let path = match self.ask("GetUnit", unit, self.timeouts.read, self.manager.get_unit(unit))? {
             Ok(path) => path,
             Err(e) if is_no_such_unit(&e) => {
-                let unit_file_state = self.manager.get_unit_file_state(unit).unwrap_or_default();
+                let unit_file_state = self.file_state(unit)?.unwrap_or_default();
                 return Ok(UnitStatus {
                     load_state: super::NOT_LOADED.to_owned(),
                     active_state: "inactive".to_owned(),
@@ -346,9 +417,8 @@ impl Systemd for DbusSystemd {
             }
             Err(e) => return Err(call_err("GetUnit", unit, e)),
         };
-        let props_err = |e| call_err("GetAll", unit, e);
-        let object = self.unit_object(unit, path)?;
-        let u = object.unit_properties(UNIT_INTERFACE).map_err(props_err)?;
+        let object = self.unit_object(unit, &path)?;
+        let u = self.read("GetAll", unit, object.unit_properties(UNIT_INTERFACE))?;
         let mut status = UnitStatus {
             load_state: u.load_state.unwrap_or_default(),
             active_state: u.active_state.unwrap_or_default(),
@@ -362,7 +432,7 @@ impl Systemd for DbusSystemd {
         // not-found service still has one (all zeros), and a running service whose file was
         // removed still reports its MainPID.
         if unit.ends_with(".service") {
-            let s = object.service_properties(SERVICE_INTERFACE).map_err(props_err)?;
+            let s = self.read("GetAll", unit, object.service_properties(SERVICE_INTERFACE))?;
             status.main_pid = s.main_pid.unwrap_or_default();
             status.n_restarts = s.n_restarts.unwrap_or_default();
             status.exec_main_status = s.exec_main_status.unwrap_or_default();
@@ -370,7 +440,7 @@ impl Systemd for DbusSystemd {
         // A loaded unit's UnitFileState property is cached by systemd and stale after an
         // enable/disable without a reload; ask for the state on disk instead.
         if status.load_state == "loaded" {
-            if let Ok(state) = self.manager.get_unit_file_state(unit) {
+            if let Some(state) = self.file_state(unit)? {
                 status.unit_file_state = state;
             }
         }
@@ -378,12 +448,9 @@ impl Systemd for DbusSystemd {
     }
 
     fn unit_file_path(&self, unit: &str) -> Result<Option<PathBuf>, SystemdError> {
-        match self.manager.get_unit(unit) {
+        match self.ask("GetUnit", unit, self.timeouts.read, self.manager.get_unit(unit))? {
             Ok(path) => {
-                let u = self
-                    .unit_object(unit, path)?
-                    .unit_properties(UNIT_INTERFACE)
-                    .map_err(|e| call_err("GetAll", unit, e))?;
+                let u = self.unit_properties(unit, &path)?;
                 if let Some(fragment) = u.fragment_path.filter(|p| !p.is_empty()) {
                     return Ok(Some(PathBuf::from(fragment)));
                 }
@@ -392,10 +459,16 @@ impl Systemd for DbusSystemd {
             Err(e) if is_no_such_unit(&e) => {}
             Err(e) => return Err(call_err("GetUnit", unit, e)),
         }
-        let files = match self.manager.list_unit_files_by_patterns(&[], &[unit]) {
+        let read = self.timeouts.read;
+        let files = match self.ask(
+            "ListUnitFilesByPatterns",
+            unit,
+            read,
+            self.manager.list_unit_files_by_patterns(&[], &[unit]),
+        )? {
             Ok(files) => files,
             Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == UNKNOWN_METHOD => {
-                self.manager.list_unit_files().map_err(|e| call_err("ListUnitFiles", unit, e))?
+                self.read("ListUnitFiles", unit, self.manager.list_unit_files())?
             }
             Err(e) => return Err(call_err("ListUnitFilesByPatterns", unit, e)),
         };
@@ -424,24 +497,24 @@ impl Systemd for DbusSystemd {
 
     fn enable(&self, units: &[String]) -> Result<bool, SystemdError> {
         let files: Vec<&str> = units.iter().map(String::as_str).collect();
+        let arg = units.join(" ");
         let (_, changes) = self
-            .manager
-            .enable_unit_files(&files, false, true)
-            .map_err(|e| call_err("EnableUnitFiles", &units.join(" "), e))?;
+            .ask("EnableUnitFiles", &arg, self.timeouts.change, self.manager.enable_unit_files(&files, false, true))?
+            .map_err(|e| call_err("EnableUnitFiles", &arg, e))?;
         Ok(!changes.is_empty())
     }
 
     fn disable(&self, units: &[String]) -> Result<bool, SystemdError> {
         let files: Vec<&str> = units.iter().map(String::as_str).collect();
+        let arg = units.join(" ");
         let changes = self
-            .manager
-            .disable_unit_files(&files, false)
-            .map_err(|e| call_err("DisableUnitFiles", &units.join(" "), e))?;
+            .ask("DisableUnitFiles", &arg, self.timeouts.change, self.manager.disable_unit_files(&files, false))?
+            .map_err(|e| call_err("DisableUnitFiles", &arg, e))?;
         Ok(!changes.is_empty())
     }
 
     fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
-        match self.manager.reset_failed_unit(unit) {
+        match self.ask("ResetFailedUnit", unit, self.timeouts.change, self.manager.reset_failed_unit(unit))? {
             Ok(()) => Ok(()),
             Err(e) if is_no_such_unit(&e) => Ok(()),
             Err(e) => Err(call_err("ResetFailedUnit", unit, e)),
@@ -449,7 +522,7 @@ impl Systemd for DbusSystemd {
     }
 
     fn unit_pids(&self, unit: &str) -> Result<Vec<u32>, SystemdError> {
-        match self.manager.get_unit_processes(unit) {
+        match self.ask("GetUnitProcesses", unit, self.timeouts.read, self.manager.get_unit_processes(unit))? {
             Ok(procs) => {
                 let mut pids: Vec<u32> = procs.into_iter().map(|(_, pid, _)| pid).collect();
                 pids.sort_unstable();
@@ -462,23 +535,61 @@ impl Systemd for DbusSystemd {
     }
 
     fn journal(&self, unit: &str, lines: usize) -> Vec<String> {
-        if lines == 0 {
-            return Vec::new();
-        }
-        // journald reads a service's output asynchronously, so what a unit printed just before
-        // it failed can land a moment after systemd reported the failure: re-read until two
-        // reads agree (this only runs on failure paths).
-        let mut last = self.read_journal(unit, lines);
-        for _ in 0..JOURNAL_SETTLE_TRIES {
-            thread::sleep(JOURNAL_SETTLE);
-            let next = self.read_journal(unit, lines);
-            if next == last {
-                break;
-            }
-            last = next;
-        }
-        last
+        journal(self.journal_root.as_deref(), unit, lines)
     }
+}
+
+impl DbusSystemd {
+    /// `GetUnitFileState`: the enablement on disk; None when systemd answered with an error
+    /// (e.g. no such unit file).
+    fn file_state(&self, unit: &str) -> Result<Option<String>, SystemdError> {
+        Ok(self.ask("GetUnitFileState", unit, self.timeouts.read, self.manager.get_unit_file_state(unit))?.ok())
+    }
+}
+
+/// The last `lines` lines of `unit`'s journal (below `root`, `journalctl --root`, when given),
+/// oldest first; empty when journalctl cannot be run. Needs no bus connection.
+pub(crate) fn journal(root: Option<&std::path::Path>, unit: &str, lines: usize) -> Vec<String> {
+    if lines == 0 {
+        return Vec::new();
+    }
+    // journald reads a service's output asynchronously, so what a unit printed just before
+    // it failed can land a moment after systemd reported the failure: re-read until two
+    // reads agree (this only runs on failure paths).
+    let mut last = read_journal(root, unit, lines);
+    for _ in 0..JOURNAL_SETTLE_TRIES {
+        thread::sleep(JOURNAL_SETTLE);
+        let next = read_journal(root, unit, lines);
+        if next == last {
+            break;
+        }
+        last = next;
+    }
+    last
+}
+
+/// `journalctl -u UNIT -n LINES -o cat`; empty when journalctl cannot be run.
+fn read_journal(root: Option<&std::path::Path>, unit: &str, lines: usize) -> Vec<String> {
+    let mut journalctl = Command::new("journalctl");
+    if let Some(root) = root {
+        journalctl.arg("--root").arg(root);
+    }
+    let output = journalctl
+        .args(["--quiet", "--no-pager", "-o", "cat", "-n", &lines.to_string(), "-u", unit])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    match output {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// `limit` from now; a limit too large to add (a timeout read from a unit on disk can be
+/// absurd: TimeoutStopSec=18446744073709551610) is cut to a year.
+fn deadline_after(limit: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(limit.min(Duration::from_secs(365 * 86_400))).unwrap_or(now)
 }
 
 /// Whether systemd answered `NoSuchUnit` (the unit is not loaded).
@@ -489,14 +600,19 @@ fn is_no_such_unit(e: &zbus::Error) -> bool {
     matches!(e, zbus::Error::MethodError(name, _, _) if name.as_str() == NO_SUCH_UNIT)
 }
 
-/// A failed call, carrying systemd's own message when systemd sent one.
+/// A failed call, carrying systemd's own message when systemd sent one; a failure of the
+/// connection itself (no answer from systemd at all) is [`SystemdError::Transport`].
 fn call_err(method: &'static str, arg: &str, e: zbus::Error) -> SystemdError {
+    let arg = arg.to_owned();
     let detail = match e {
         zbus::Error::MethodError(_, Some(msg), _) if !msg.is_empty() => msg,
         zbus::Error::MethodError(name, _, _) => name.to_string(),
+        e @ (zbus::Error::InputOutput(_) | zbus::Error::Handshake(_) | zbus::Error::InvalidReply) => {
+            return SystemdError::Transport { method, arg, detail: e.to_string() }
+        }
         other => other.to_string(),
     };
-    SystemdError::Call { method, arg: arg.to_owned(), detail }
+    SystemdError::Call { method, arg, detail }
 }
 
 /// Wakes the thread blocked in [`block_on_until`].

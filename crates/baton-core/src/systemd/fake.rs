@@ -26,6 +26,11 @@ struct Inner {
     next_pid: u32,
     /// Unit files systemd knows elsewhere, as [`FakeSystemd::set_unit_file`] set them.
     files: BTreeMap<String, std::path::PathBuf>,
+    /// Calls systemd will not answer, by D-Bus method: how many more times, and the wait each
+    /// reports (as [`FakeSystemd::no_answer`] set them).
+    unanswered: BTreeMap<&'static str, (usize, Duration)>,
+    /// A [`FakeSystemd::no_answer`] that takes effect once the unit named first has started.
+    armed: Option<(String, &'static str, usize, Duration)>,
 }
 
 /// An in-memory systemd: units start, stop, enable and disable; every call is recorded.
@@ -48,6 +53,33 @@ impl FakeSystemd {
     /// Makes the next start of `unit` end with `result` (e.g. [`JobResult::Failed`]).
     pub fn fail_next_start(&self, unit: &str, result: JobResult) {
         self.with(|i| i.units.entry(unit.to_owned()).or_default().start_result = Some(result));
+    }
+
+    /// Makes the next `times` calls of the D-Bus method `method` (`GetUnit` for
+    /// [`Systemd::unit_status`], `GetUnitProcesses`, `StartUnit`, `StopUnit`, `Reload`,
+    /// `EnableUnitFiles`, `DisableUnitFiles`, `ResetFailedUnit`, `ListUnitFilesByPatterns`) fail
+    /// at once with [`SystemdError::NoAnswer`] reporting a wait of `waited`, as a stalled bus would
+    /// after that long; the call has no effect. Each is recorded as `no answer METHOD ARG`.
+    pub fn no_answer(&self, method: &'static str, times: usize, waited: Duration) {
+        self.with(|i| i.unanswered.insert(method, (times, waited)));
+    }
+
+    /// [`FakeSystemd::no_answer`], taking effect once `unit` has started (as a bus that stalls
+    /// while baton waits for the release to become ready).
+    pub fn no_answer_once_started(&self, unit: &str, method: &'static str, times: usize, waited: Duration) {
+        self.with(|i| i.armed = Some((unit.to_owned(), method, times, waited)));
+    }
+
+    /// Fails the call when [`FakeSystemd::no_answer`] said so.
+    fn answer(&self, method: &'static str, arg: &str) -> Result<(), SystemdError> {
+        self.with(|i| match i.unanswered.get_mut(method) {
+            Some((times, waited)) if *times > 0 => {
+                *times -= 1;
+                i.calls.push(format!("no answer {method} {arg}"));
+                Err(SystemdError::NoAnswer { method, arg: arg.to_owned(), waited: *waited })
+            }
+            _ => Ok(()),
+        })
     }
 
     /// Marks `unit` running (as if started before the test).
@@ -91,11 +123,13 @@ impl FakeSystemd {
 
 impl Systemd for FakeSystemd {
     fn reload(&self) -> Result<(), SystemdError> {
+        self.answer("Reload", "")?;
         self.with(|i| i.calls.push("reload".to_owned()));
         Ok(())
     }
 
     fn unit_status(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
+        self.answer("GetUnit", unit)?;
         Ok(self.with(|i| {
             let known = i.units.get(unit).cloned();
             let load_state = if known.is_some() { "loaded" } else { super::NOT_LOADED };
@@ -119,10 +153,12 @@ impl Systemd for FakeSystemd {
     }
 
     fn unit_file_path(&self, unit: &str) -> Result<Option<std::path::PathBuf>, SystemdError> {
+        self.answer("ListUnitFilesByPatterns", unit)?;
         Ok(self.with(|i| i.files.get(unit).cloned()))
     }
 
     fn start(&self, unit: &str, _timeout: Duration) -> Result<JobResult, SystemdError> {
+        self.answer("StartUnit", unit)?;
         Ok(self.with(|i| {
             i.calls.push(format!("start {unit}"));
             i.next_pid += 1;
@@ -139,11 +175,17 @@ impl Systemd for FakeSystemd {
             } else {
                 u.failed = true;
             }
+            if i.armed.as_ref().is_some_and(|(armed, ..)| armed == unit) {
+                if let Some((_, method, times, waited)) = i.armed.take() {
+                    i.unanswered.insert(method, (times, waited));
+                }
+            }
             result
         }))
     }
 
     fn stop(&self, unit: &str, _timeout: Duration) -> Result<JobResult, SystemdError> {
+        self.answer("StopUnit", unit)?;
         Ok(self.with(|i| {
             i.calls.push(format!("stop {unit}"));
             let u = i.units.entry(unit.to_owned()).or_default();
@@ -154,6 +196,7 @@ impl Systemd for FakeSystemd {
     }
 
     fn enable(&self, units: &[String]) -> Result<bool, SystemdError> {
+        self.answer("EnableUnitFiles", &units.join(" "))?;
         Ok(self.with(|i| {
             i.calls.push(format!("enable {}", units.join(" ")));
             let mut changed = false;
@@ -167,6 +210,7 @@ impl Systemd for FakeSystemd {
     }
 
     fn disable(&self, units: &[String]) -> Result<bool, SystemdError> {
+        self.answer("DisableUnitFiles", &units.join(" "))?;
         Ok(self.with(|i| {
             i.calls.push(format!("disable {}", units.join(" ")));
             let mut changed = false;
@@ -180,6 +224,7 @@ impl Systemd for FakeSystemd {
     }
 
     fn reset_failed(&self, unit: &str) -> Result<(), SystemdError> {
+        self.answer("ResetFailedUnit", unit)?;
         self.with(|i| {
             if let Some(u) = i.units.get_mut(unit) {
                 u.failed = false;
@@ -189,6 +234,7 @@ impl Systemd for FakeSystemd {
     }
 
     fn unit_pids(&self, unit: &str) -> Result<Vec<u32>, SystemdError> {
+        self.answer("GetUnitProcesses", unit)?;
         Ok(self.with(|i| i.units.get(unit).filter(|u| u.active).map(|u| vec![u.main_pid]).unwrap_or_default()))
     }
 

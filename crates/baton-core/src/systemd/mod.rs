@@ -1,6 +1,10 @@
 //! The narrow interface baton needs from systemd, behind a trait: the D-Bus implementation
 //! ([`dbus::DbusSystemd`]) drives the real one, and [`fake::FakeSystemd`] serves the fast unit
 //! tests of the planning logic.
+//!
+//! Every D-Bus call has a bounded wait of its own ([`CallTimeouts`]): a read, a change and a
+//! daemon-reload each get the limit chosen for them, and a call systemd does not answer in time
+//! fails with [`SystemdError::NoAnswer`], naming the call and the wait.
 
 use std::time::Duration;
 
@@ -30,6 +34,35 @@ pub enum SystemdError {
         /// systemd's message.
         detail: String,
     },
+    /// systemd (or the bus between us) did not answer a call within its limit.
+    #[error("systemd did not answer {method}{} within {}", for_arg(arg), seconds(*waited))]
+    NoAnswer {
+        /// The method, e.g. `GetUnitProcesses`.
+        method: &'static str,
+        /// Its main argument, e.g. the unit (empty when none).
+        arg: String,
+        /// How long baton waited for the answer.
+        waited: Duration,
+    },
+    /// The bus connection broke during a call (closed, reset, unreadable): the call may be
+    /// asked again on a fresh connection.
+    #[error("systemd {method}({arg}) failed: the bus connection broke: {detail}")]
+    Transport {
+        /// The method.
+        method: &'static str,
+        /// Its main argument.
+        arg: String,
+        /// What broke.
+        detail: String,
+    },
+    /// A setting of the D-Bus client (an environment variable) is invalid.
+    #[error("{name}: {detail}")]
+    Setting {
+        /// The environment variable.
+        name: &'static str,
+        /// The rule it breaks, and what it holds.
+        detail: String,
+    },
     /// A job did not finish in time.
     #[error("systemd job {method}({unit}) did not finish within {waited:?}")]
     JobTimeout {
@@ -40,6 +73,87 @@ pub enum SystemdError {
         /// How long baton waited.
         waited: Duration,
     },
+}
+
+impl SystemdError {
+    /// Whether the call never got systemd's answer (no answer in time, or the connection broke,
+    /// or none could be made): worth asking again on a fresh connection when it was a read.
+    pub fn is_unanswered(&self) -> bool {
+        matches!(self, SystemdError::NoAnswer { .. } | SystemdError::Transport { .. } | SystemdError::Connect { .. })
+    }
+}
+
+/// ` for ARG`, or nothing for a call without an argument.
+fn for_arg(arg: &str) -> String {
+    if arg.is_empty() {
+        String::new()
+    } else {
+        format!(" for {arg}")
+    }
+}
+
+/// `15 s`, `2.5 s`: a wait as an operator reads it.
+pub(crate) fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// The limit of each kind of D-Bus call: how long baton waits for systemd's answer before it
+/// gives up on the call (a read is then asked once more on a fresh connection; a change never
+/// is). A job's own wait (the start job until `health.timeout_sec`, a stop job until
+/// `TimeoutStopSec`) is separate: this bounds only the call that enqueues it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallTimeouts {
+    /// Reads: unit properties, processes, unit files; also making a connection.
+    pub read: Duration,
+    /// Changes: enqueueing a start or stop job, enable, disable, reset-failed, subscribing.
+    pub change: Duration,
+    /// `Manager.Reload` (daemon-reload), which answers only once every unit file is re-read.
+    pub reload: Duration,
+}
+
+impl Default for CallTimeouts {
+    fn default() -> Self {
+        CallTimeouts { read: Duration::from_secs(15), change: Duration::from_secs(30), reload: Duration::from_secs(90) }
+    }
+}
+
+/// The environment variables that override [`CallTimeouts`], in whole seconds (1 to 3600).
+pub(crate) const READ_TIMEOUT_ENV: &str = "BATON_DBUS_READ_TIMEOUT_SEC";
+/// See [`READ_TIMEOUT_ENV`].
+pub(crate) const CHANGE_TIMEOUT_ENV: &str = "BATON_DBUS_CHANGE_TIMEOUT_SEC";
+/// See [`READ_TIMEOUT_ENV`].
+pub(crate) const RELOAD_TIMEOUT_ENV: &str = "BATON_DBUS_RELOAD_TIMEOUT_SEC";
+
+impl CallTimeouts {
+    /// The defaults, with what [`READ_TIMEOUT_ENV`], [`CHANGE_TIMEOUT_ENV`] and
+    /// [`RELOAD_TIMEOUT_ENV`] set.
+    pub fn from_env() -> Result<Self, SystemdError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`CallTimeouts::from_env`] over any lookup (the tests').
+    pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SystemdError> {
+        let mut t = CallTimeouts::default();
+        for (name, slot) in
+            [(READ_TIMEOUT_ENV, &mut t.read), (CHANGE_TIMEOUT_ENV, &mut t.change), (RELOAD_TIMEOUT_ENV, &mut t.reload)]
+        {
+            let Some(value) = get(name) else { continue };
+            match value.trim().parse::<u64>() {
+                Ok(secs @ 1..=3600) => *slot = Duration::from_secs(secs),
+                _ => {
+                    return Err(SystemdError::Setting {
+                        name,
+                        detail: format!("must be a whole number of seconds from 1 to 3600, not {value:?}"),
+                    })
+                }
+            }
+        }
+        Ok(t)
+    }
 }
 
 /// How a systemd job ended (the `result` of the `JobRemoved` signal).
@@ -171,4 +285,11 @@ pub trait Systemd {
     /// The last `lines` lines of the unit's journal, oldest first (best effort: empty when the
     /// journal cannot be read).
     fn journal(&self, unit: &str, lines: usize) -> Vec<String>;
+
+    /// What happened on the way since the last call of this method, for the run's warnings and
+    /// progress: e.g. a read systemd did not answer in time that a fresh connection then got an
+    /// answer to. Empty by default.
+    fn take_notes(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
