@@ -228,11 +228,14 @@ fn describe(reporter: &mut Reporter, raw: &RawSpec, lock_dir: &std::path::Path, 
     // Validated again by the core; here only to name the paths (an invalid spec is reported
     // by the core's own refusal).
     let Ok(spec) = baton_core::validate(raw.clone()) else { return };
-    let unit = match spec.unit() {
-        Some(unit) => spec.unit_dir.join(unit).display().to_string(),
+    let unit = match spec.release_path() {
+        Some(path) => path.display().to_string(),
         None => format!("every release of {} in {}", spec.name, spec.unit_dir.display()),
     };
     reporter.detail(&format!("unit file: {unit} (state {})", spec.state.as_str()));
+    if let Some(template) = spec.template_path() {
+        reporter.detail(&format!("template: {}", template.display()));
+    }
     if !check {
         reporter.detail(&format!("lock file: {}", lock_dir.join(format!("{}.lock", spec.name)).display()));
     }

@@ -164,6 +164,17 @@ fn quiet_prints_only_the_json_and_verbose_says_what_it_touches() {
     // Without either, stderr being a pipe: no progress.
     let r = baton(&["apply", "--lock-dir", &locks], &spec(dir.path()));
     assert_eq!((r.code, r.stderr.as_str()), (5, ""));
+
+    // Instance units: the release's file is its drop-in, written beside the template.
+    let instance = spec(dir.path()).replacen('{', r#"{"unit_naming":"instance","#, 1);
+    let r = baton(&["-v", "apply", "--lock-dir", &locks], &instance);
+    assert_eq!(r.code, 5, "{}", r.stdout);
+    let (drop_in, template) = (dir.path().join("app@v1.service.d/baton.conf"), dir.path().join("app@.service"));
+    for needle in
+        [format!("unit file: {} (state started)", drop_in.display()), format!("template: {}", template.display())]
+    {
+        assert!(r.stderr.contains(&needle), "{needle:?} not in -v's stderr:\n{}", r.stderr);
+    }
 }
 
 #[test]

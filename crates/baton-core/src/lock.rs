@@ -138,6 +138,14 @@ impl ServiceLock {
     }
 }
 
+impl ServiceLock {
+    /// When this run took the lock: the lock file's modification time (the holder was written
+    /// then), on the file system's clock, so that it compares with other files' times.
+    pub(crate) fn taken_at(&self) -> io::Result<SystemTime> {
+        self.file.metadata()?.modified()
+    }
+}
+
 impl Drop for ServiceLock {
     fn drop(&mut self) {
         // Still holding the lock here: clear the holder so the file never names a finished run,

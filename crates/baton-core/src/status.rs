@@ -68,6 +68,8 @@ pub struct Observed {
     pub status: ServiceStatus,
     /// The text of each release's unit file, in the order of `status.releases`.
     unit_texts: Vec<String>,
+    /// The digest of each secret environment file, by unit; None when they may not be read.
+    secret_digests: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl Observed {
@@ -79,6 +81,20 @@ impl Observed {
     /// The release of `version`, if on disk.
     pub fn release(&self, version: &str) -> Option<&ReleaseStatus> {
         self.status.releases.iter().find(|r| r.version == version)
+    }
+
+    /// Whether the secret environment files could be read (as root): only then does
+    /// [`Observed::secret_digest`] tell a missing file.
+    pub fn secrets_readable(&self) -> bool {
+        self.secret_digests.is_some()
+    }
+
+    /// The SHA-256 (hex) of the secret environment file of the release of `version`, if there
+    /// is one (and it could be read): compare with [`crate::secret_file_digest`] of the
+    /// expected values. The values themselves are never read out.
+    pub fn secret_digest(&self, version: &str) -> Option<&str> {
+        let unit = &self.release(version)?.unit;
+        self.secret_digests.as_ref()?.get(unit).map(String::as_str)
     }
 
     /// The unit file text of the release of `version`, if on disk.
@@ -131,7 +147,12 @@ pub(crate) fn observe(sd: &dyn Systemd, unit_dir: &Path, name: &str) -> Result<O
                 .then_some(r.status.active_enter_timestamp_us / 1_000_000),
         })
         .collect();
-    Ok(Observed { status: ServiceStatus { name: name.to_owned(), active_version, releases, socket }, unit_texts })
+    let secret_digests = crate::secrets::digests(unit_dir, name)?;
+    Ok(Observed {
+        status: ServiceStatus { name: name.to_owned(), active_version, releases, socket },
+        unit_texts,
+        secret_digests,
+    })
 }
 
 impl ServiceStatus {

@@ -294,25 +294,85 @@ pub(crate) fn remove(path: &Path) -> Result<(), DiskError> {
     sync_dir(dir).map_err(|source| DiskError::Remove { path: path.to_owned(), source })
 }
 
-/// Removes temp files a killed run left beside `unit` (best effort; only in a trusted directory).
-pub(crate) fn clean_temp_files(dir: &Path, unit: &str) {
-    // An instance's temp files are those of its drop-in, in its `.d` directory.
-    if crate::unit::instance::is_instance(unit) {
-        let path = release_path(dir, unit);
-        if let Some(drop_dir) = path.parent() {
-            clean_temp_files(drop_dir, crate::unit::instance::DROP_IN);
-        }
-        return;
-    }
-    let prefix = temp_prefix(unit);
+/// The file a temp name of baton's is for: `file` for `.<file>.baton-tmp-<16 hex digits>` (the
+/// name [`write_atomic`] gives its temp file), None for any other name.
+fn temp_file_of(name: &str) -> Option<&str> {
+    let (file, suffix) = name.strip_prefix('.')?.rsplit_once(".baton-tmp-")?;
+    let random = suffix.len() == 16 && suffix.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    (random && !file.is_empty()).then_some(file)
+}
+
+/// Whether the entry `name` of `dir` is a regular file last modified before `before` (a
+/// symbolic link or anything else is never touched).
+fn regular_and_older(dir: &OwnedFd, name: &str, before: SystemTime) -> bool {
+    let Ok(st) = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) else {
+        return false;
+    };
+    let regular = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
+    let modified = SystemTime::UNIX_EPOCH
+        + std::time::Duration::new(
+            u64::try_from(st.st_mtime).unwrap_or(0),
+            u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+        );
+    regular && st.st_mtime >= 0 && modified < before
+}
+
+/// Removes the temp files a killed run of `service` left in `dir` (best effort): baton's own
+/// temp names only (`.<file>.baton-tmp-<16 hex digits>`), regular files only, and only those last
+/// modified before `locked_at`, when this run took the service's lock (no run of the service
+/// can be writing them since). The files of the service are: the release `target`, the
+/// template `<service>@.service`, the socket `<service>.socket`, a per-version release unit
+/// whose temp file is marked as the service's (a name alone could be another service's:
+/// `app-api-v1.service`), and the drop-in in each `<service>@*.service.d` directory.
+pub(crate) fn clean_temp_files(dir: &Path, service: &str, target: &str, locked_at: SystemTime) {
     let Ok(Some(dir_fd)) = open_dir(dir) else {
         return;
     };
-    if let Ok(entries) = fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            if let Some(name) = entry.file_name().to_str().filter(|n| n.starts_with(&prefix)) {
-                let _ = rustix::fs::unlinkat(&dir_fd, name, rustix::fs::AtFlags::empty());
-            }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let (template, socket) = (crate::spec::template_unit_name(service), crate::spec::socket_unit_name(service));
+    let release_prefix = format!("{service}-");
+    let drop_in_prefix = format!("{service}@");
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name.starts_with(&drop_in_prefix) && name.ends_with(".service.d") {
+            clean_drop_in_temp_files(&dir.join(&name), locked_at);
+            continue;
+        }
+        let Some(file) = temp_file_of(&name) else {
+            continue;
+        };
+        let ours = file == target
+            || file == template
+            || file == socket
+            || (file.starts_with(&release_prefix)
+                && file.ends_with(".service")
+                && matches!(safe_fs::read_regular_at(&dir_fd, &name, MAX_READ),
+                    Ok(Some((bytes, _))) if read_marks(&String::from_utf8_lossy(&bytes)).is_some_and(|(s, _)| s == service)));
+        if ours && regular_and_older(&dir_fd, &name, locked_at) {
+            let _ = rustix::fs::unlinkat(&dir_fd, name.as_str(), rustix::fs::AtFlags::empty());
+        }
+    }
+}
+
+/// [`clean_temp_files`] in an instance's drop-in directory (trusted, not a symbolic link): the
+/// temp files of its `baton.conf`.
+fn clean_drop_in_temp_files(drop_dir: &Path, locked_at: SystemTime) {
+    let Ok(dir_fd) = safe_fs::open_trusted_dir(drop_dir) else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(drop_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if temp_file_of(&name) == Some(crate::unit::instance::DROP_IN) && regular_and_older(&dir_fd, &name, locked_at) {
+            let _ = rustix::fs::unlinkat(&dir_fd, name.as_str(), rustix::fs::AtFlags::empty());
         }
     }
 }
@@ -352,6 +412,57 @@ mod tests {
         assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o644);
         let names: Vec<_> = fs::read_dir(dir.path()).expect("ls").flatten().map(|e| e.file_name()).collect();
         assert_eq!(names.len(), 1);
+    }
+
+    /// A temp file `name` in `dir` holding `text`, last modified `age` ago.
+    fn temp(dir: &Path, name: &str, text: &str, age: std::time::Duration) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, text).expect("write temp");
+        let file = fs::File::options().write(true).open(&path).expect("open temp");
+        file.set_modified(SystemTime::now() - age).expect("set mtime");
+        path
+    }
+
+    #[test]
+    fn a_killed_runs_temp_files_of_the_service_go_and_nothing_else_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let old = std::time::Duration::from_secs(60);
+        let hex = "0123456789abcdef";
+        fs::create_dir(d.join("app@v1.service.d")).expect("mkdir");
+        fs::create_dir(d.join("other@v1.service.d")).expect("mkdir");
+        let gone = [
+            temp(d, &format!(".app@.service.baton-tmp-{hex}"), "partial template", old),
+            temp(d, &format!("app@v1.service.d/.baton.conf.baton-tmp-{hex}"), "", old),
+            temp(d, &format!(".app-v2.service.baton-tmp-{hex}"), "", old),
+            temp(d, &format!(".app-v3.service.baton-tmp-{hex}"), &unit("app", "v3"), old),
+            temp(d, &format!(".app.socket.baton-tmp-{hex}"), "", old),
+        ];
+        let kept = [
+            // Not baton's temp name: no random suffix, or another file's name.
+            temp(d, ".app@.service.baton-tmp-notrandom", "", old),
+            temp(d, &format!(".app@.service.baton-tmp-{}", hex.to_uppercase()), "", old),
+            temp(d, &format!("app@v1.service.d/.other.conf.baton-tmp-{hex}"), "", old),
+            temp(d, "app@v1.service.d/mine.conf", "", old),
+            // Another service's: its template, its drop-in, a release of service app-api.
+            temp(d, &format!(".other@.service.baton-tmp-{hex}"), "", old),
+            temp(d, &format!("other@v1.service.d/.baton.conf.baton-tmp-{hex}"), "", old),
+            temp(d, &format!(".app-api-v1.service.baton-tmp-{hex}"), &unit("app-api", "v1"), old),
+            temp(d, &format!(".app-api-v2.service.baton-tmp-{hex}"), "", old),
+            // Newer than the lock: not left by a killed run of the service.
+            temp(d, &format!(".app@.service.baton-tmp-{}", "f".repeat(16)), "", std::time::Duration::ZERO),
+        ];
+        let link = d.join(format!(".app@.service.baton-tmp-{}", "e".repeat(16)));
+        std::os::unix::fs::symlink(victim(d), &link).expect("symlink");
+
+        clean_temp_files(d, "app", "app-v2.service", SystemTime::now() - std::time::Duration::from_secs(30));
+        for p in &gone {
+            assert!(fs::symlink_metadata(p).is_err(), "{} is a stale temp file of app", p.display());
+        }
+        for p in kept.iter().chain([&link]) {
+            assert!(fs::symlink_metadata(p).is_ok(), "{} is not app's stale temp file", p.display());
+        }
+        assert_eq!(fs::read_to_string(d.join("shadow")).expect("victim"), "root's secret\n");
     }
 
     #[test]

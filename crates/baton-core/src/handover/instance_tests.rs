@@ -211,3 +211,60 @@ fn adopt_reads_an_instance_back_exactly() {
     assert_eq!(adopted.unit_path, drop_in(dir.path(), "v1"));
     assert_eq!(adopted.spec.clone().validate().expect("valid").to_raw(), s.to_raw());
 }
+
+#[test]
+fn the_next_run_removes_the_temp_files_a_killed_run_left_and_check_mode_does_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sd = FakeSystemd::new();
+    apply(&spec(dir.path(), "v1", ""), &sd, &opts(dir.path()), &mut |_| {}).expect("v1");
+    // A run killed while writing the template and v2's drop-in (before the rename).
+    let stale = [
+        dir.path().join(".app@.service.baton-tmp-00112233445566ff"),
+        dir.path().join("app@v1.service.d/.baton.conf.baton-tmp-a0b1c2d3e4f50617"),
+    ];
+    for path in &stale {
+        std::fs::write(path, "[Unit]\nDescri").expect("plant a temp file");
+        let file = std::fs::File::options().write(true).open(path).expect("open");
+        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(5)).expect("mtime");
+    }
+    let check = ApplyOptions { check: true, ..opts(dir.path()) };
+    apply(&spec(dir.path(), "v2", ""), &sd, &check, &mut |_| {}).expect("check");
+    assert!(stale.iter().all(|p| p.exists()), "check mode touches nothing");
+
+    apply(&spec(dir.path(), "v2", ""), &sd, &opts(dir.path()), &mut |_| {}).expect("v2");
+    for path in &stale {
+        assert!(!path.exists(), "{} is left", path.display());
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_read_shows_a_template_edited_by_hand_until_the_next_run_writes_it_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sd = FakeSystemd::new();
+    apply(&spec(dir.path(), "v1", ""), &sd, &opts(dir.path()), &mut |_| {}).expect("v1");
+    let observed = |what: &str| {
+        let seen = crate::status::observe(&sd, dir.path(), "app").expect("observe");
+        seen.unit_text("v1").unwrap_or_else(|| panic!("{what}: no text")).to_owned()
+    };
+    assert_eq!(observed("deployed"), read(&drop_in(dir.path(), "v1")), "baton's template: the drop-in alone");
+
+    let template = dir.path().join("app@.service");
+    std::fs::write(&template, format!("{}[Service]\nNice=7\n", read(&template))).expect("edit the template");
+    let seen = observed("edited");
+    assert!(seen.starts_with(&read(&drop_in(dir.path(), "v1"))), "{seen}");
+    assert!(seen.contains(&format!("# {} differs", template.display())) && seen.ends_with("Nice=7\n"), "{seen}");
+
+    let out = apply(&spec(dir.path(), "v1", ""), &sd, &opts(dir.path()), &mut |_| {}).expect("again");
+    assert!(out.changed, "the template is written back");
+    assert_eq!(observed("written back"), read(&drop_in(dir.path(), "v1")));
+
+    std::fs::remove_file(&template).expect("remove the template");
+    assert!(observed("missing").contains("is missing"));
+}

@@ -233,7 +233,7 @@ pub(crate) fn apply_rendered(
 impl Run<'_> {
     /// The run's named steps: lock, read, plan, then report (check mode) or execute.
     fn apply(&mut self, rendered: Option<&str>, opts: &ApplyOptions) -> Result<Outcome, ApplyError> {
-        let _lock = if opts.check { None } else { Some(self.lock(opts)?) };
+        let lock = if opts.check { None } else { Some(self.lock(opts)?) };
         // A spec without a release (`stopped`/`absent` with only `name`) reads the state with a
         // unit name no release can have (versions are never empty), as `status` does.
         let target = self.spec.unit().unwrap_or_else(|| format!("{}-.service", self.spec.name));
@@ -244,7 +244,10 @@ impl Run<'_> {
         if opts.check {
             return Ok(self.report_check(&plan, &state, opts));
         }
-        unit_dir::clean_temp_files(&self.spec.unit_dir, &target);
+        // Only what a killed run left: files older than the lock this run holds.
+        if let Some(locked_at) = lock.as_ref().and_then(|l| l.taken_at().ok()) {
+            unit_dir::clean_temp_files(&self.spec.unit_dir, self.spec.name.as_str(), &target, locked_at);
+        }
         secrets::clean_temp_files(&self.spec.unit_dir, &target);
         self.execute_all(&plan, &state, opts)?;
         let active = target_version(self.spec);

@@ -519,6 +519,19 @@ impl ServiceSpec {
         self.version.as_ref().map(|v| self.unit_name(v))
     }
 
+    /// The file that holds the release the spec names: `<unit_dir>/<unit>`, or with
+    /// `unit_naming: "instance"` its drop-in `<unit_dir>/<unit>.d/baton.conf` (None when the
+    /// spec names no release).
+    pub fn release_path(&self) -> Option<PathBuf> {
+        self.unit().map(|unit| crate::unit_dir::release_path(&self.unit_dir, &unit))
+    }
+
+    /// With `unit_naming: "instance"`, the template of the instance units,
+    /// `<unit_dir>/<name>@.service`.
+    pub fn template_path(&self) -> Option<PathBuf> {
+        (self.unit_naming == UnitNaming::Instance).then(|| self.unit_dir.join(template_unit_name(self.name.as_str())))
+    }
+
     /// The service's socket unit, `<name>.socket` (written only in socket mode).
     pub fn socket_unit(&self) -> String {
         socket_unit_name(self.name.as_str())

@@ -146,6 +146,38 @@ pub(crate) fn template(service: &str, drop_in: &str) -> String {
     text
 }
 
+/// What a read shows as the text of instance release `drop_in` of `service` (Terraform's
+/// `unit_text`, `baton observe`): the drop-in, and when the template at `template_path` is not
+/// the one baton writes for it (`on_disk`, None when missing), a comment naming the template and
+/// then the template as it is, so that a hand edit of the template shows as drift, and the next
+/// apply, which writes baton's template back, clears it.
+pub(crate) fn observed_text(service: &str, drop_in: &str, template_path: &Path, on_disk: Option<&str>) -> String {
+    if on_disk == Some(template(service, drop_in).as_str()) {
+        return drop_in.to_owned();
+    }
+    let mut text = drop_in.to_owned();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    match on_disk {
+        Some(found) => {
+            text.push_str(&format!(
+                "# {} differs from the template baton writes (an apply writes it back); it holds:\n",
+                template_path.display()
+            ));
+            text.push_str(found);
+            if !found.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        None => text.push_str(&format!(
+            "# {} is missing (an apply writes it back): systemd cannot load this instance\n",
+            template_path.display()
+        )),
+    }
+    text
+}
+
 /// The service a template file is marked as baton's for: `X-Baton-Service=` in `[Unit]` and no
 /// `X-Baton-Version=` (a template is no release).
 pub(crate) fn template_owner(text: &str) -> Option<&str> {
@@ -215,6 +247,28 @@ mod tests {
         for d in parse::directives(&tmpl) {
             assert!(matches!((d.section, d.key), ("Unit", "Description" | MARK_SERVICE) | ("Install", _)), "{d:?}");
         }
+    }
+
+    #[test]
+    fn a_read_shows_a_template_that_is_not_batons_after_the_drop_in() {
+        let drop = render(&spec("")).expect("renders");
+        let path = Path::new("/u/app@.service");
+        let ours = template("app", &drop);
+        assert_eq!(observed_text("app", &drop, path, Some(&ours)), drop, "baton's template: the drop-in alone");
+        let edited = format!("{ours}[Service]\nNice=7\n");
+        let seen = observed_text("app", &drop, path, Some(&edited));
+        assert_eq!(
+            seen,
+            format!("{drop}# /u/app@.service differs from the template baton writes (an apply writes it back); it holds:\n{edited}")
+        );
+        let missing = observed_text("app", &drop, path, None);
+        assert!(
+            missing.starts_with(&drop)
+                && missing.ends_with(
+                    "/u/app@.service is missing (an apply writes it back): systemd cannot load this instance\n"
+                ),
+            "{missing}"
+        );
     }
 
     #[test]
