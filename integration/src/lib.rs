@@ -10,6 +10,7 @@ pub mod dist;
 pub mod fleet;
 pub mod fleet_ansible;
 pub mod modes;
+pub mod terraform;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -419,10 +419,16 @@ impl Service {
         self.check().map(|_| ())
     }
 
-    /// The unit name of the release `version`.
+    /// The unit name of the release `version`, as `unit_naming` names it (`<name>-<version>.service`
+    /// or `<name>@<version>.service`).
     pub fn release_unit(&self) -> Value<String> {
+        let naming = match &self.unit_naming {
+            Value::Value(s) => parse_unit_naming(s).unwrap_or(defaults::UNIT_NAMING),
+            Value::Null => defaults::UNIT_NAMING,
+            _ => return Value::Unknown,
+        };
         match (&self.name, &self.version) {
-            (Value::Value(n), Value::Value(v)) => Value::Value(format!("{n}-{v}.service")),
+            (Value::Value(n), Value::Value(v)) => Value::Value(naming.unit_name(n, v)),
             (Value::Null, _) | (_, Value::Null) => Value::Null,
             _ => Value::Unknown,
         }
@@ -655,6 +661,17 @@ mod tests {
         assert_eq!(p.state, s("started"));
         assert_eq!(p.enabled, Value::Value(true));
         assert_eq!(p.unit, s("web-v1.service"));
+    }
+
+    #[test]
+    fn unit_names_the_instance_with_instance_units() {
+        let c = Service { unit_naming: s("instance"), ..config() };
+        let p = Service::plan(&c, &c).expect("plans");
+        assert_eq!(p.unit, s("web@v1.service"));
+        assert_eq!(p.release_unit(), s("web@v1.service"));
+        let c = Service { unit_naming: Value::Unknown, ..config() };
+        assert_eq!(c.release_unit(), Value::Unknown);
+        assert_eq!(config().release_unit(), s("web-v1.service"), "per-version by default");
     }
 
     #[test]
