@@ -8,7 +8,7 @@
 //! nothing of a release, and an instance without a drop-in does not start. The second runs
 //! handovers, a failing release, `keep`, a rollback to a kept release, `status`, `stopped` and
 //! `absent` under load (a new connection per request and kept-alive connections), with 0 failed
-//! requests.
+//! requests. The first also checks that a run removes the temp files a killed run left.
 
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -120,6 +120,19 @@ fn systemd_takes_every_release_setting_from_the_drop_in_and_none_from_the_templa
     assert!(said.contains("bad unit file setting"), "{said}");
     assert_eq!(h.prop("ia@typo.service", "LoadState"), "bad-setting");
     assert_eq!(h.prop("ia@typo.service", "ActiveState"), "inactive");
+
+    // A run killed while writing the template and a drop-in left temp files: the next run
+    // removes its service's (baton's names, older than its lock) and nothing else.
+    h.sh("cd /etc/systemd/system && touch -d '1 minute ago' .ia@.service.baton-tmp-0123456789abcdef \
+         ia@v2.service.d/.baton.conf.baton-tmp-0123456789abcdef .ix@.service.baton-tmp-0123456789abcdef \
+         .ia@.service.baton-tmp-by-hand");
+    let out = h.apply(&spec("ia", "v2", 18301), &[]).ok();
+    assert!(!out.changed(), "{:#}", out.json);
+    let left = h.sh("cd /etc/systemd/system && find . -name '*baton-tmp*' | sort");
+    assert_eq!(
+        left.lines().collect::<Vec<_>>(),
+        ["./.ia@.service.baton-tmp-by-hand", "./.ix@.service.baton-tmp-0123456789abcdef"]
+    );
 }
 
 fn load(h: &Host, port: u16, workers: usize, keep_alive: bool) -> Child {
