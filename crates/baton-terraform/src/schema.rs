@@ -204,14 +204,18 @@ pub fn service() -> Schema {
         ),
         (
             "unit",
-            attr(string(), Computed, "The active unit, e.g. `web-v2.service`; null when the service is stopped."),
+            attr(
+                string(),
+                Computed,
+                "The active unit, e.g. `web-v2.service` (`web@v2.service` with `unit_naming = \"instance\"`); null when the service is stopped.",
+            ),
         ),
         (
             "unit_text",
             attr(
                 string(),
                 Computed,
-                "The unit file of the release `version`, as on disk. A unit edited by hand shows here as drift.",
+                "The unit file of the release `version`, as on disk (with `unit_naming = \"instance\"`: its drop-in, followed by the template when the template is not the one baton writes). A unit or template edited by hand shows here as drift.",
             ),
         ),
     ]
