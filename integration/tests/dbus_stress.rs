@@ -10,6 +10,13 @@
 //! of more than 64 other jobs' signals in that window stalled the reply behind them until the
 //! method timeout (120 s): before the fix this test stalled within its first dozen calls.
 //!
+//! The second test is the readiness check's reads (`GetUnit`, `GetAll`, `GetUnitProcesses` of a
+//! unit with a score of processes) in the same storm with both cores saturated by CPU hogs, the
+//! conditions under which one `GetUnitProcesses` once waited for the whole 120 s method timeout:
+//! every read must be answered, well within its own limit (15 s). One that is not is asked again
+//! at once on a fresh connection, and the failure says whether that one was answered: a stall of
+//! one connection (the client or the bus daemon's queue for it) or of systemd itself.
+//!
 //! Needs root (the sandbox does); fails, never skips, when it cannot boot.
 
 use std::process::Stdio;
@@ -39,15 +46,19 @@ const NOISE_UNITS: usize = 150;
 /// The client's calls, in the order of one round.
 const CALLS: [&str; 4] = ["start", "status", "stop", "reset-failed"];
 
-#[test]
-fn calls_do_not_stall_under_a_storm_of_other_jobs_signals() {
-    let sandbox = Sandbox::boot_sharing("dbus-stress", &baton_integration::shares())
+/// A sandbox with `victim.service` (and `extra` units), the noise units, and a client connected
+/// to its bus (default call limits) that has reloaded them.
+fn boot(label: &str, extra: &[(&str, &str)]) -> (Sandbox, DbusSystemd, String) {
+    let sandbox = Sandbox::boot_sharing(label, &baton_integration::shares())
         .unwrap_or_else(|e| panic!("booting the sandbox (root needed): {e:#}"));
     let units = format!("/proc/{}/root/etc/systemd/system", sandbox.pid());
     let write = |name: &str, text: String| {
         std::fs::write(format!("{units}/{name}"), text).unwrap_or_else(|e| panic!("writing {name}: {e}"));
     };
     write("victim.service", "[Service]\nType=exec\nExecStart=/bin/sleep 300\n".to_owned());
+    for (name, text) in extra {
+        write(name, (*text).to_owned());
+    }
     // Targets run no process: the noise is nothing but jobs and their signals.
     write("noise@.target", "[Unit]\nDescription=noise %i\nPartOf=noise.target\n".to_owned());
     let wants: Vec<String> = (0..NOISE_UNITS).map(|i| format!("noise@{i}.target")).collect();
@@ -55,21 +66,42 @@ fn calls_do_not_stall_under_a_storm_of_other_jobs_signals() {
     let address = format!("unix:path=/proc/{}/root/run/dbus/system_bus_socket", sandbox.pid());
     let sd = DbusSystemd::connect_address(&address).unwrap_or_else(|e| panic!("connecting to {address}: {e}"));
     sd.reload().expect("reload");
+    (sandbox, sd, address)
+}
 
-    // The noise, bounded in time: one dot per round of 2 × (NOISE_UNITS + 1) jobs.
-    let noise = sandbox
+/// The noise inside `sandbox` for `secs`: one dot per round of 2 × (NOISE_UNITS + 1) jobs.
+fn noise(sandbox: &Sandbox, secs: u64) -> std::process::Child {
+    sandbox
         .command("sh")
         .arg("-c")
         .arg(format!(
-            "end=$(( $(date +%s) + {} )); while [ $(date +%s) -lt $end ]; do \
-             systemctl start noise.target && systemctl stop noise.target && printf .; done",
-            STRESS.as_secs() + CALL_CEILING.as_secs()
+            "end=$(( $(date +%s) + {secs} )); while [ $(date +%s) -lt $end ]; do \
+             systemctl start noise.target && systemctl stop noise.target && printf .; done"
         ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn the noise loop inside the sandbox");
+        .expect("spawn the noise loop inside the sandbox")
+}
+
+/// The noise rounds a finished noise loop made.
+fn rounds(noise: std::process::Child) -> (usize, String) {
+    let out = noise.wait_with_output().expect("wait for the noise loop");
+    (out.stdout.iter().filter(|&&b| b == b'.').count(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Median, p99 and max of `took`.
+fn spread(took: &mut [Duration]) -> String {
+    took.sort();
+    let at = |q: usize| took.get((took.len() * q / 100).min(took.len().saturating_sub(1))).copied().unwrap_or_default();
+    format!("median {:.1?}, p99 {:.1?}, max {:.1?}", at(50), at(99), took.last().copied().unwrap_or_default())
+}
+
+#[test]
+fn calls_do_not_stall_under_a_storm_of_other_jobs_signals() {
+    let (sandbox, sd, _) = boot("dbus-stress", &[]);
+    let noise = noise(&sandbox, STRESS.as_secs() + CALL_CEILING.as_secs());
 
     // The client, on a thread of its own: a stalled call must not hang the test.
     let (tx, rx) = mpsc::channel::<(&'static str, Duration, Result<JobResult, String>)>();
@@ -127,22 +159,110 @@ fn calls_do_not_stall_under_a_storm_of_other_jobs_signals() {
     }
     // Killing the sandbox ends the noise loop.
     sandbox.kill().expect("tear the sandbox down");
-    let noise = noise.wait_with_output().expect("wait for the noise loop");
-    let rounds = noise.stdout.iter().filter(|&&b| b == b'.').count();
-
-    took.sort();
-    let at = |q: usize| took.get((took.len() * q / 100).min(took.len().saturating_sub(1))).copied().unwrap_or_default();
+    let (rounds, noise_err) = rounds(noise);
+    let calls = took.len();
     eprintln!(
-        "{} calls of the client beside {rounds} noise rounds ({} jobs each): median {:.1?}, p99 {:.1?}, max {:.1?}",
-        took.len(),
+        "{calls} calls of the client beside {rounds} noise rounds ({} jobs each): {}",
         2 * (NOISE_UNITS + 1),
-        at(50),
-        at(99),
-        took.last().copied().unwrap_or_default()
+        spread(&mut took)
     );
     if let Some(failure) = failure {
         panic!("{failure}");
     }
-    assert!(took.len() >= 5 * CALLS.len(), "only {} calls in {STRESS:?}: the client hardly ran", took.len());
-    assert!(rounds >= 2, "the noise hardly ran ({rounds} rounds): {}", String::from_utf8_lossy(&noise.stderr));
+    assert!(calls >= 5 * CALLS.len(), "only {calls} calls in {STRESS:?}: the client hardly ran");
+    assert!(rounds >= 2, "the noise hardly ran ({rounds} rounds): {noise_err}");
+}
+
+/// Processes `busy.service` runs: `GetUnitProcesses` reads the command line of each.
+const BUSY_PROCESSES: usize = 20;
+
+/// CPU hogs beside the storm: one per core of this machine (2).
+const HOGS: usize = 2;
+
+#[test]
+fn readiness_reads_are_answered_in_a_storm_with_both_cores_saturated() {
+    let busy = format!(
+        "[Service]\nType=exec\nExecStart=/bin/sh -c 'for i in $(seq {BUSY_PROCESSES}); do sleep 300 & done; wait'\n"
+    );
+    let (sandbox, sd, address) = boot("dbus-reads", &[("busy.service", &busy)]);
+    assert_eq!(sd.start("busy.service", JOB_TIMEOUT).expect("start busy.service"), JobResult::Done);
+    let secs = STRESS.as_secs() + CALL_CEILING.as_secs();
+    let noise = noise(&sandbox, secs);
+    let hogs: Vec<_> = (0..HOGS)
+        .map(|_| {
+            sandbox
+                .command("timeout")
+                .args([&secs.to_string(), "sh", "-c", "while :; do :; done"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn a CPU hog inside the sandbox")
+        })
+        .collect();
+
+    // The reads of one readiness check, over and over, on a thread of its own. A read not
+    // answered within its limit (15 s) is asked at once on a fresh connection, for the diagnosis.
+    type Read = (&'static str, Duration, Result<(), String>);
+    let (tx, rx) = mpsc::channel::<Read>();
+    let client = thread::spawn(move || {
+        let unit = "busy.service";
+        let until = Instant::now() + STRESS;
+        let mut sd = sd;
+        while Instant::now() < until {
+            for what in ["GetUnitProcesses", "status"] {
+                let read = |sd: &DbusSystemd| match what {
+                    "GetUnitProcesses" => sd.unit_pids(unit).map(|pids| pids.len()),
+                    _ => sd.unit_status(unit).map(|st| st.main_pid as usize),
+                };
+                let t0 = Instant::now();
+                let result = match read(&sd) {
+                    Ok(n) if n > 0 => Ok(()),
+                    Ok(_) => Err("answered, but with nothing".to_owned()),
+                    Err(e) => {
+                        let first = e.to_string();
+                        let t1 = Instant::now();
+                        let again = DbusSystemd::connect_address(&address).and_then(|fresh| {
+                            let answer = read(&fresh);
+                            sd = fresh;
+                            answer
+                        });
+                        Err(match again {
+                            Ok(_) => format!("{first}; a fresh connection got the answer in {:.1?}", t1.elapsed()),
+                            Err(e) => format!("{first}; a fresh connection did not either: {e}"),
+                        })
+                    }
+                };
+                if tx.send((what, t0.elapsed(), result)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+
+    let mut took: Vec<Duration> = Vec::new();
+    let mut failure = None;
+    // Each read ends by itself within its limit, twice over when asked again.
+    while let Ok((what, t, result)) = rx.recv_timeout(Duration::from_secs(60)) {
+        took.push(t);
+        if result.is_err() || t > CALL_CEILING {
+            failure = Some(format!("{what} busy.service: {result:?} after {t:.2?}"));
+            break;
+        }
+    }
+    drop(rx);
+    let _ = client.join();
+    sandbox.kill().expect("tear the sandbox down");
+    for mut hog in hogs {
+        let _ = hog.kill();
+        let _ = hog.wait();
+    }
+    let (rounds, noise_err) = rounds(noise);
+    let reads = took.len();
+    eprintln!("{reads} reads beside {rounds} noise rounds and {HOGS} CPU hogs: {}", spread(&mut took));
+    if let Some(failure) = failure {
+        panic!("{failure}");
+    }
+    assert!(reads >= 10, "only {reads} reads in {STRESS:?}: the client hardly ran");
+    assert!(rounds >= 1, "the noise hardly ran ({rounds} rounds): {noise_err}");
 }
