@@ -68,9 +68,7 @@ impl ListenMode {
     pub fn prepare(self, h: &Host) {
         set_knob(h, 0);
         if self == ListenMode::InertKnob {
-            h.sh(&format!("echo 1 > /run/inert-knob && mount --bind /run/inert-knob {SYSCTL}"));
-            assert_eq!(h.sh(&format!("cat {SYSCTL}")).trim(), "1", "the knob reads 1 inside");
-            assert_eq!(real_knob(h), "0", "the kernel's value for the namespace stays 0");
+            make_knob_inert(h);
         }
     }
 
@@ -124,6 +122,118 @@ impl Client {
             Client::KeepAlive => "ka",
         }
     }
+}
+
+/// Makes the knob inert: the real value 0, and a regular file holding 1 mounted over the sysctl
+/// in the sandbox's mount namespace (what baton, the probe and the services read there), as on
+/// a 5.10.y kernel that took only the sysctl.
+pub fn make_knob_inert(h: &Host) {
+    set_knob(h, 0);
+    h.sh(&format!("echo 1 > /run/inert-knob && mount --bind /run/inert-knob {SYSCTL}"));
+    assert_eq!(h.sh(&format!("cat {SYSCTL}")).trim(), "1", "the knob reads 1 inside");
+    assert_eq!(real_knob(h), "0", "the kernel's value for the namespace stays 0");
+}
+
+/// Where baton caches the migration probe's answer for this boot (the default lock directory).
+pub const PROBE_CACHE: &str = "/run/baton/migration-probe";
+
+/// Makes the next runs in the sandbox take this kernel for one whose migrated connections do
+/// not wake the new listener (before "tcp: call sk_data_ready() after listener migration"), so
+/// that they make the wake-up connection after each old listener closes: the cached probe
+/// answer (written by an earlier handover) is rewritten with `wakes_waiters: false`. Lets the
+/// mitigation run, and be measured, on a kernel that has the fix.
+pub fn force_wake_up(h: &Host) {
+    let cache = h.sh(&format!("cat {PROBE_CACHE}"));
+    let mut entry: Value = serde_json::from_str(cache.trim()).expect("the probe cache is JSON");
+    assert!(entry["report"]["wakes_waiters"].is_boolean(), "a probe ran before: {entry}");
+    entry["report"]["wakes_waiters"] = json!(false);
+    let mut write = h
+        .sb
+        .command("sh")
+        .args([
+            "-c",
+            &format!("cat > {PROBE_CACHE}.new && chmod 600 {PROBE_CACHE}.new && mv {PROBE_CACHE}.new {PROBE_CACHE}"),
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn sh");
+    let mut stdin = write.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, entry.to_string().as_bytes()).expect("write the cache");
+    drop(stdin);
+    assert!(write.wait().expect("sh").success(), "rewrite {PROBE_CACHE}");
+}
+
+/// What a low-rate run measured.
+#[derive(Debug, Clone, Default)]
+pub struct LowRate {
+    /// Requests made.
+    pub requests: usize,
+    /// Requests that failed (or that the client never reported).
+    pub failed: usize,
+    /// The worst latency of the good requests.
+    pub worst: Duration,
+    /// Each handover's `migration`, deduplicated in order.
+    pub migration: Vec<String>,
+    /// The handovers whose actions include the wake-up connection.
+    pub wake_ups: usize,
+}
+
+/// Requests of the low-rate client (0.2 s apart: ~5 req/s).
+pub const LOW_RATE_REQUESTS: usize = 60;
+/// Handovers during them, one second apart.
+pub const LOW_RATE_HANDOVERS: usize = 6;
+
+/// `curl` at ~5 req/s inside the sandbox (a client nobody here wrote: a new process and
+/// connection per request, or one process reusing its connection with `--rate 5/s`) while
+/// [`LOW_RATE_HANDOVERS`] handovers to `spec(version)` (versions `{prefix}1`…) run one second
+/// apart. The service must be running already; bounded by count and by `timeout 120`.
+pub fn low_rate(h: &Host, port: u16, client: Client, prefix: &str, spec: &dyn Fn(&str) -> Value) -> LowRate {
+    let url = format!("http://127.0.0.1:{port}/");
+    let script = match client {
+        Client::NewConnection => format!(
+            "for i in $(seq 1 {LOW_RATE_REQUESTS}); do curl -s -o /dev/null --max-time 5 \
+             -w '%{{http_code}} %{{time_total}}\\n' {url}; sleep 0.2; done"
+        ),
+        Client::KeepAlive => {
+            let urls = format!(" -o /dev/null {url}").repeat(LOW_RATE_REQUESTS);
+            format!("curl -s --max-time 60 --rate 5/s -w '%{{http_code}} %{{time_total}}\\n'{urls} || true")
+        }
+    };
+    let curl =
+        h.sb.command("timeout")
+            .args(["120", "bash", "-c", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the curl client");
+    std::thread::sleep(Duration::from_millis(800));
+    let mut run = LowRate::default();
+    for i in 1..=LOW_RATE_HANDOVERS {
+        let out = h.apply(&spec(&format!("{prefix}{i}")), &[]).ok();
+        let migration = out.json["migration"].as_str().unwrap_or("null").to_owned();
+        if run.migration.last() != Some(&migration) {
+            run.migration.push(migration);
+        }
+        run.wake_ups += usize::from(out.json["actions"].to_string().contains("wake-up connection"));
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    let out = curl.wait_with_output().expect("the curl client");
+    let mut worst = 0.0f64;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(code), Some(took)) = (parts.next(), parts.next()) else { continue };
+        run.requests += 1;
+        match (code, took.parse::<f64>()) {
+            ("200", Ok(t)) => worst = worst.max(t),
+            _ => run.failed += 1,
+        }
+    }
+    // curl prints its -w line for a failed request too (status 000); a request it never
+    // reported (the client cut off by `timeout`) counts as failed.
+    run.failed += LOW_RATE_REQUESTS.saturating_sub(run.requests);
+    run.requests = run.requests.max(LOW_RATE_REQUESTS);
+    run.worst = Duration::from_secs_f64(worst);
+    run
 }
 
 /// Sets the sandbox's own (per network namespace) `tcp_migrate_req`.

@@ -8,11 +8,13 @@
 //! `bench-report-modes.md` and printed.
 
 use std::fmt::Write as _;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use baton_integration::modes::{run_cell, Cell, Client, ListenMode, CLIENTS, MODES};
+use baton_integration::modes::{
+    force_wake_up, low_rate, run_cell, Cell, Client, ListenMode, LowRate, CLIENTS, LOW_RATE_HANDOVERS,
+    LOW_RATE_REQUESTS, MODES,
+};
 use baton_integration::Host;
 
 const REPORT: &str = "bench-report-modes.md";
@@ -29,10 +31,6 @@ fn workers(client: Client) -> usize {
     }
 }
 
-/// Requests of the low-rate client (0.2 s apart) and the handovers during them.
-const LOW_RATE_REQUESTS: usize = 60;
-const LOW_RATE_HANDOVERS: usize = 6;
-
 fn main() {
     if let Err(e) = run() {
         eprintln!("modes bench failed: {e:#}");
@@ -40,70 +38,21 @@ fn main() {
     }
 }
 
-/// The low-rate run: requests made, failed, the worst latency of the good ones.
-struct LowRate {
-    requests: usize,
-    failed: usize,
-    worst: Duration,
-    migration: Vec<String>,
-}
-
-/// `curl` at ~5 req/s inside the sandbox (a new process and connection per request, or one
-/// process reusing its connection with `--rate 5/s`) while [`LOW_RATE_HANDOVERS`] handovers
-/// run one second apart.
-fn low_rate(h: &Host, mode: ListenMode, client: Client) -> Result<LowRate> {
+/// The low-rate run of a cell: the service `low` on port 8091 from `v0`, then
+/// [`LOW_RATE_HANDOVERS`] handovers under ~5 req/s of `curl`.
+fn low_rate_of(h: &Host, mode: ListenMode, client: Client, prefix: &str) -> Result<LowRate> {
     let (name, port) = ("low", 8091);
-    h.apply(&mode.spec(name, "v0", port), &[]).ok();
-    h.wait_http(port, Duration::from_secs(10))?;
-    let url = format!("http://127.0.0.1:{port}/");
-    let script = match client {
-        Client::NewConnection => format!(
-            "for i in $(seq 1 {LOW_RATE_REQUESTS}); do curl -s -o /dev/null --max-time 5 \
-             -w '%{{http_code}} %{{time_total}}\\n' {url}; sleep 0.2; done"
-        ),
-        Client::KeepAlive => {
-            let urls = format!(" -o /dev/null {url}").repeat(LOW_RATE_REQUESTS);
-            format!("curl -s --max-time 60 --rate 5/s -w '%{{http_code}} %{{time_total}}\\n'{urls} || true")
-        }
-    };
-    let client =
-        h.sb.command("timeout")
-            .args(["120", "bash", "-c", &script])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("spawn the curl client")?;
-    std::thread::sleep(Duration::from_millis(800));
-    let mut migration = Vec::new();
-    for i in 1..=LOW_RATE_HANDOVERS {
-        let out = h.apply(&mode.spec(name, &format!("v{i}"), port), &[]).ok();
-        migration.push(out.json["migration"].as_str().unwrap_or("null").to_owned());
-        std::thread::sleep(Duration::from_millis(1000));
+    if prefix == "v" {
+        h.apply(&mode.spec(name, "v0", port), &[]).ok();
+        h.wait_http(port, Duration::from_secs(10))?;
     }
-    let out = client.wait_with_output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut requests = 0;
-    let mut failed = 0;
-    let mut worst = 0.0f64;
-    for line in text.lines() {
-        let mut parts = line.split_whitespace();
-        let (Some(code), Some(took)) = (parts.next(), parts.next()) else { continue };
-        requests += 1;
-        match (code, took.parse::<f64>()) {
-            ("200", Ok(t)) => worst = worst.max(t),
-            _ => failed += 1,
-        }
-    }
-    // curl prints its -w line for a failed request too (status 000); a request it never
-    // reported (the client cut off by `timeout`) counts as failed.
-    failed += LOW_RATE_REQUESTS.saturating_sub(requests);
-    let requests = requests.max(LOW_RATE_REQUESTS);
-    migration.dedup();
-    Ok(LowRate { requests, failed, worst: Duration::from_secs_f64(worst), migration })
+    Ok(low_rate(h, port, client, prefix, &|v| mode.spec(name, v, port)))
 }
 
 fn run() -> Result<()> {
     let mut rows: Vec<(Cell, LowRate)> = Vec::new();
+    let mut woken: Vec<(Client, LowRate, LowRate)> = Vec::new();
+    let mut wakes = String::new();
     for mode in MODES {
         for client in CLIENTS {
             eprintln!("{} / {} ...", mode.label(), client.label());
@@ -113,7 +62,14 @@ fn run() -> Result<()> {
             for p in &cell.problems {
                 eprintln!("  problem: {p}");
             }
-            let low = low_rate(&h, mode, client)?;
+            let low = low_rate_of(&h, mode, client, "v")?;
+            // The mitigation for kernels whose migrated connections wake no listener, forced
+            // (this kernel may have the fix): the same low rate with the wake-up connection.
+            if mode == ListenMode::Migration {
+                wakes = probe_wakes(&h);
+                force_wake_up(&h);
+                woken.push((client, low.clone(), low_rate_of(&h, mode, client, "w")?));
+            }
             rows.push((cell, low));
         }
     }
@@ -179,10 +135,38 @@ fn run() -> Result<()> {
     if rows.iter().any(|(c, _)| !c.problems.is_empty()) {
         writeln!(s)?;
     }
+    writeln!(
+        s,
+        "### Low rate without and with the wake-up connection (reuseport, migration)\n\nOn kernels without \
+         \"tcp: call sk_data_ready() after listener migration\" a migrated connection waits for the next arrival; \
+         baton then makes one wake-up connection after each old listener closes. The probe on this kernel says \
+         `wakes_waiters: {}`; the second run forces the mitigation through the probe's cached answer.\n",
+        wakes,
+    )?;
+    writeln!(s, "| client | as probed: worst latency (failed / requests, wake-ups) | wake-up forced: worst latency (failed / requests, wake-ups) |")?;
+    writeln!(s, "|---|---|---|")?;
+    for (client, plain, forced) in &woken {
+        let cell = |r: &LowRate| {
+            format!("{:.1} ms ({} / {}, {})", r.worst.as_secs_f64() * 1000.0, r.failed, r.requests, r.wake_ups)
+        };
+        writeln!(s, "| {} | {} | {} |", client.label(), cell(plain), cell(forced))?;
+    }
+    writeln!(s)?;
     std::fs::write(REPORT, &s).with_context(|| format!("write {REPORT}"))?;
     print!("{s}");
     eprintln!("written to {REPORT}");
     Ok(())
+}
+
+/// What the migration probe says of this kernel's wake-ups (`baton-migration-check`, run in the
+/// sandbox).
+fn probe_wakes(h: &Host) -> String {
+    let out =
+        h.sb.command(baton_integration::bin("baton-migration-check"))
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+    out.map(|v| v["wakes_waiters"].to_string()).unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn systemd_version() -> String {
