@@ -164,6 +164,41 @@ fn a_release_restarted_in_place_is_left_running_when_systemd_is_silent() {
 }
 
 #[test]
+fn a_start_job_whose_end_never_arrives_is_judged_by_what_systemd_answers_after() {
+    // systemd answers that the release is active: its JobRemoved was lost, and readiness goes on.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fake, sd, _) = with_v1(dir.path());
+    fake.start_times_out("app-v2.service", true);
+    let out = apply(&spec(dir.path(), "v2", ""), &sd, &opts(dir.path()), &mut |_| {}).expect("ready after all");
+    assert_eq!(out.version.as_deref(), Some("v2"));
+
+    // systemd answers that it is still activating: not started in time, a verdict.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fake, sd, _) = with_v1(dir.path());
+    fake.start_times_out("app-v2.service", false);
+    let err = apply(&spec(dir.path(), "v2", ""), &sd, &opts(dir.path()), &mut |_| {}).expect_err("not started");
+    assert!(
+        matches!(&err.error, ApplyError::NotReady { reason, .. } if matches!(**reason, NotReady::StartTimeout { .. }))
+    );
+    assert!(fake.is_active("app-v1.service"));
+
+    // systemd does not answer: no verdict, named.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (fake, sd, _) = with_v1(dir.path());
+    fake.start_times_out("app-v2.service", true);
+    fake.no_answer_once_started("app-v2.service", "GetUnit", 2, WAIT);
+    let err = apply(&spec(dir.path(), "v2", ""), &sd, &opts(dir.path()), &mut |_| {}).expect_err("no answer");
+    let failure = Failure::from(*err);
+    assert!(
+        failure.msg.starts_with("systemd did not answer GetUnit for app-v2.service within 15 s, while baton waited"),
+        "{}",
+        failure.msg
+    );
+    assert_eq!(failure.kind, FailureKind::Environment);
+    assert!(fake.is_active("app-v1.service") && !fake.is_active("app-v2.service"));
+}
+
+#[test]
 fn a_read_systemd_answers_with_an_error_is_still_a_problem_of_the_check() {
     // Only silence is without a verdict: an answered error keeps the old meaning.
     let e = SystemdError::Call { method: "GetUnit", arg: "a".into(), detail: "Access denied".into() };

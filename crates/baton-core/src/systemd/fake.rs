@@ -12,6 +12,8 @@ use super::{JobResult, Systemd, SystemdError, UnitStatus};
 #[derive(Debug, Clone, Default)]
 struct FakeUnit {
     active: bool,
+    /// Started, but not active yet (see [`FakeSystemd::start_times_out`]).
+    activating: bool,
     failed: bool,
     enabled: bool,
     main_pid: u32,
@@ -31,6 +33,8 @@ struct Inner {
     unanswered: BTreeMap<&'static str, (usize, Duration)>,
     /// A [`FakeSystemd::no_answer`] that takes effect once the unit named first has started.
     armed: Option<(String, &'static str, usize, Duration)>,
+    /// Units whose next start job's end never arrives, and whether they are active meanwhile.
+    start_times_out: BTreeMap<String, bool>,
 }
 
 /// An in-memory systemd: units start, stop, enable and disable; every call is recorded.
@@ -68,6 +72,12 @@ impl FakeSystemd {
     /// while baton waits for the release to become ready).
     pub fn no_answer_once_started(&self, unit: &str, method: &'static str, times: usize, waited: Duration) {
         self.with(|i| i.armed = Some((unit.to_owned(), method, times, waited)));
+    }
+
+    /// Makes the next start of `unit` fail with [`SystemdError::JobTimeout`] (its `JobRemoved`
+    /// never arrived), the unit active (`active`) or still activating meanwhile.
+    pub fn start_times_out(&self, unit: &str, active: bool) {
+        self.with(|i| i.start_times_out.insert(unit.to_owned(), active));
     }
 
     /// Fails the call when [`FakeSystemd::no_answer`] said so.
@@ -138,6 +148,8 @@ impl Systemd for FakeSystemd {
                 load_state: load_state.to_owned(),
                 active_state: if u.active {
                     "active"
+                } else if u.activating {
+                    "activating"
                 } else if u.failed {
                     "failed"
                 } else {
@@ -157,9 +169,10 @@ impl Systemd for FakeSystemd {
         Ok(self.with(|i| i.files.get(unit).cloned()))
     }
 
-    fn start(&self, unit: &str, _timeout: Duration) -> Result<JobResult, SystemdError> {
+    fn start(&self, unit: &str, timeout: Duration) -> Result<JobResult, SystemdError> {
         self.answer("StartUnit", unit)?;
-        Ok(self.with(|i| {
+        let times_out = self.with(|i| i.start_times_out.remove(unit));
+        let result = self.with(|i| {
             i.calls.push(format!("start {unit}"));
             i.next_pid += 1;
             let pid = i.next_pid;
@@ -181,7 +194,18 @@ impl Systemd for FakeSystemd {
                 }
             }
             result
-        }))
+        });
+        match times_out {
+            None => Ok(result),
+            Some(active) => {
+                self.with(|i| {
+                    if let Some(u) = i.units.get_mut(unit).filter(|_| !active) {
+                        (u.active, u.activating) = (false, true);
+                    }
+                });
+                Err(SystemdError::JobTimeout { method: "StartUnit", unit: unit.to_owned(), waited: timeout })
+            }
+        }
     }
 
     fn stop(&self, unit: &str, _timeout: Duration) -> Result<JobResult, SystemdError> {
@@ -189,7 +213,7 @@ impl Systemd for FakeSystemd {
         Ok(self.with(|i| {
             i.calls.push(format!("stop {unit}"));
             let u = i.units.entry(unit.to_owned()).or_default();
-            u.active = false;
+            (u.active, u.activating) = (false, false);
             u.main_pid = 0;
             JobResult::Done
         }))
