@@ -1,6 +1,9 @@
 //! The `baton_service` data source: a service's releases as they are now, read from its unit
 //! files and from systemd (the same read as `baton status`), for outputs and other resources.
 //!
+//! With `host`, the read runs `baton status --json` on that host over the provider's SSH
+//! connection to it (the resource's, shared for the run); without, it reads this machine.
+//!
 //! A service with no release on disk is an error naming the service and the directory: a typo in
 //! `name` must not read as "nothing deployed". (Terraform reads a data source that depends on a
 //! resource still to be created only after that resource was applied.)
@@ -8,13 +11,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use baton_core::{Baton, ServiceStatus};
+use baton_core::{Baton, ReleaseStatus, ServiceStatus};
 use serde::{Deserialize, Serialize};
 use tf_provider::value::Value;
 use tf_provider::{AttributePath, Diagnostics};
 
 use crate::model::{Service, DEFAULT_UNIT_DIR};
-use crate::resource::error;
+use crate::remote::Remotes;
+use crate::resource::{check_host, error};
 
 /// The attributes of the `baton_service` data source.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -26,6 +30,8 @@ pub struct ServiceInfo {
     pub name: Value<String>,
     /// Where its unit files live.
     pub unit_dir: Value<String>,
+    /// The host to read over SSH (null: this machine).
+    pub host: Value<String>,
     /// Computed: the active release (null when none runs).
     pub version: Value<String>,
     /// Computed: `started` or `stopped`.
@@ -64,6 +70,7 @@ pub fn from_status(config: &ServiceInfo, unit_dir: &str, st: &ServiceStatus) -> 
         id: Value::Value(st.name.clone()),
         name: config.name.clone(),
         unit_dir: Value::Value(unit_dir.to_owned()),
+        host: config.host.clone(),
         version: known(active.map(|r| r.version.clone())),
         state: Value::Value(if active.is_some() { "started" } else { "stopped" }.to_owned()),
         unit: known(active.map(|r| r.unit.clone())),
@@ -73,43 +80,123 @@ pub fn from_status(config: &ServiceInfo, unit_dir: &str, st: &ServiceStatus) -> 
     })
 }
 
+fn name_and_dir(config: &ServiceInfo) -> (String, String) {
+    let name = config.name.as_ref_option().cloned().unwrap_or_default();
+    let unit_dir = config.unit_dir.as_ref_option().map_or(DEFAULT_UNIT_DIR, String::as_str).to_owned();
+    (name, unit_dir)
+}
+
+/// The attributes from `st`, or the error naming the service and where it was looked for.
+fn found(config: &ServiceInfo, unit_dir: &str, st: &ServiceStatus) -> Result<ServiceInfo, ReadError> {
+    let (name, _) = name_and_dir(config);
+    from_status(config, unit_dir, st).ok_or_else(|| {
+        let on = config.host.as_ref_option().map(|h| format!(" on host {h}")).unwrap_or_default();
+        ReadError::NotFound(format!(
+            "there is no release of service {name:?} in {unit_dir}{on}: no unit file there carries \
+             X-Baton-Service={name} (deploy it first, or check `name`, `unit_dir` and `host`)"
+        ))
+    })
+}
+
 /// Reads the service `config` names from its unit directory and systemd (a failed read is
 /// tried once more on a fresh connection, by the core).
 pub fn read(baton: &Baton, config: &ServiceInfo) -> Result<ServiceInfo, ReadError> {
-    let name = config.name.as_ref_option().cloned().unwrap_or_default();
-    let unit_dir = config.unit_dir.as_ref_option().map_or(DEFAULT_UNIT_DIR, String::as_str).to_owned();
+    let (name, unit_dir) = name_and_dir(config);
     let st = baton.status(&name, Path::new(&unit_dir)).map_err(|e| ReadError::Failed(baton_core::error_chain(&e)))?;
-    from_status(config, &unit_dir, &st).ok_or_else(|| {
-        ReadError::NotFound(format!(
-            "there is no release of service {name:?} in {unit_dir}: no unit file there carries \
-             X-Baton-Service={name} (deploy it first, or check `name` and `unit_dir`)"
-        ))
-    })
+    found(config, &unit_dir, &st)
+}
+
+/// One release in `baton status --json`.
+#[derive(Debug, Deserialize)]
+struct RemoteRelease {
+    version: String,
+    unit: String,
+    #[serde(default)]
+    active_state: String,
+    #[serde(default)]
+    sub_state: String,
+    enabled: bool,
+    #[serde(default)]
+    main_pid: u32,
+    #[serde(default)]
+    active_since_unix: Option<u64>,
+}
+
+/// `baton status --json` as a remote host prints it.
+#[derive(Debug, Deserialize)]
+struct RemoteStatus {
+    name: String,
+    active_version: Option<String>,
+    releases: Vec<RemoteRelease>,
+}
+
+impl From<RemoteStatus> for ServiceStatus {
+    fn from(r: RemoteStatus) -> ServiceStatus {
+        ServiceStatus {
+            name: r.name,
+            active_version: r.active_version,
+            releases: r
+                .releases
+                .into_iter()
+                .map(|r| ReleaseStatus {
+                    version: r.version,
+                    unit: r.unit,
+                    active_state: r.active_state,
+                    sub_state: r.sub_state,
+                    enabled: r.enabled,
+                    main_pid: r.main_pid,
+                    active_since_unix: r.active_since_unix,
+                })
+                .collect(),
+            socket: None,
+        }
+    }
+}
+
+/// Reads the service on `host`: `baton status --json` there (read-only: no lock, no write).
+async fn read_remote(remotes: &Remotes, host: &str, config: &ServiceInfo) -> Result<ServiceInfo, ReadError> {
+    let (name, unit_dir) = name_and_dir(config);
+    let conn = remotes.for_read(host).await.map_err(ReadError::Failed)?;
+    let out =
+        conn.baton(&["status", "--json", "--unit-dir", &unit_dir, &name], None).await.map_err(ReadError::Failed)?;
+    let st: RemoteStatus = out.json(host, "baton status").map_err(ReadError::Failed)?;
+    found(config, &unit_dir, &st.into())
 }
 
 /// The `baton_service` data source.
 #[derive(Debug, Clone)]
 pub struct ServiceDataSource {
     baton: Arc<Baton>,
+    remotes: Arc<Remotes>,
 }
 
 impl ServiceDataSource {
     /// A data source reading through `baton`.
     pub fn new(baton: Arc<Baton>) -> Self {
-        ServiceDataSource { baton }
+        ServiceDataSource { baton, remotes: Arc::default() }
     }
 
-    /// ValidateDataResourceConfig: `name` and `unit_dir` under the spec's rules, both reported.
+    /// The same, with remote hosts reached through `remotes` (the resource's connections).
+    pub fn with_remotes(mut self, remotes: Arc<Remotes>) -> Self {
+        self.remotes = remotes;
+        self
+    }
+
+    /// ValidateDataResourceConfig: `name` and `unit_dir` under the spec's rules, `host` under
+    /// the resource's, each reported.
     pub fn validate(&self, diags: &mut Diagnostics, config: &ServiceInfo) {
         // The resource's checks, with everything else still "unknown" (so never at fault).
         let as_service = Service {
             name: config.name.clone(),
             unit_dir: config.unit_dir.clone(),
+            host: config.host.clone(),
             version: Value::Unknown,
             exec_start: Value::Unknown,
             ..Service::default()
         };
-        if let Err(errors) = as_service.validate() {
+        let mut errors = as_service.validate().err().unwrap_or_default();
+        errors.extend(check_host(&as_service));
+        {
             for e in errors {
                 error(diags, "Invalid baton_service data source", e.msg, e.path);
             }
@@ -122,12 +209,17 @@ impl ServiceDataSource {
         if !diags.errors.is_empty() {
             return None;
         }
-        let baton = self.baton.clone();
-        let wanted = config.clone();
-        let read = tokio::task::spawn_blocking(move || read(&baton, &wanted))
-            .await
-            .map_err(|e| ReadError::Failed(format!("the baton worker thread failed: {e}")))
-            .and_then(|r| r);
+        let read = match config.host.as_ref_option() {
+            Some(host) => read_remote(&self.remotes, host, &config).await,
+            None => {
+                let baton = self.baton.clone();
+                let wanted = config.clone();
+                tokio::task::spawn_blocking(move || read(&baton, &wanted))
+                    .await
+                    .map_err(|e| ReadError::Failed(format!("the baton worker thread failed: {e}")))
+                    .and_then(|r| r)
+            }
+        };
         let name = config.name.as_ref_option().cloned().unwrap_or_default();
         match read {
             Ok(info) => Some(info),
@@ -136,7 +228,11 @@ impl ServiceDataSource {
                 None
             }
             Err(ReadError::Failed(msg)) => {
-                error(diags, format!("Cannot read baton service {name:?}"), msg, AttributePath::root());
+                let summary = match config.host.as_ref_option() {
+                    Some(host) => format!("Cannot read baton service {name:?} on host {host}"),
+                    None => format!("Cannot read baton service {name:?}"),
+                };
+                error(diags, summary, msg, AttributePath::root());
                 None
             }
         }
@@ -222,6 +318,33 @@ mod tests {
             }
             other => panic!("expected NotFound, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_remote_status_reads_as_a_local_one() {
+        let json = br#"{"name":"web","active_version":"v2","releases":[
+            {"version":"v1","unit":"web-v1.service","active_state":"inactive","sub_state":"dead","enabled":false,"main_pid":0,"active_since_unix":null},
+            {"version":"v2","unit":"web-v2.service","active_state":"active","sub_state":"running","enabled":true,"main_pid":42,"active_since_unix":7}]}"#;
+        let out = crate::remote::RemoteOutput { status: Some(0), stdout: json.to_vec(), stderr: String::new() };
+        let st: RemoteStatus = out.json("h1", "baton status").expect("parses");
+        let c = ServiceInfo { name: s("web"), host: s("h1"), ..ServiceInfo::default() };
+        let info = found(&c, "/etc/systemd/system", &st.into()).expect("found");
+        assert_eq!((info.version, info.main_pid, info.host), (s("v2"), Value::Value(42), s("h1")));
+        assert_eq!(info.releases, Value::Value(vec![s("v1"), s("v2")]));
+        let none = ServiceStatus { name: "web".into(), active_version: None, releases: vec![], socket: None };
+        match found(&c, "/etc/systemd/system", &none) {
+            Err(ReadError::NotFound(msg)) => assert!(msg.contains("on host h1"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn validation_reports_host() {
+        let ds = ServiceDataSource::new(Arc::default());
+        let mut diags = Diagnostics::default();
+        ds.validate(&mut diags, &ServiceInfo { name: s("web"), host: s("-oProxyCommand=x"), ..ServiceInfo::default() });
+        let at: Vec<_> = diags.errors.iter().map(|d| d.attribute.steps.clone()).collect();
+        assert_eq!(at, vec![AttributePath::new("host").steps], "{diags:?}");
     }
 
     #[test]

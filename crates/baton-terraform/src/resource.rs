@@ -228,7 +228,7 @@ fn final_state(planned: &Service, config: &Service, diags: &mut Diagnostics) -> 
 }
 
 /// Checks `host`: an SSH destination (`host`, `user@host`, `[v6addr]`), never an ssh option.
-fn check_host(config: &Service) -> Option<AttrError> {
+pub(crate) fn check_host(config: &Service) -> Option<AttrError> {
     let host = config.host()?;
     let bad = host.is_empty()
         || host.starts_with('-')

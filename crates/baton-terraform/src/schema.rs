@@ -240,7 +240,7 @@ pub fn service() -> Schema {
 
 /// The schema of the `baton_service` data source.
 pub fn service_data() -> Schema {
-    use AttributeConstraint::{Computed, OptionalComputed, Required};
+    use AttributeConstraint::{Computed, Optional, OptionalComputed, Required};
     use AttributeType::{Bool, List, Number};
     let attributes: HashMap<String, Attribute> = [
         ("id", attr(string(), Computed, "The service's name.")),
@@ -248,6 +248,14 @@ pub fn service_data() -> Schema {
         (
             "unit_dir",
             attr(string(), OptionalComputed, "Where its unit files live. Defaults to `/etc/systemd/system`."),
+        ),
+        (
+            "host",
+            attr(
+                string(),
+                Optional,
+                "The host to read over SSH, as the resource's `host`: an address, a name (`~/.ssh/config` applies) or `user@host`, with the provider's `ssh` settings; `baton status --json` runs there (it reads only). Unset: the machine Terraform runs on.",
+            ),
         ),
         (
             "version",
@@ -311,7 +319,7 @@ pub fn provider() -> Schema {
             "known_hosts",
             attr(string(), Optional, "The host keys to trust, as `known_hosts` text (e.g. `file(\"known_hosts\")`, or lines from `ssh-keyscan` verified out of band). Unset: the user's `~/.ssh/known_hosts`. Host keys are always checked strictly: an unknown or changed key fails every resource of that host, naming it."),
         ),
-        ("bastion", attr(string(), Optional, "A jump host, `host[:port]` (ssh's ProxyJump); the bastion's own key is checked against `~/.ssh/known_hosts`.")),
+        ("bastion", attr(string(), Optional, "A jump host, `[user@]host[:port]` (ssh's ProxyJump). The hop to it uses the same settings: `private_key`, `known_hosts` (which must hold the bastion's key too), `user` (unless given here), `agent` and `timeout_sec`; `~/.ssh/config` still applies to what they leave unset.")),
         ("timeout_sec", attr(Number, Optional, &format!("The connect timeout in seconds (1–3600). Defaults to {}.", crate::remote::ssh::DEFAULT_TIMEOUT_SEC))),
     ]
     .into_iter()

@@ -86,7 +86,7 @@ impl Plugin {
         let remotes = Arc::new(crate::remote::Remotes::default());
         Plugin {
             resource: ServiceResource::new(baton.clone()).with_remotes(remotes.clone()),
-            data_source: ServiceDataSource::new(baton),
+            data_source: ServiceDataSource::new(baton).with_remotes(remotes.clone()),
             remotes,
             stop: Arc::new(watch::channel(false).0),
         }

@@ -248,6 +248,29 @@ pub struct Connected {
     _files: Files,
 }
 
+/// The ssh_config of a connection through a bastion: the provider's key, known_hosts, user and
+/// timeout for every hop (ssh gives the hop to the bastion nothing but this file, `-l` and
+/// `-p`), strict host key checking and no prompt, then the user's and the system's
+/// configuration, as ssh reads them without `-F` (the first value of an option wins).
+fn jump_config(settings: &Settings, dir: &Path) -> String {
+    let mut c = String::from(
+        "# terraform-provider-baton: its ssh settings for every hop, the bastion too\nHost *\n  \
+         StrictHostKeyChecking yes\n  BatchMode yes\n",
+    );
+    c.push_str(&format!("  ConnectTimeout {}\n", settings.timeout_sec.unwrap_or(DEFAULT_TIMEOUT_SEC)));
+    if settings.private_key.is_some() {
+        c.push_str(&format!("  IdentityFile \"{}\"\n  IdentitiesOnly yes\n", dir.join("id").display()));
+    }
+    if settings.known_hosts.is_some() {
+        c.push_str(&format!("  UserKnownHostsFile \"{}\"\n", dir.join("known_hosts").display()));
+    }
+    if let Some(user) = &settings.user {
+        c.push_str(&format!("  User {user}\n"));
+    }
+    c.push_str("Include ~/.ssh/config\nInclude /etc/ssh/ssh_config\n");
+    c
+}
+
 /// Hints for ssh's own words about a host key.
 fn host_key_hint(text: &str) -> Option<&'static str> {
     let t = text.to_ascii_lowercase();
@@ -294,14 +317,26 @@ impl Connected {
             b.user_known_hosts_file(files.write("known_hosts", known)?);
         }
         if let Some(bastion) = &settings.bastion {
+            // ssh starts the hop to the bastion as `ssh -l -p -F <config> -W`: of the options
+            // above only a config file reaches it, so the provider's settings go there too.
             b.jump_hosts([bastion.as_str()]);
+            b.config_file(files.write("config", &jump_config(settings, files.path()))?);
         }
         if settings.agent == Some(false) {
             // No agent socket: ssh uses only the key files.
             b.ssh_auth_sock(files.path().join("no-agent"));
         }
         let session = b.connect(host).await.map_err(|e| {
-            let text = chain(&e);
+            let mut text = chain(&e);
+            if settings.agent == Some(true) && std::env::var_os("SSH_AUTH_SOCK").is_none() {
+                text.push_str(
+                    " (ssh.agent = true, but SSH_AUTH_SOCK is not set in terraform's environment: there is no agent \
+                     to ask for a key)",
+                );
+            }
+            if let Some(bastion) = &settings.bastion {
+                text.push_str(&format!(" (through the bastion {bastion})"));
+            }
             match host_key_hint(&text) {
                 Some(hint) => format!("cannot connect to host {host} over SSH: {hint} ({text})"),
                 None => format!("cannot connect to host {host} over SSH: {text}"),
@@ -375,6 +410,35 @@ impl Connected {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bastion_hop_gets_the_providers_key_known_hosts_and_user() {
+        let s = Settings {
+            user: Some("ops".into()),
+            private_key: Some("k".into()),
+            known_hosts: Some("h".into()),
+            bastion: Some("jump:2222".into()),
+            timeout_sec: Some(7),
+            ..Settings::default()
+        };
+        let c = jump_config(&s, Path::new("/tmp/baton-ssh.x"));
+        for line in [
+            "Host *",
+            "  IdentityFile \"/tmp/baton-ssh.x/id\"",
+            "  IdentitiesOnly yes",
+            "  UserKnownHostsFile \"/tmp/baton-ssh.x/known_hosts\"",
+            "  StrictHostKeyChecking yes",
+            "  BatchMode yes",
+            "  ConnectTimeout 7",
+            "  User ops",
+            "Include ~/.ssh/config",
+        ] {
+            assert!(c.lines().any(|l| l == line), "{line:?} missing in\n{c}");
+        }
+        // Without a key or known_hosts text, ssh's own (the agent, ~/.ssh) apply to the hop.
+        let c = jump_config(&Settings::default(), Path::new("/d"));
+        assert!(!c.contains("IdentityFile") && !c.contains("UserKnownHostsFile") && !c.contains("User "), "{c}");
+    }
 
     #[test]
     fn host_key_errors_get_a_hint() {

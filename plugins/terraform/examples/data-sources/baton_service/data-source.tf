@@ -23,3 +23,14 @@ data "baton_service" "web" {
 output "web_main_pid" {
   value = data.baton_service.web.main_pid
 }
+
+# The same service on another machine: `host` reads it there over SSH, with the provider's `ssh`
+# settings (`baton status --json` runs on the host; nothing is changed).
+data "baton_service" "web_on_app1" {
+  host = "10.0.3.17"
+  name = "web"
+}
+
+output "web_on_app1_version" {
+  value = data.baton_service.web_on_app1.version
+}
