@@ -52,8 +52,8 @@ pub enum ApplyError {
     NoVerdict {
         /// The new release's unit.
         unit: String,
-        /// The call systemd did not answer.
-        error: SystemdError,
+        /// The call systemd did not answer (or answered too late).
+        error: Box<SystemdError>,
         /// What baton did about the new release.
         aftermath: String,
         /// Whether the new release was stopped.
@@ -82,6 +82,7 @@ impl ApplyError {
                 SystemdError::Connect { .. }
                 | SystemdError::Call { .. }
                 | SystemdError::NoAnswer { .. }
+                | SystemdError::Slow { .. }
                 | SystemdError::Transport { .. },
             )
             | ApplyError::NoVerdict { .. } => FailureKind::Environment,

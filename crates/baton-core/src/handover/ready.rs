@@ -7,7 +7,7 @@
 //! [`Unready::Systemd`], never with "not ready". A check slowed down by systemd still ends by
 //! `health.timeout_sec` (counted from the start), as every call has its own bounded wait.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -18,11 +18,14 @@ use crate::spec::{Readiness, ServiceType};
 use crate::systemd::{JobResult, SystemdError};
 
 /// A readiness check that failed: worth retrying, or final (the release exited), or without a
-/// verdict (systemd did not answer).
+/// verdict (systemd did not answer), or failed only as systemd answered too late for the probe
+/// (retried; without a verdict if that is still so at the deadline).
+#[derive(Debug)]
 enum Check {
     Retry(String),
     Fatal(String),
     Systemd(SystemdError),
+    Slow(String, SystemdError),
 }
 use Check::{Fatal, Retry};
 
@@ -126,15 +129,20 @@ impl Run<'_> {
         loop {
             let checked = self.check_ready(unit);
             self.relay_notes();
-            let last_problem = match checked {
+            let (last_problem, slow) = match checked {
                 Ok(pid) => return Ok(pid),
                 Err(Fatal(problem)) => return Err(NotReady::Exited(problem).into()),
                 Err(Check::Systemd(e)) => return Err(Unready::Systemd(e)),
-                Err(Retry(problem)) => problem,
+                Err(Retry(problem)) => (problem, None),
+                Err(Check::Slow(problem, e)) => (problem, Some(e)),
             };
             let elapsed = t0.elapsed();
             if elapsed >= limit {
-                return Err(NotReady::Timeout { timeout_sec: self.spec.health.timeout_sec, last_problem }.into());
+                // The last check failed only because systemd answered too late: no verdict.
+                return Err(match slow {
+                    Some(e) => Unready::Systemd(e),
+                    None => NotReady::Timeout { timeout_sec: self.spec.health.timeout_sec, last_problem }.into(),
+                });
             }
             (self.progress)(Progress::Waiting { what: format!("{unit} {last_problem}"), elapsed, limit });
             sleep(interval.min(limit.saturating_sub(elapsed)));
@@ -151,7 +159,7 @@ impl Run<'_> {
             Ok(pid) if pid == first_pid => Ok(()),
             Ok(pid) => Err(NotReady::RestartedWhileSettling { first_pid, pid }.into()),
             Err(Fatal(p) | Retry(p)) => Err(NotReady::Exited(p).into()),
-            Err(Check::Systemd(e)) => Err(Unready::Systemd(e)),
+            Err(Check::Systemd(e) | Check::Slow(_, e)) => Err(Unready::Systemd(e)),
         }
     }
 
@@ -180,7 +188,7 @@ impl Run<'_> {
                     Err(Fatal(problem) | Retry(problem)) => {
                         return Err(NotReady::Unhealthy { observe_sec, after: o0.elapsed(), problem }.into())
                     }
-                    Err(Check::Systemd(e)) => return Err(Unready::Systemd(e)),
+                    Err(Check::Systemd(e) | Check::Slow(_, e)) => return Err(Unready::Systemd(e)),
                 }
             }
         }
@@ -207,11 +215,24 @@ impl Run<'_> {
         }
         let probe_timeout = self.interval().max(Duration::from_millis(500)).min(Duration::from_secs(5));
         // A probe counts only when a process of this unit served it: with SO_REUSEPORT the old
-        // release may be the one the kernel hands the connection to. A probe that failed because
-        // systemd did not say which processes are the unit's has no verdict.
+        // release may be the one the kernel hands the connection to. The unit's processes are
+        // asked for before the probe starts, so a slow systemd does not eat the probe's time;
+        // the probe's later rounds ask again (a process may have been forked meanwhile). A probe
+        // that failed because systemd did not say which processes are the unit's, or said it
+        // too late, has no verdict.
+        let probing = matches!(self.spec.health.readiness, Readiness::Http { .. } | Readiness::Tcp { .. });
+        let first =
+            RefCell::new(if probing { Some(self.sd.unit_pids(unit).map_err(unanswered_or_retry)?) } else { None });
         let unanswered: RefCell<Option<SystemdError>> = RefCell::new(None);
+        let asking = Cell::new(Duration::ZERO);
         let owners = || {
-            self.sd.unit_pids(unit).map_err(|e| {
+            if let Some(pids) = first.borrow_mut().take() {
+                return Ok(pids);
+            }
+            let t = Instant::now();
+            let answer = self.sd.unit_pids(unit);
+            asking.set(asking.get().max(t.elapsed()));
+            answer.map_err(|e| {
                 let text = error_chain(&e);
                 if e.is_unanswered() {
                     *unanswered.borrow_mut() = Some(e);
@@ -219,10 +240,8 @@ impl Run<'_> {
                 text
             })
         };
-        let probe_failed = |problem: String| match unanswered.borrow_mut().take() {
-            Some(e) => Check::Systemd(e),
-            None => Retry(problem),
-        };
+        let probe_failed =
+            |problem: String| probe_verdict(problem, unanswered.borrow_mut().take(), asking.get(), probe_timeout, unit);
         // Socket mode may listen on one address only (`bind_address`): probed there.
         let at = self.spec.bind_address;
         match &self.spec.health.readiness {
@@ -251,5 +270,67 @@ fn unanswered_or_retry(e: SystemdError) -> Check {
         Check::Systemd(e)
     } else {
         Retry(error_chain(&e))
+    }
+}
+
+/// What a failed probe says: nothing about the release when systemd did not answer which
+/// processes are the unit's, or when one such question (`asking`: the longest) took the whole
+/// probe's time or more (the probe then had no time left to attribute its connection); else the
+/// probe's problem. Many quick questions are the probe's normal work, and a slow one that left
+/// time (a busy machine answers in a few hundred milliseconds) is no reason to doubt the verdict.
+fn probe_verdict(
+    problem: String,
+    unanswered: Option<SystemdError>,
+    asking: Duration,
+    probe_timeout: Duration,
+    unit: &str,
+) -> Check {
+    match unanswered {
+        Some(e) => Check::Systemd(e),
+        None if asking >= probe_timeout => {
+            let slow = SystemdError::Slow {
+                method: "GetUnitProcesses",
+                arg: unit.to_owned(),
+                took: asking,
+                limit: probe_timeout,
+                step: "a readiness probe",
+            };
+            Check::Slow(format!("{problem} ({slow})"), slow)
+        }
+        None => Retry(problem),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROBE: Duration = Duration::from_millis(500);
+
+    #[test]
+    fn a_probe_that_failed_for_systemd_has_no_verdict_on_the_release() {
+        let problem = || "fails its HTTP probe GET /health: not served".to_owned();
+        let unit = "app-v2.service";
+        assert!(
+            matches!(probe_verdict(problem(), None, Duration::from_millis(20), PROBE, unit), Retry(p) if p == problem())
+        );
+        let silent = SystemdError::NoAnswer { method: "GetUnitProcesses", arg: unit.into(), waited: PROBE };
+        assert!(matches!(
+            probe_verdict(problem(), Some(silent), Duration::ZERO, PROBE, unit),
+            Check::Systemd(SystemdError::NoAnswer { .. })
+        ));
+        let Check::Slow(p, e) = probe_verdict(problem(), None, Duration::from_millis(2400), PROBE, unit) else {
+            panic!("a probe that spent its time waiting for systemd is not the release's fault")
+        };
+        assert_eq!(
+            e.to_string(),
+            "systemd answered GetUnitProcesses for app-v2.service only after 2.4 s, later than the 0.5 s a readiness \
+             probe may take"
+        );
+        assert!(p.starts_with(&problem()) && p.ends_with(&format!("({e})")), "{p}");
+        assert!(!e.is_unanswered(), "an answer came: nothing to ask again");
+        assert!(matches!(probe_verdict(problem(), None, PROBE, PROBE, unit), Check::Slow(..)));
+        let busy = Duration::from_millis(300);
+        assert!(matches!(probe_verdict(problem(), None, busy, PROBE, unit), Retry(_)), "a busy machine still judges");
     }
 }

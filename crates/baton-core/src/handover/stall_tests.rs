@@ -62,7 +62,7 @@ fn systemd_silent_during_readiness_is_named_never_not_ready_and_the_old_release_
         panic!("not a NoVerdict: {:?}", err.error)
     };
     assert_eq!(unit, "app-v2.service");
-    assert!(matches!(error, SystemdError::NoAnswer { method: "GetUnit", waited, .. } if *waited == WAIT));
+    assert!(matches!(**error, SystemdError::NoAnswer { method: "GetUnit", waited, .. } if waited == WAIT));
     let failure = Failure::from(*err);
     assert_eq!(
         failure.msg,

@@ -192,7 +192,7 @@ impl Run<'_> {
             let aftermath = format!(
                 "baton left {unit} running (it was restarted in place: stopping it would leave nothing serving)"
             );
-            return ApplyError::NoVerdict { unit: unit.to_owned(), error, aftermath, stopped: false };
+            return ApplyError::NoVerdict { unit: unit.to_owned(), error: Box::new(error), aftermath, stopped: false };
         }
         (self.progress)(Progress::Step(format!("roll back: stop {unit} (no verdict: {error})")));
         let stopped = self.sd.stop(unit, Duration::from_secs(self.spec.timeout_stop_sec.saturating_add(15)));
@@ -210,7 +210,7 @@ impl Run<'_> {
                 error_chain(e)
             ),
         };
-        ApplyError::NoVerdict { unit: unit.to_owned(), error, aftermath, stopped: stopped.is_ok() }
+        ApplyError::NoVerdict { unit: unit.to_owned(), error: Box::new(error), aftermath, stopped: stopped.is_ok() }
     }
 }
 

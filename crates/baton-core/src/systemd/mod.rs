@@ -44,6 +44,21 @@ pub enum SystemdError {
         /// How long baton waited for the answer.
         waited: Duration,
     },
+    /// systemd answered, but too late for the step that asked (e.g. a readiness probe that must
+    /// know the unit's processes within its own time): the answer came, no verdict did.
+    #[error("systemd answered {method}{} only after {}, later than the {} {step} may take", for_arg(arg), seconds(*took), seconds(*limit))]
+    Slow {
+        /// The method.
+        method: &'static str,
+        /// Its main argument.
+        arg: String,
+        /// How long systemd took.
+        took: Duration,
+        /// How long the step may take.
+        limit: Duration,
+        /// The step, e.g. `a readiness probe`.
+        step: &'static str,
+    },
     /// The bus connection broke during a call (closed, reset, unreadable): the call may be
     /// asked again on a fresh connection.
     #[error("systemd {method}({arg}) failed: the bus connection broke: {detail}")]
