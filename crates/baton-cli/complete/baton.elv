@@ -82,8 +82,8 @@ set edit:completion:arg-completer[baton] = {|@words|
             cand --quiet 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)'
             cand -v 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file''s path, the lock file, the bus address, and how long each step took'
             cand --verbose 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file''s path, the lock file, the bus address, and how long each step took'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'baton;adopt'= {
             cand --unit-dir 'Where unit files live'

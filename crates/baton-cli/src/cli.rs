@@ -88,9 +88,15 @@ pub enum Command {
     },
     /// Print a service's releases with the text of each unit file, as JSON: what the Terraform
     /// provider reads on a remote host. Reads only: no lock, no daemon-reload, no write.
+    ///
+    /// With several names (the provider reads every resource of a host in one command): one
+    /// compact JSON object per name and line, in the order given, each the service's releases
+    /// or `{"failed": true, "msg": ..., "name": ...}` for one that could not be read; the others
+    /// are read all the same, and the exit status is the first failure's.
     Observe {
-        /// The service.
-        name: String,
+        /// The services.
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
         /// Where unit files live.
         #[arg(long, default_value = "/etc/systemd/system")]
         unit_dir: PathBuf,

@@ -143,17 +143,7 @@ fn run(cli: Cli) -> ExitCode {
             }
             ExitCode::from(cli::EXIT_OK)
         }
-        Command::Observe { name, unit_dir } => {
-            let name = match spec::Ident::parse("name", &name) {
-                Ok(n) => n,
-                Err(e) => return fail(&refused(e)),
-            };
-            match Baton::system().observe(name.as_str(), &unit_dir) {
-                Ok(seen) => print_json(&observed_json(&seen)),
-                Err(e) => return fail(&Failure::msg(baton_core::error_chain(&e)).with_kind(FailureKind::Environment)),
-            }
-            ExitCode::from(cli::EXIT_OK)
-        }
+        Command::Observe { names, unit_dir } => observe(&names, &unit_dir),
         Command::Adopt { name, unit_dir } => match Baton::system().adopt(&name, &unit_dir) {
             Ok(a) => {
                 print_json(&serde_json::json!({
@@ -176,6 +166,44 @@ fn run(cli: Cli) -> ExitCode {
         }
         Command::Man { command, dir } => man(command.as_deref(), dir.as_deref()),
     }
+}
+
+/// `baton observe NAME...`: one name prints its JSON (or its failure) as before; several print
+/// one compact JSON object per name and line, a failure naming its service, all read over one
+/// D-Bus connection. The exit status is the first failure's (0 when every name was read).
+fn observe(names: &[String], unit_dir: &std::path::Path) -> ExitCode {
+    let baton = Baton::system();
+    let mut status = cli::EXIT_OK;
+    let mut out = std::io::stdout().lock();
+    for name in names {
+        let (value, failed) = match observe_one(&baton, name, unit_dir) {
+            Ok(seen) => (observed_json(&seen), None),
+            Err(mut f) => {
+                f.name = Some(name.clone());
+                (serde_json::to_value(&f).unwrap_or_default(), Some(f.kind))
+            }
+        };
+        if let (Some(kind), cli::EXIT_OK) = (failed, status) {
+            status = cli::exit_status(kind);
+        }
+        let written = if names.len() == 1 {
+            serde_json::to_writer_pretty(&mut out, &value)
+        } else {
+            serde_json::to_writer(&mut out, &value)
+        };
+        if written.is_err() || writeln!(out).is_err() {
+            // stdout closed: nobody reads the rest.
+            return ExitCode::from(cli::exit_status(FailureKind::Environment));
+        }
+    }
+    ExitCode::from(status)
+}
+
+fn observe_one(baton: &Baton, name: &str, unit_dir: &std::path::Path) -> Result<baton_core::Observed, Failure> {
+    let name = spec::Ident::parse("name", name).map_err(refused)?;
+    baton
+        .observe(name.as_str(), unit_dir)
+        .map_err(|e| Failure::msg(baton_core::error_chain(&e)).with_kind(FailureKind::Environment))
 }
 
 /// `baton observe`'s JSON: `baton status --json` with each release's unit file text.

@@ -7,11 +7,13 @@
 //!   checksum-verified and renamed into place), or the operator's preinstalled one.
 //!
 //! Reads (refresh, plan, import) run only `baton observe` and `baton adopt`, which read unit
-//! files and systemd and change nothing: no lock, no daemon-reload, no write. Changes run
+//! files and systemd and change nothing: no lock, no daemon-reload, no write. The reads of one
+//! host that Terraform makes at the same time share one `baton observe NAME...` ([`batch`]). Changes run
 //! `baton apply -`; secrets travel only inside the spec on stdin, never on a command line.
 //! A host that cannot be reached fails the resources on it, each error naming the host; the
 //! failure is kept for the run, so the other hosts' resources go on without waiting for it again.
 
+pub mod batch;
 pub mod install;
 pub mod ssh;
 
@@ -124,11 +126,13 @@ impl AdoptedView {
 /// One host's connection, made once per run (or the error that made it fail, kept for the run).
 type HostCell = Arc<OnceCell<Result<Arc<ssh::Connected>, String>>>;
 
-/// Every remote host of a run: the provider's settings and one connection per host.
+/// Every remote host of a run: the provider's settings, one connection per host, and the
+/// queue of reads per host and unit directory.
 #[derive(Debug, Default)]
 pub struct Remotes {
     settings: Mutex<Option<Arc<Settings>>>,
     hosts: Mutex<HashMap<String, HostCell>>,
+    observations: batch::Batcher<(String, String), Seen>,
 }
 
 impl Remotes {
@@ -195,11 +199,21 @@ impl Remotes {
         }
     }
 
-    /// `baton observe` of the service `name` on `host`.
+    /// `baton observe` of the service `name` on `host`, in one command with the other reads of
+    /// that host and unit directory queued meanwhile (see [`batch`]).
     pub async fn observe(&self, host: &str, name: &str, unit_dir: &str) -> Result<Seen, String> {
         let conn = self.for_read(host).await?;
-        let out = conn.baton(&["observe", "--unit-dir", unit_dir, name], None).await?;
-        out.json(host, "baton observe")
+        let dir = unit_dir.to_owned();
+        let run = move |names: Vec<String>| {
+            let (conn, dir) = (conn.clone(), dir.clone());
+            async move {
+                let mut args = vec!["observe", "--unit-dir", dir.as_str()];
+                args.extend(names.iter().map(String::as_str));
+                let out = conn.baton(&args, None).await?;
+                Ok(out.observations(&conn.host, &names))
+            }
+        };
+        self.observations.read((host.to_owned(), unit_dir.to_owned()), name.to_owned(), run).await
     }
 
     /// `baton adopt` of the service `name` on `host`.
@@ -269,6 +283,30 @@ impl RemoteOutput {
         })
     }
 
+    /// The answers of `baton observe NAMES...`: one JSON object per name, in order, each the
+    /// service's releases or its failure. Output that is not one object per name (the command
+    /// failed as a whole) is that failure for every name.
+    pub fn observations(&self, host: &str, names: &[String]) -> HashMap<String, Result<Seen, String>> {
+        let values: Result<Vec<serde_json::Value>, _> =
+            serde_json::Deserializer::from_slice(&self.stdout).into_iter().collect();
+        let values = match values {
+            Ok(v) if v.len() == names.len() && v.iter().all(serde_json::Value::is_object) => v,
+            Ok(_) if self.status == Some(0) => {
+                let e = format!(
+                    "baton observe on host {host} printed no JSON object per service ({} asked): {}",
+                    names.len(),
+                    String::from_utf8_lossy(&self.stdout).trim()
+                );
+                return names.iter().map(|n| (n.clone(), Err(e.clone()))).collect();
+            }
+            _ => {
+                let e = self.failure_text(host, "baton observe");
+                return names.iter().map(|n| (n.clone(), Err(e.clone()))).collect();
+            }
+        };
+        names.iter().zip(values).map(|(name, v)| (name.clone(), seen_of(host, name, v))).collect()
+    }
+
     /// The contract's result of `baton apply`; a failure's `msg` carries the host's name.
     pub fn run_result(&self, host: &str) -> RunResult {
         let Some(v) = self.value() else {
@@ -288,6 +326,23 @@ impl RemoteOutput {
             _ => RunResult::Failed(Failure::msg(self.failure_text(host, "baton apply"))),
         }
     }
+}
+
+/// One service's answer in `baton observe`'s output.
+fn seen_of(host: &str, name: &str, v: serde_json::Value) -> Result<Seen, String> {
+    let answered = v.get("name").and_then(serde_json::Value::as_str);
+    if answered.is_some_and(|n| n != name) {
+        return Err(format!(
+            "baton observe on host {host} answered for {:?} where {name:?} was asked",
+            answered.unwrap_or_default()
+        ));
+    }
+    if v.get("failed").and_then(serde_json::Value::as_bool) == Some(true) {
+        let msg = v.get("msg").and_then(serde_json::Value::as_str).unwrap_or_default();
+        return Err(format!("baton observe of {name} on host {host} failed: {msg}"));
+    }
+    serde_json::from_value(v)
+        .map_err(|e| format!("baton observe of {name} on host {host} printed no JSON the provider understands ({e})"))
 }
 
 /// Splits an import id `host:name` (or `host:/unit/dir/name`; `[v6addr]:name`) into the host
@@ -343,5 +398,68 @@ mod tests {
         let seen: Seen = ok.json("h", "baton observe").expect("parses");
         assert_eq!(seen.others_running(), vec!["web-v1.service".to_owned()]);
         assert_eq!(seen.release("v2").and_then(|r| r.unit_text.as_deref()), Some("y"));
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// `baton observe a b c`: each name gets its own answer, a failed one only its failure.
+    #[test]
+    fn observations_are_attributed_per_name() {
+        let out = RemoteOutput {
+            status: Some(1),
+            stdout: concat!(
+                r#"{"name":"a","active_version":"v1","releases":[{"version":"v1","unit":"a-v1.service","active_state":"active","enabled":true,"unit_text":"x"}]}"#,
+                "\n",
+                r#"{"failed":true,"msg":"cannot read b: permission denied","name":"b","changed":false,"rolled_back":false,"elapsed_ms":0}"#,
+                "\n",
+                r#"{"name":"c","active_version":null,"releases":[]}"#,
+                "\n"
+            )
+            .as_bytes()
+            .to_vec(),
+            stderr: String::new(),
+        };
+        let got = out.observations("h3", &names(&["a", "b", "c"]));
+        assert_eq!(got["a"].as_ref().map(|s| s.active_version.clone()), Ok(Some("v1".to_owned())));
+        let b = got["b"].as_ref().expect_err("b failed");
+        assert!(b.contains("h3") && b.contains(" b ") && b.contains("permission denied"), "{b}");
+        assert_eq!(got["c"].as_ref().map(|s| s.releases.len()), Ok(0));
+
+        // One name: the pretty-printed object of a single `baton observe NAME`.
+        let one = RemoteOutput {
+            status: Some(0),
+            stdout: b"{\n  \"name\": \"a\",\n  \"active_version\": null,\n  \"releases\": []\n}\n".to_vec(),
+            stderr: String::new(),
+        };
+        assert!(one.observations("h", &names(&["a"]))["a"].is_ok());
+    }
+
+    /// Output that is not one object per name fails every name, naming the host.
+    #[test]
+    fn a_command_that_failed_as_a_whole_fails_every_name() {
+        let missing = RemoteOutput { status: Some(127), stdout: Vec::new(), stderr: "sh: baton: not found".into() };
+        let got = missing.observations("h9", &names(&["a", "b"]));
+        for n in ["a", "b"] {
+            let e = got[n].as_ref().expect_err("fails");
+            assert!(e.contains("h9") && e.contains("not found"), "{e}");
+        }
+        let short = RemoteOutput {
+            status: Some(0),
+            stdout: br#"{"name":"a","active_version":null,"releases":[]}"#.to_vec(),
+            stderr: String::new(),
+        };
+        let got = short.observations("h9", &names(&["a", "b"]));
+        assert!(got["a"].is_err() && got["b"].is_err(), "{got:?}");
+        let swapped = RemoteOutput {
+            status: Some(0),
+            stdout:
+                br#"{"name":"b","active_version":null,"releases":[]} {"name":"a","active_version":null,"releases":[]}"#
+                    .to_vec(),
+            stderr: String::new(),
+        };
+        let got = swapped.observations("h9", &names(&["a", "b"]));
+        assert!(got["a"].as_ref().expect_err("mismatch").contains("where \"a\" was asked"), "{got:?}");
     }
 }
