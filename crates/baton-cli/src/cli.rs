@@ -166,8 +166,9 @@ pub fn exit_statuses() -> Vec<(u8, &'static str, &'static str)> {
                  served before still serves"
             }
             FailureKind::Environment => {
-                "systemd unreachable or refusing a call, the lock still held after --lock-timeout, or the unit \
-                 or lock directory unreadable or unwritable; the same spec may succeed later"
+                "systemd unreachable, refusing a call or not answering one in time, the lock still held after \
+                 --lock-timeout, or the unit or lock directory unreadable or unwritable; the same spec may succeed \
+                 later"
             }
         };
         table.push((exit_status(kind), kind.as_str(), meaning));

@@ -132,7 +132,15 @@ fn an_unreachable_systemd_exits_5() {
     assert!(msg.contains("cannot connect to systemd") && msg.contains(NO_BUS), "{msg}");
     assert!(!dir.path().join("app-v1.service").exists());
 
-    let r = baton(&["status", "app"], "");
+    // A service with nothing on disk is answered from the disk alone; one with a release there
+    // needs systemd's word on it.
+    let unit_dir = dir.path().display().to_string();
+    let r = baton(&["status", "app", "--unit-dir", &unit_dir], "");
+    assert_eq!((r.code, r.stdout.trim()), (0, "app: no releases on disk"), "{}", r.stderr);
+    let unit = baton(&["render"], &spec(dir.path()));
+    assert_eq!(unit.code, 0, "{}", unit.stderr);
+    std::fs::write(dir.path().join("app-v1.service"), &unit.stdout).expect("write the unit");
+    let r = baton(&["status", "app", "--unit-dir", &unit_dir], "");
     assert_eq!(r.code, 5, "{}", r.stdout);
     assert!(r.json["msg"].as_str().unwrap_or_default().contains("cannot connect to systemd"), "{}", r.json);
 }

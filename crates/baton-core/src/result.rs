@@ -152,8 +152,9 @@ pub enum FailureKind {
     /// The new release never became ready (or turned unhealthy while observed) and was stopped;
     /// the release that served before, if any, still serves.
     RolledBack,
-    /// The machine stood in the way: systemd unreachable or refusing a call, the service's lock
-    /// held by another run past the timeout, the unit or lock directory unreadable or unwritable.
+    /// The machine stood in the way: systemd unreachable, refusing or not answering a call, the
+    /// service's lock held by another run past the timeout, the unit or lock directory unreadable
+    /// or unwritable.
     /// Running again later, or after fixing the host, may succeed with the same input.
     Environment,
 }
