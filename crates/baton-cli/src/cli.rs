@@ -253,6 +253,11 @@ fn man_page(cmd: &clap::Command, top: bool) -> std::io::Result<Vec<u8>> {
         roff.text([roman(
             "The system bus on which baton talks to systemd (default: unix:path=/var/run/dbus/system_bus_socket).",
         )]);
+        for (name, meaning) in baton_core::DBUS_TIMEOUT_VARIABLES {
+            roff.control("TP", []);
+            roff.text([bold(name)]);
+            roff.text([roman(format!("The {meaning}; a whole number from 1 to 3600."))]);
+        }
     }
     roff.control("SH", ["SEE ALSO"]);
     let mut see_also: Vec<String> = Vec::new();

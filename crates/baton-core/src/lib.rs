@@ -50,6 +50,7 @@ pub use crate::result::{
 };
 pub use crate::status::{Observed, ReleaseStatus, ServiceStatus, SocketStatus};
 pub use crate::unit::render::RenderError;
+pub use crate::systemd::TIMEOUT_VARIABLES as DBUS_TIMEOUT_VARIABLES;
 
 use crate::connection::{Bus, Source};
 use crate::spec::{RawSpec, ServiceSpec, SpecError, State};

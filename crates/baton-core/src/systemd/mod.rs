@@ -143,6 +143,14 @@ pub(crate) const CHANGE_TIMEOUT_ENV: &str = "BATON_DBUS_CHANGE_TIMEOUT_SEC";
 /// See [`READ_TIMEOUT_ENV`].
 pub(crate) const RELOAD_TIMEOUT_ENV: &str = "BATON_DBUS_RELOAD_TIMEOUT_SEC";
 
+/// The variables that override [`CallTimeouts`], each with what it bounds and its default, for
+/// front-ends' help and manual pages.
+pub const TIMEOUT_VARIABLES: [(&str, &str); 3] = [
+    (READ_TIMEOUT_ENV, "seconds baton waits for systemd to answer a read or to connect (default 15)"),
+    (CHANGE_TIMEOUT_ENV, "seconds baton waits for systemd to take a change: a job, enable, disable (default 30)"),
+    (RELOAD_TIMEOUT_ENV, "seconds baton waits for systemd's daemon-reload (default 90)"),
+];
+
 impl CallTimeouts {
     /// The defaults, with what [`READ_TIMEOUT_ENV`], [`CHANGE_TIMEOUT_ENV`] and
     /// [`RELOAD_TIMEOUT_ENV`] set.
