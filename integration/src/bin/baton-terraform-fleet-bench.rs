@@ -3,10 +3,13 @@
 //! block, `for_each` over 100 services (5 per host). Adds its section to `bench-report.md`
 //! (replacing an earlier one) and prints it:
 //! - the create of the 100 services (the provider installs `baton` on every host first);
-//! - the no-op plan of the 100 services over 20 hosts (goal: at most 3 s);
+//! - the no-op plan of the 100 services over 20 hosts (goal: at most 3 s), beside the same plan
+//!   without refresh (terraform, the provider's start and the 100 plan calls, no read: what is
+//!   left of the plan that reads cannot make faster) and the remote commands one plan ran (the
+//!   provider sends the reads of a host queued at the same time in one `baton observe`);
 //! - a version bump of 20 services, one per host (20 handovers);
 //! - the read cost of one resource: `baton observe` over the multiplexed SSH connection against
-//!   the same read run on the host itself;
+//!   the same read run on the host itself, and per resource when one command reads a host's 5;
 //! - the destroy.
 
 use std::fmt::Write as _;
@@ -64,6 +67,10 @@ struct Tf<'a> {
 
 impl Tf<'_> {
     fn run(&self, args: &[&str]) -> Result<(Output, Duration)> {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Result<(Output, Duration)> {
         let t = Instant::now();
         let out = self
             .fleet
@@ -77,6 +84,7 @@ impl Tf<'_> {
             .env("TF_DATA_DIR", self.dir.join(".terraform"))
             .env_remove("TF_LOG")
             .env_remove("SSH_AUTH_SOCK")
+            .envs(env.iter().copied())
             .output()
             .context("run terraform")?;
         Ok((out, t.elapsed()))
@@ -156,9 +164,20 @@ resource "baton_service" "svc" {{
     }
 }
 
+/// The read costs of one resource (medians of `READS`).
+struct ReadCosts {
+    /// `baton observe` of one service over one multiplexed SSH connection (a read alone).
+    remote: Duration,
+    /// The same run on the host itself.
+    local: Duration,
+    /// `baton observe` of the host's `PER_HOST` services in one command over SSH, per service
+    /// (the reads of a host batched).
+    batched: Duration,
+}
+
 /// Times `READS` runs of `baton observe` of one service: over one multiplexed SSH connection
-/// (as the provider reads) and on the host itself.
-fn read_costs(fleet: &Fleet, dir: &Path) -> Result<(Duration, Duration)> {
+/// (as the provider reads) and on the host itself; and of the host's services in one command.
+fn read_costs(fleet: &Fleet, dir: &Path) -> Result<ReadCosts> {
     let host = &fleet.hosts()[0];
     let baton = format!("{INSTALL_DIR}/{}/baton", env!("CARGO_PKG_VERSION"));
     let ctl = dir.join("ctl");
@@ -176,9 +195,25 @@ fn read_costs(fleet: &Fleet, dir: &Path) -> Result<(Duration, Duration)> {
         bail!("the ssh master to {} did not start", host.name);
     }
     let observe = format!("{baton} observe --unit-dir /etc/systemd/system svc{BASE_PORT}");
+    let all: Vec<String> = (0..PER_HOST).map(|k| format!("svc{}", BASE_PORT + k as u16)).collect();
+    let observe_all = format!("{baton} observe --unit-dir /etc/systemd/system {}", all.join(" "));
     let mut remote = Vec::new();
     let mut local = Vec::new();
+    let mut batched = Vec::new();
     for _ in 0..READS {
+        let t = Instant::now();
+        let out = fleet
+            .controller_command("ssh")
+            .args(&opts)
+            .arg(format!("root@{}", host.addr))
+            .arg(&observe_all)
+            .stdin(Stdio::null())
+            .output()?;
+        batched.push(t.elapsed() / PER_HOST as u32);
+        let objects = serde_json::Deserializer::from_slice(&out.stdout).into_iter::<serde_json::Value>().count();
+        if !out.status.success() || objects != PER_HOST {
+            bail!("remote observe of {PER_HOST} services failed: {}", String::from_utf8_lossy(&out.stdout));
+        }
         let t = Instant::now();
         let out = fleet
             .controller_command("ssh")
@@ -205,7 +240,17 @@ fn read_costs(fleet: &Fleet, dir: &Path) -> Result<(Duration, Duration)> {
         .arg(format!("root@{}", host.addr))
         .stderr(Stdio::null())
         .status();
-    Ok((median(remote), median(local)))
+    Ok(ReadCosts { remote: median(remote), local: median(local), batched: median(batched) })
+}
+
+/// The remote reads one plan made: commands and services, from the provider's debug log.
+fn batching(log: &str) -> (usize, usize) {
+    let counts: Vec<usize> = log
+        .lines()
+        .filter_map(|l| l.split("baton: read ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    (counts.len(), counts.iter().sum())
 }
 
 fn count(text: &str, what: &str) -> String {
@@ -253,12 +298,30 @@ fn run() -> Result<()> {
         plans.push(took);
     }
     let plan = median(plans.clone());
+    let mut bare = Vec::new();
+    for _ in 0..PLANS {
+        let (out, took) = tf.ok(&["plan", "-refresh=false", "-input=false", "-no-color"])?;
+        if !out.contains("No changes.") {
+            bail!("the no-op plan without refresh is not empty:\n{out}");
+        }
+        bare.push(took);
+    }
+    let bare = median(bare);
+    let log = dir.join("provider.log");
+    let (out, _) = tf.run_env(
+        &["plan", "-input=false", "-no-color"],
+        &[("TF_LOG_PROVIDER", Path::new("DEBUG")), ("TF_LOG_PATH", &log)],
+    )?;
+    if !out.status.success() {
+        bail!("the logged plan failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (commands, reads) = batching(&std::fs::read_to_string(&log).context("read the provider log")?);
     eprintln!("bump ...");
     tf.write("v2")?;
     let (out, bump) = tf.ok(&["apply", "-auto-approve", "-input=false", "-no-color"])?;
     let bumped = count(&out, "Apply complete!");
     eprintln!("read costs ...");
-    let (remote, local) = read_costs(&fleet, &dir)?;
+    let costs = read_costs(&fleet, &dir)?;
     eprintln!("destroy ...");
     let (out, destroy) = tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"])?;
     let destroyed = count(&out, "Destroy complete!");
@@ -271,7 +334,7 @@ fn run() -> Result<()> {
         "{HOSTS} sandboxed hosts (`integration/src/fleet.rs`), the real terraform in the controller namespace, one \
          provider block (`ssh` with the fleet's key and known_hosts), {} services (`for_each`, {PER_HOST} per host, \
          the demo app), terraform's default parallelism (10). The provider keeps one multiplexed SSH connection \
-         per host for a run.\n",
+         per host for a run and sends the reads of a host queued at the same time in one `baton observe`.\n",
         HOSTS * PER_HOST
     )?;
     writeln!(s, "| what | wall time | result |\n|---|---|---|")?;
@@ -291,6 +354,18 @@ fn run() -> Result<()> {
     )?;
     writeln!(
         s,
+        "| the same plan without refresh (`-refresh=false`: terraform, the provider's start, 100 plan calls; no \
+         read) | {:.2} s | the reads' share of the plan: {:.2} s |",
+        secs(bare),
+        secs(plan) - secs(bare)
+    )?;
+    writeln!(
+        s,
+        "| remote reads of one plan (provider log) | | {reads} services read in {commands} `baton observe` commands \
+         over {HOSTS} hosts |"
+    )?;
+    writeln!(
+        s,
         "| version bump of {HOSTS} services on {HOSTS} hosts (one handover per host) | {:.1} s | {bumped} |",
         secs(bump)
     )?;
@@ -299,10 +374,13 @@ fn run() -> Result<()> {
         s,
         "\nRead cost of one resource (`baton observe`, median of {READS}): {:.1} ms over the multiplexed SSH \
          connection (a new session on the open connection), {:.1} ms run on the host itself; the SSH overhead is \
-         {:.1} ms per resource.\n",
-        secs(remote) * 1000.0,
-        secs(local) * 1000.0,
-        (secs(remote) - secs(local)) * 1000.0
+         {:.1} ms per resource. Read with the host's other {} services in one command (as the provider batches \
+         the reads of a host): {:.1} ms per resource.\n",
+        secs(costs.remote) * 1000.0,
+        secs(costs.local) * 1000.0,
+        (secs(costs.remote) - secs(costs.local)) * 1000.0,
+        PER_HOST - 1,
+        secs(costs.batched) * 1000.0,
     )?;
     print!("{s}");
     baton_integration::write_report_section(Path::new(REPORT), HEADING, &s)?;

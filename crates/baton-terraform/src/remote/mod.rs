@@ -210,6 +210,8 @@ impl Remotes {
                 let mut args = vec!["observe", "--unit-dir", dir.as_str()];
                 args.extend(names.iter().map(String::as_str));
                 let out = conn.baton(&args, None).await?;
+                // The Terraform log (TF_LOG_PROVIDER=DEBUG) shows how reads were batched.
+                eprintln!("baton: read {} services on host {} in one command", names.len(), conn.host);
                 Ok(out.observations(&conn.host, &names))
             }
         };
