@@ -49,8 +49,8 @@ pub use crate::result::{
     error_chain, panic_report, panic_text, Failure, FailureKind, FileDiff, Outcome, Redactor, RunResult, MASK,
 };
 pub use crate::status::{Observed, ReleaseStatus, ServiceStatus, SocketStatus};
-pub use crate::unit::render::RenderError;
 pub use crate::systemd::TIMEOUT_VARIABLES as DBUS_TIMEOUT_VARIABLES;
+pub use crate::unit::render::RenderError;
 
 use crate::connection::{Bus, Source};
 use crate::spec::{RawSpec, ServiceSpec, SpecError, State};
