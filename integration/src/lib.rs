@@ -9,6 +9,7 @@ pub mod ansible;
 pub mod dist;
 pub mod fleet;
 pub mod fleet_ansible;
+pub mod fleet_terraform;
 pub mod modes;
 pub mod terraform;
 

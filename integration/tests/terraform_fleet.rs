@@ -25,244 +25,20 @@
 //! Nothing is skipped: without root, sshd or terraform the test fails.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use baton_integration::fleet::Fleet;
 use baton_integration::fleet_ansible::{FleetLoad, LoadBounds};
-use baton_integration::{bin, bin_dir};
+use baton_integration::fleet_terraform::{
+    on_host, terraform_path, write_cli_config, FleetTf, INSTALL_DIR, PORT, SERVICE,
+};
 use baton_load::Mode;
 
-const PORT: u16 = 8080;
-const SERVICE: &str = "web";
-/// Where the provider installs `baton` on the hosts in these tests: each host's private `/run`.
-const INSTALL_DIR: &str = "/run/baton-tf";
 const MODES: [Mode; 2] = [Mode::NewConnection, Mode::KeepAlive];
 
 /// One fleet at a time: the machine has 2 cores.
 static FLEETS: Mutex<()> = Mutex::new(());
-
-/// The terraform CLI on PATH; a missing one fails loudly.
-fn terraform_path() -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join("terraform"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("terraform is not installed (not on PATH): the Terraform fleet tests need it"))
-}
-
-/// The `baton` the provider uploads: the test build, stripped of debug info (the debug build
-/// is ~100 MB).
-fn small_baton(root: &Path) -> PathBuf {
-    let out = root.join("baton");
-    let st = std::process::Command::new("strip")
-        .arg("--strip-debug")
-        .arg("-o")
-        .arg(&out)
-        .arg(bin("baton"))
-        .status()
-        .expect("run strip (binutils)");
-    assert!(st.success(), "strip of {} failed", bin("baton").display());
-    out
-}
-
-/// A Terraform working directory whose commands run in the fleet's controller namespace.
-struct FleetTf<'a> {
-    fleet: &'a Fleet,
-    dir: PathBuf,
-    rc: PathBuf,
-    terraform: PathBuf,
-    baton: PathBuf,
-    /// `ssh.timeout_sec`: generous, the machine may be busy (2 cores, other suites running).
-    timeout_sec: u32,
-}
-
-impl<'a> FleetTf<'a> {
-    fn new(fleet: &'a Fleet, label: &str) -> FleetTf<'a> {
-        let provider = bin("terraform-provider-baton");
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tf-fleet-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("home")).expect("create the terraform dir");
-        let rc = root.join("terraformrc");
-        let overrides = provider.parent().map(Path::to_path_buf).unwrap_or_else(bin_dir);
-        std::fs::write(
-            &rc,
-            format!(
-                "provider_installation {{\n  dev_overrides {{\n    \"baton/baton\" = \"{}\"\n  }}\n  direct {{}}\n}}\n",
-                overrides.display()
-            ),
-        )
-        .expect("write the CLI config");
-        let baton = small_baton(&root);
-        FleetTf { fleet, dir: root, rc, terraform: terraform_path(), baton, timeout_sec: 30 }
-    }
-
-    /// The provider block: the fleet's key and known_hosts (`known_hosts` text overrides it).
-    fn provider(&self, known_hosts: Option<&Path>) -> String {
-        let known = known_hosts.map_or_else(|| self.fleet.known_hosts(), Path::to_path_buf);
-        format!(
-            r#"terraform {{
-  required_providers {{
-    baton = {{
-      source = "baton/baton"
-    }}
-  }}
-}}
-
-provider "baton" {{
-  install_dir  = "{INSTALL_DIR}"
-  baton_binary = "{baton}"
-  ssh {{
-    user        = "root"
-    private_key = file("{key}")
-    known_hosts = file("{known}")
-    agent       = false
-    timeout_sec = {timeout}
-  }}
-}}
-"#,
-            baton = self.baton.display(),
-            key = self.fleet.ssh_key().display(),
-            known = known.display(),
-            timeout = self.timeout_sec,
-        )
-    }
-
-    /// The configuration: the demo app at `version` on every host of `hosts` (by index).
-    fn write(&self, version: &str, hosts: &[usize], known_hosts: Option<&Path>) {
-        let mut map = String::new();
-        for &i in hosts {
-            let h = &self.fleet.hosts()[i];
-            map.push_str(&format!("    {} = \"{}\"\n", h.name, h.addr));
-        }
-        let main = format!(
-            r#"{provider}
-locals {{
-  hosts = {{
-{map}  }}
-}}
-
-resource "baton_service" "{SERVICE}" {{
-  for_each         = local.hosts
-  host             = each.value
-  name             = "{SERVICE}"
-  version          = "{version}"
-  exec_start       = ["{demo}", "--listen", "0.0.0.0", "--port", "{PORT}", "--version", "{version}", "--work-ms", "5"]
-  port             = {PORT}
-  timeout_stop_sec = 10
-  health = {{
-    http        = "/health"
-    timeout_sec = 30
-    interval_ms = 100
-  }}
-}}
-"#,
-            provider = self.provider(known_hosts),
-            demo = bin("baton-demo").display(),
-        );
-        std::fs::write(self.dir.join("main.tf"), main).expect("write main.tf");
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = self.fleet.controller_command(&self.terraform);
-        // BATON_TF_DEBUG=1: terraform's and the provider's log in <dir>/terraform.log.
-        if std::env::var_os("BATON_TF_DEBUG").is_some() {
-            cmd.env("TF_LOG", "DEBUG").env("TF_LOG_PATH", self.dir.join("terraform.log"));
-        } else {
-            cmd.env_remove("TF_LOG");
-        }
-        cmd.arg(format!("-chdir={}", self.dir.display()))
-            .args(args)
-            .env("TF_CLI_CONFIG_FILE", &self.rc)
-            .env("CHECKPOINT_DISABLE", "1")
-            .env("TF_IN_AUTOMATION", "1")
-            .env("HOME", self.dir.join("home"))
-            .env("TF_DATA_DIR", self.dir.join(".terraform"))
-            .env_remove("SSH_AUTH_SOCK")
-            .output()
-            .expect("run terraform in the controller namespace")
-    }
-
-    /// stdout and stderr, with terraform's line wrapping undone (every run of white space one
-    /// space), so that messages can be searched.
-    fn text(out: &Output) -> String {
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        text.split_whitespace().collect::<Vec<_>>().join(" ")
-    }
-
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let text = Self::text(&out);
-        assert!(out.status.success(), "terraform {args:?} failed ({}):\n{text}", out.status);
-        text
-    }
-
-    fn apply(&self) -> String {
-        self.ok(&["apply", "-auto-approve", "-input=false", "-no-color"])
-    }
-
-    /// `terraform plan -detailed-exitcode`: (exit code, output).
-    fn plan(&self) -> (i32, String) {
-        let out = self.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
-        let text = Self::text(&out);
-        let code = out.status.code().unwrap_or(-1);
-        assert!(code == 0 || code == 2, "terraform plan failed ({code}):\n{text}");
-        (code, text)
-    }
-
-    #[track_caller]
-    fn assert_no_changes(&self, when: &str) {
-        let (code, text) = self.plan();
-        assert_eq!(code, 0, "{when}: the plan must be empty:\n{text}");
-        assert!(text.contains("No changes."), "{when}:\n{text}");
-    }
-
-    /// Asserts the plan changes exactly the resource of host `index`, and returns the plan.
-    #[track_caller]
-    fn assert_plan_only_for(&self, index: usize, when: &str) -> String {
-        let (code, text) = self.plan();
-        assert_eq!(code, 2, "{when}: the plan must show the drift:\n{text}");
-        let name = &self.fleet.hosts()[index].name;
-        assert!(
-            text.contains(&format!("baton_service.{SERVICE}[\"{name}\"] will be updated in-place")),
-            "{when}:\n{text}"
-        );
-        assert!(text.contains("Plan: 0 to add, 1 to change, 0 to destroy."), "{when}: only {name} changes:\n{text}");
-        text
-    }
-}
-
-/// Runs `script` on host `index` over ssh from the controller; panics with ssh's output on failure.
-#[track_caller]
-fn on_host(fleet: &Fleet, index: usize, script: &str) -> String {
-    let out = fleet.ssh(index, script).output().expect("run ssh");
-    if !out.status.success() {
-        // ssh's own account of the failure, verbose.
-        let again = fleet
-            .controller_command("ssh")
-            .args(fleet.ssh_options())
-            .args(["-v", "-o", "LogLevel=DEBUG"])
-            .arg(format!("root@{}", fleet.hosts()[index].addr))
-            .arg("--")
-            .arg(script)
-            .output()
-            .expect("run ssh");
-        panic!(
-            "on {}: {script:?} failed ({}): {}{}\nagain, verbose ({}):\n{}{}",
-            fleet.hosts()[index].name,
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            again.status,
-            String::from_utf8_lossy(&again.stdout),
-            String::from_utf8_lossy(&again.stderr)
-        );
-    }
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// What a read must not change on a host, read from inside its sandbox (not over ssh, whose
 /// own login is not what is measured): the unit files of the service with their content, the
@@ -519,16 +295,7 @@ fn remote_examples_validate_and_bad_ssh_settings_are_named() {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("home")).expect("create the terraform dir");
     let rc = root.join("terraformrc");
-    let provider = bin("terraform-provider-baton");
-    let overrides = provider.parent().map(Path::to_path_buf).unwrap_or_else(bin_dir);
-    std::fs::write(
-        &rc,
-        format!(
-            "provider_installation {{\n  dev_overrides {{\n    \"baton/baton\" = \"{}\"\n  }}\n  direct {{}}\n}}\n",
-            overrides.display()
-        ),
-    )
-    .expect("write the CLI config");
+    write_cli_config(&rc);
     let validate = |main: &str| {
         std::fs::write(root.join("main.tf"), main).expect("write main.tf");
         let out = std::process::Command::new(terraform_path())

@@ -206,13 +206,18 @@ fn observe_one(baton: &Baton, name: &str, unit_dir: &std::path::Path) -> Result<
         .map_err(|e| Failure::msg(baton_core::error_chain(&e)).with_kind(FailureKind::Environment))
 }
 
-/// `baton observe`'s JSON: `baton status --json` with each release's unit file text.
+/// `baton observe`'s JSON: `baton status --json` with each release's unit file text and, when
+/// the secret files could be read (`secrets_read`), the SHA-256 of its secret environment file
+/// (`secret_sha256`, null when it has none): a file changed by hand shows, its values never.
 fn observed_json(seen: &baton_core::Observed) -> serde_json::Value {
     let mut releases = Vec::new();
     for r in &seen.status.releases {
         let mut v = serde_json::to_value(r).unwrap_or_default();
         if let serde_json::Value::Object(m) = &mut v {
             m.insert("unit_text".to_owned(), seen.unit_text(&r.version).into());
+            if seen.secrets_readable() {
+                m.insert("secret_sha256".to_owned(), seen.secret_digest(&r.version).into());
+            }
         }
         releases.push(v);
     }
@@ -220,6 +225,7 @@ fn observed_json(seen: &baton_core::Observed) -> serde_json::Value {
         "name": seen.status.name,
         "active_version": seen.status.active_version,
         "releases": releases,
+        "secrets_read": seen.secrets_readable(),
     })
 }
 

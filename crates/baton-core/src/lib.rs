@@ -48,6 +48,7 @@ pub use crate::lock::DEFAULT_DIR as DEFAULT_LOCK_DIR;
 pub use crate::result::{
     error_chain, panic_report, panic_text, Failure, FailureKind, FileDiff, Outcome, Redactor, RunResult, MASK,
 };
+pub use crate::secrets::expected_digest as secret_file_digest;
 pub use crate::status::{Observed, ReleaseStatus, ServiceStatus, SocketStatus};
 pub use crate::systemd::TIMEOUT_VARIABLES as DBUS_TIMEOUT_VARIABLES;
 pub use crate::unit::render::RenderError;

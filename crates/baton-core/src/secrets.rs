@@ -99,6 +99,33 @@ pub(crate) fn render(service: &str, version: &str, secrets: &Secrets) -> SecretT
     SecretText(out)
 }
 
+/// The SHA-256 of a secret file's text, in hex: what a read reports of the file, so that a file
+/// changed by hand shows as drift without its values (the text never leaves the host).
+pub(crate) fn digest(text: &SecretText) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.0.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The digest (see [`Observed::secret_digest`](crate::Observed::secret_digest)) of the secret
+/// file that release `version` of `service` has with `secrets`, as baton writes it.
+pub fn expected_digest(service: &str, version: &str, secrets: &std::collections::BTreeMap<String, String>) -> String {
+    digest(&render(service, version, &Secrets::from(secrets.clone())))
+}
+
+/// The digest of each secret file of `service` in `unit_dir`, by unit; None when the secret
+/// directory may not be read (anyone but root), so that nothing can be told about the files.
+pub(crate) fn digests(
+    unit_dir: &Path,
+    service: &str,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, DiskError> {
+    match open_dir(unit_dir) {
+        Err(DiskError::Read { source, .. }) if source.kind() == io::ErrorKind::PermissionDenied => return Ok(None),
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    Ok(Some(list(unit_dir, service)?.into_iter().map(|f| (f.unit, digest(&f.text))).collect()))
+}
+
 /// The service and release a secret file's marks name.
 fn read_marks(text: &str) -> Option<(String, String)> {
     let (mut service, mut version) = (None, None);
@@ -285,6 +312,25 @@ mod tests {
         remove(&units, "app-v1.service").expect("remove");
         remove(&units, "app-v1.service").expect("already gone");
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn digests_tell_a_file_changed_by_hand_without_its_values() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let units = root.path().join("units");
+        let map: BTreeMap<String, String> = [("K".to_owned(), "s3cr3t".to_owned())].into();
+        assert_eq!(digests(&units, "app").expect("no directory"), Some(BTreeMap::new()));
+        let p = write(&units, "app-v1.service", &render("app", "v1", &Secrets::from(map.clone()))).expect("write");
+        let expected = expected_digest("app", "v1", &map);
+        assert_eq!(expected.len(), 64);
+        assert!(!expected.contains("s3cr3t"));
+        let found = digests(&units, "app").expect("read").expect("readable");
+        assert_eq!(found.get("app-v1.service"), Some(&expected));
+        let edited = fs::read_to_string(&p).expect("read").replace("s3cr3t", "by-hand");
+        fs::write(&p, edited).expect("edit");
+        let found = digests(&units, "app").expect("read").expect("readable");
+        assert_ne!(found.get("app-v1.service"), Some(&expected));
+        assert_ne!(expected_digest("app", "v2", &map), expected, "the release is part of the file");
     }
 
     #[test]

@@ -214,6 +214,30 @@ mod tests {
     use crate::systemd::fake::FakeSystemd;
 
     #[test]
+    fn a_secret_file_shows_as_its_digest_and_one_changed_by_hand_differs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sd = FakeSystemd::new();
+        let json = format!(
+            r#"{{"name":"app","version":"v1","exec_start":["/x"],"unit_dir":"{}","secret_environment":{{"K":"hunter2"}}}}"#,
+            dir.path().display()
+        );
+        let opts = ApplyOptions { lock_dir: dir.path().join("l"), ..ApplyOptions::default() };
+        apply(&parse(json.as_bytes()).expect("valid"), &sd, &opts, &mut |_| {}).expect("apply");
+        let expected = crate::secrets::expected_digest("app", "v1", &[("K".to_owned(), "hunter2".to_owned())].into());
+        let o = observe(&sd, dir.path(), "app").expect("observe");
+        assert!(o.secrets_readable());
+        assert_eq!(o.secret_digest("v1"), Some(expected.as_str()));
+        assert!(!format!("{o:?}").contains("hunter2"));
+        let file = crate::secrets::path(dir.path(), "app-v1.service");
+        let text = std::fs::read_to_string(&file).expect("read").replace("hunter2", "by-hand");
+        std::fs::write(&file, text).expect("edit");
+        let o = observe(&sd, dir.path(), "app").expect("observe");
+        assert!(o.secret_digest("v1").is_some_and(|d| d != expected));
+        std::fs::remove_file(&file).expect("remove");
+        assert_eq!(observe(&sd, dir.path(), "app").expect("observe").secret_digest("v1"), None);
+    }
+
+    #[test]
     fn shows_active_release() {
         let dir = tempfile::tempdir().expect("tempdir");
         let sd = FakeSystemd::new();

@@ -109,12 +109,41 @@ fn from_seen(prior: &Service, seen: &Seen) -> Result<Option<Service>, String> {
         Some(_) => now.release_unit(),
         None => Value::Null,
     };
+    if let Some(marked) = secrets_drift(prior, &name, release, seen) {
+        now.secret_environment = marked;
+    }
     let others = seen.others_running();
     if !others.is_empty() {
         let active_unit = now.unit.as_ref_option().cloned().unwrap_or_default();
         now.unit = Value::Value(format!("{active_unit} (also running: {})", others.join(", ")));
     }
     Ok(Some(now))
+}
+
+/// What `secret_environment` reads back as when the secret file of the release a read found is
+/// not the one the state's values make (changed or removed by hand): the same keys, each with
+/// this instead of a value. Only digests are compared; the values never leave the host.
+pub const SECRET_DRIFT: &str = "(changed outside Terraform)";
+
+/// `Some(marked map)` when the release's secret file differs from what the state's
+/// `secret_environment` renders; None when it matches, there are no secrets, or the host could
+/// not read its secret files (not root).
+fn secrets_drift(
+    prior: &Service,
+    name: &str,
+    release: Option<&crate::remote::SeenRelease>,
+    seen: &Seen,
+) -> Option<Value<std::collections::BTreeMap<String, Value<String>>>> {
+    let release = release?;
+    let Value::Value(secrets) = &prior.secret_environment else { return None };
+    let values: std::collections::BTreeMap<String, String> =
+        secrets.iter().filter_map(|(k, v)| v.as_ref_option().map(|v| (k.clone(), v.clone()))).collect();
+    if values.is_empty() || values.len() != secrets.len() || !seen.secrets_read {
+        return None;
+    }
+    let expected = baton_core::secret_file_digest(name, &release.version, &values);
+    (release.secret_sha256.as_deref() != Some(expected.as_str()))
+        .then(|| Value::Value(values.keys().map(|k| (k.clone(), Value::Value(SECRET_DRIFT.to_owned()))).collect()))
 }
 
 /// Splits a local import id (`name`, or `/unit/dir/name`) into the unit directory and the name.
@@ -295,7 +324,18 @@ impl ServiceResource {
             }
         }
         match self.observe(&state).await {
-            Ok(now) => now,
+            Ok(now) => {
+                if now.as_ref().is_some_and(|n| n.secret_environment != state.secret_environment) {
+                    let on = state.host().map(|h| format!(" on host {h}")).unwrap_or_default();
+                    warning(
+                        diags,
+                        format!("The secret environment file of baton_service{on} was changed outside Terraform"),
+                        "It is not the file the state's secret_environment makes (compared by SHA-256; the values \
+                         are not shown): the plan writes it again.",
+                    );
+                }
+                now
+            }
             Err(e) => {
                 let summary = match state.host() {
                     Some(host) => format!("Cannot read the baton service on host {host}"),
@@ -444,5 +484,58 @@ impl ServiceResource {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::SeenRelease;
+
+    fn s(v: &str) -> Value<String> {
+        Value::Value(v.to_owned())
+    }
+
+    fn prior() -> Service {
+        Service {
+            name: s("web"),
+            version: s("v1"),
+            exec_start: Value::Value(vec![s("/bin/web")]),
+            secret_environment: Value::Value([("DB_PASSWORD".to_owned(), s("hunter2"))].into()),
+            ..Service::default()
+        }
+    }
+
+    fn seen(digest: Option<String>, secrets_read: bool) -> Seen {
+        Seen {
+            active_version: Some("v1".to_owned()),
+            releases: vec![SeenRelease {
+                version: "v1".to_owned(),
+                unit: "web-v1.service".to_owned(),
+                active_state: "active".to_owned(),
+                enabled: true,
+                unit_text: None,
+                secret_sha256: digest,
+            }],
+            secrets_read,
+        }
+    }
+
+    #[test]
+    fn a_secret_file_changed_by_hand_reads_back_as_drift_without_values() {
+        let p = prior();
+        let right =
+            baton_core::secret_file_digest("web", "v1", &[("DB_PASSWORD".to_owned(), "hunter2".to_owned())].into());
+        let now = from_seen(&p, &seen(Some(right), true)).expect("read").expect("exists");
+        assert_eq!(now.secret_environment, p.secret_environment, "the same file: no drift");
+        for drifted in [seen(Some("0".repeat(64)), true), seen(None, true)] {
+            let now = from_seen(&p, &drifted).expect("read").expect("exists");
+            assert_ne!(now.secret_environment, p.secret_environment);
+            let text = format!("{:?}", now.secret_environment);
+            assert!(text.contains(SECRET_DRIFT) && text.contains("DB_PASSWORD") && !text.contains("hunter2"), "{text}");
+        }
+        // A host that could not read its secret files (not root) tells nothing: no drift.
+        let now = from_seen(&p, &seen(None, false)).expect("read").expect("exists");
+        assert_eq!(now.secret_environment, p.secret_environment);
     }
 }

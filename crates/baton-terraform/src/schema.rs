@@ -126,7 +126,7 @@ pub fn service() -> Schema {
                 ..attr(
                     Map(Box::new(string())),
                     Optional,
-                    "Environment variables whose values are secret (same key rules as `environment`, no key in both). Sensitive: plans show `(sensitive value)`. The values are written only to a root-owned 0600 file, `<unit_dir>/baton-secrets/<name>-<version>.service.env`, that the unit names with `EnvironmentFile=`: never to the unit (so never to `unit_text`), `systemctl show`, diagnostics or logs. A changed value restarts the release in place. Use it, not `environment`, for secrets: `environment` values are part of the unit and of `unit_text`, even when marked `sensitive()`.",
+                    "Environment variables whose values are secret (same key rules as `environment`, no key in both). Sensitive: plans show `(sensitive value)`. The values are written only to a root-owned 0600 file, `<unit_dir>/baton-secrets/<name>-<version>.service.env`, that the unit names with `EnvironmentFile=`: never to the unit (so never to `unit_text`), `systemctl show`, diagnostics or logs. A changed value restarts the release in place. A file changed or removed by hand on the host shows in the next plan as a change of `secret_environment` (compared by SHA-256 on the host; the values never leave it). Use it, not `environment`, for secrets: `environment` values are part of the unit and of `unit_text`, even when marked `sensitive()`.",
                 )
             },
         ),

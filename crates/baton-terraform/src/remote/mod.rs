@@ -41,6 +41,9 @@ pub struct SeenRelease {
     /// Its unit file's text.
     #[serde(default)]
     pub unit_text: Option<String>,
+    /// The SHA-256 of its secret environment file (None: it has none, or `secrets_read` is false).
+    #[serde(default)]
+    pub secret_sha256: Option<String>,
 }
 
 /// A service as a read sees it, locally or on a remote host (`baton observe`'s JSON).
@@ -50,6 +53,9 @@ pub struct Seen {
     pub active_version: Option<String>,
     /// Every release on disk.
     pub releases: Vec<SeenRelease>,
+    /// Whether the secret environment files could be read (so `secret_sha256` can be trusted).
+    #[serde(default)]
+    pub secrets_read: bool,
 }
 
 impl Seen {
@@ -67,8 +73,10 @@ impl Seen {
                     active_state: r.active_state.clone(),
                     enabled: r.enabled,
                     unit_text: o.unit_text(&r.version).map(str::to_owned),
+                    secret_sha256: o.secret_digest(&r.version).map(str::to_owned),
                 })
                 .collect(),
+            secrets_read: o.secrets_readable(),
         }
     }
 
