@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::fleet::Fleet;
+pub use crate::terraform::terraform_path;
 use crate::{bin, bin_dir};
 
 /// Where the provider installs `baton` on the hosts in these tests: each host's private `/run`.
@@ -17,16 +18,6 @@ pub const INSTALL_DIR: &str = "/run/baton-tf";
 pub const PORT: u16 = 8080;
 /// The service the tests deploy.
 pub const SERVICE: &str = "web";
-
-/// The terraform CLI on PATH; a missing one fails loudly.
-pub fn terraform_path() -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join("terraform"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("terraform is not installed (not on PATH): the Terraform fleet tests need it"))
-}
 
 /// The `baton` the provider uploads: the test build, stripped of debug info (the debug build
 /// is ~100 MB).
@@ -58,6 +49,7 @@ pub fn write_cli_config(rc: &Path) {
 }
 
 /// A Terraform working directory whose commands run in the fleet's controller namespace.
+#[derive(Debug)]
 pub struct FleetTf<'a> {
     /// The fleet.
     pub fleet: &'a Fleet,

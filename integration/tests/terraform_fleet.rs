@@ -208,6 +208,7 @@ fn ten_hosts_with_for_each() {
         assert!(!unit_exists(&fleet, *i, "web-v2.service"));
     }
     eprintln!("    {:.1} s", t.elapsed().as_secs_f64());
+    drop(tf);
     fleet.teardown().expect("tear the fleet down");
 }
 
@@ -278,6 +279,7 @@ fn unreachable_host_and_wrong_host_key() {
     assert_eq!(on_host(&fleet, 2, "systemctl is-active web-v2.service").trim(), "active");
     tf.assert_no_changes("every host on v2");
     tf.ok(&["destroy", "-auto-approve", "-input=false", "-no-color"]);
+    drop(tf);
     fleet.teardown().expect("tear the fleet down");
 }
 
