@@ -653,6 +653,18 @@ fn secret_environment_is_sensitive_and_never_in_unit_text_or_plan_output() {
     assert_ne!(h.prop("tfsec-v1.service", "MainPID"), pid, "a changed secret restarts the release");
     tf.assert_no_changes("after changing the secret");
 
+    // The secret file edited by hand: drift in the next plan (compared by digest), values hidden;
+    // an apply writes it again.
+    h.sh(&format!("sed -i 's/tf-other-w0rd/typed-by-hand/' {file}"));
+    let (code, plan) = tf.plan();
+    assert_eq!(code, 2, "{plan}");
+    assert!(plan.contains("~ secret_environment = (sensitive value)"), "{plan}");
+    assert!(plan.split_whitespace().collect::<Vec<_>>().join(" ").contains("was changed outside Terraform"), "{plan}");
+    assert!(!plan.contains(MARK) && !plan.contains("typed-by-hand"), "{plan}");
+    tf.apply();
+    assert!(h.sh(&format!("cat {file}")).contains("DB_PASSWORD=\"tf-other-w0rd\""), "the file was not written again");
+    tf.assert_no_changes("after the secret file was repaired");
+
     // Import: the unit reads back exactly, but secret values never come back (a warning says so);
     // the configuration's values are then applied without rewriting or restarting anything.
     let pid = h.prop("tfsec-v1.service", "MainPID");
