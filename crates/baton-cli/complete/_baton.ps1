@@ -86,6 +86,7 @@ Register-ArgumentCompleter -Native -CommandName 'baton' -ScriptBlock {
         }
         'baton;observe' {
             [CompletionResult]::new('--unit-dir', '--unit-dir', [CompletionResultType]::ParameterName, 'Where unit files live')
+            [CompletionResult]::new('--all', '--all', [CompletionResultType]::ParameterName, 'Also every other service with a release in the unit directory (after the named ones)')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file''s path, the lock file, the bus address, and how long each step took')

@@ -307,7 +307,7 @@ _baton() {
             return 0
             ;;
         baton__subcmd__observe)
-            opts="-q -v -h --unit-dir --quiet --verbose --help"
+            opts="-q -v -h --all --unit-dir --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -78,6 +78,7 @@ set edit:completion:arg-completer[baton] = {|@words|
         }
         &'baton;observe'= {
             cand --unit-dir 'Where unit files live'
+            cand --all 'Also every other service with a release in the unit directory (after the named ones)'
             cand -q 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)'
             cand --quiet 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)'
             cand -v 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file''s path, the lock file, the bus address, and how long each step took'

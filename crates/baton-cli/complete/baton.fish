@@ -60,6 +60,7 @@ complete -c baton -n "__fish_baton_using_subcommand status" -s q -l quiet -d 'No
 complete -c baton -n "__fish_baton_using_subcommand status" -s v -l verbose -d 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file\'s path, the lock file, the bus address, and how long each step took'
 complete -c baton -n "__fish_baton_using_subcommand status" -s h -l help -d 'Print help'
 complete -c baton -n "__fish_baton_using_subcommand observe" -l unit-dir -d 'Where unit files live' -r -F
+complete -c baton -n "__fish_baton_using_subcommand observe" -l all -d 'Also every other service with a release in the unit directory (after the named ones)'
 complete -c baton -n "__fish_baton_using_subcommand observe" -s q -l quiet -d 'No progress on stderr, whatever --progress says: only the JSON result on stdout (errors still go to stderr)'
 complete -c baton -n "__fish_baton_using_subcommand observe" -s v -l verbose -d 'More on stderr: progress even when stderr is not a terminal (unless --progress never), the unit file\'s path, the lock file, the bus address, and how long each step took'
 complete -c baton -n "__fish_baton_using_subcommand observe" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -92,11 +92,15 @@ pub enum Command {
     /// With several names (the provider reads every resource of a host in one command): one
     /// compact JSON object per name and line, in the order given, each the service's releases
     /// or `{"failed": true, "msg": ..., "name": ...}` for one that could not be read; the others
-    /// are read all the same, and the exit status is the first failure's.
+    /// are read all the same, and the exit status is the first failure's. With --all, every
+    /// other service with a release in the unit directory follows, in the same form.
     Observe {
         /// The services.
-        #[arg(required = true, value_name = "NAME")]
+        #[arg(required_unless_present = "all", value_name = "NAME")]
         names: Vec<String>,
+        /// Also every other service with a release in the unit directory (after the named ones).
+        #[arg(long)]
+        all: bool,
         /// Where unit files live.
         #[arg(long, default_value = "/etc/systemd/system")]
         unit_dir: PathBuf,

@@ -143,7 +143,7 @@ fn run(cli: Cli) -> ExitCode {
             }
             ExitCode::from(cli::EXIT_OK)
         }
-        Command::Observe { names, unit_dir } => observe(&names, &unit_dir),
+        Command::Observe { names, all, unit_dir } => observe(&names, all, &unit_dir),
         Command::Adopt { name, unit_dir } => match Baton::system().adopt(&name, &unit_dir) {
             Ok(a) => {
                 print_json(&serde_json::json!({
@@ -170,12 +170,24 @@ fn run(cli: Cli) -> ExitCode {
 
 /// `baton observe NAME...`: one name prints its JSON (or its failure) as before; several print
 /// one compact JSON object per name and line, a failure naming its service, all read over one
-/// D-Bus connection. The exit status is the first failure's (0 when every name was read).
-fn observe(names: &[String], unit_dir: &std::path::Path) -> ExitCode {
+/// D-Bus connection. With `--all`, every other service with a release in `unit_dir` follows.
+/// The exit status is the first failure's (0 when every name was read).
+fn observe(names: &[String], all: bool, unit_dir: &std::path::Path) -> ExitCode {
     let baton = Baton::system();
     let mut status = cli::EXIT_OK;
+    let mut names = names.to_vec();
+    if all {
+        match baton.services(unit_dir) {
+            Ok(found) => {
+                let others: Vec<String> = found.into_iter().filter(|f| !names.contains(f)).collect();
+                names.extend(others);
+            }
+            Err(e) => return fail(&Failure::msg(baton_core::error_chain(&e)).with_kind(FailureKind::Environment)),
+        }
+    }
+    let one = names.len() == 1 && !all;
     let mut out = std::io::stdout().lock();
-    for name in names {
+    for name in &names {
         let (value, failed) = match observe_one(&baton, name, unit_dir) {
             Ok(seen) => (observed_json(&seen), None),
             Err(mut f) => {
@@ -186,11 +198,8 @@ fn observe(names: &[String], unit_dir: &std::path::Path) -> ExitCode {
         if let (Some(kind), cli::EXIT_OK) = (failed, status) {
             status = cli::exit_status(kind);
         }
-        let written = if names.len() == 1 {
-            serde_json::to_writer_pretty(&mut out, &value)
-        } else {
-            serde_json::to_writer(&mut out, &value)
-        };
+        let written =
+            if one { serde_json::to_writer_pretty(&mut out, &value) } else { serde_json::to_writer(&mut out, &value) };
         if written.is_err() || writeln!(out).is_err() {
             // stdout closed: nobody reads the rest.
             return ExitCode::from(cli::exit_status(FailureKind::Environment));

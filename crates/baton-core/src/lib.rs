@@ -183,6 +183,11 @@ impl Baton {
         self.bus.read(|sd| status::observe(sd, unit_dir, name).map_err(ReadError))
     }
 
+    /// The services with a release in `unit_dir` (the marks of its unit files), sorted.
+    pub fn services(&self, unit_dir: &Path) -> Result<Vec<String>, ReadError> {
+        unit_dir::services(unit_dir).map_err(|e| ReadError(e.into()))
+    }
+
     /// The status of the service `name` (`baton status`).
     pub fn status(&self, name: &str, unit_dir: &Path) -> Result<ServiceStatus, ReadError> {
         self.observe(name, unit_dir).map(|o| o.status)

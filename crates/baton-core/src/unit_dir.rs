@@ -160,6 +160,53 @@ pub(crate) fn releases(dir: &Path, service: &str) -> Result<Vec<UnitFile>, DiskE
     Ok(out)
 }
 
+/// The services with a release in `dir`, sorted, each once: the `X-Baton-Service` mark of every
+/// `*.service` file named as that mark's release, and the service of every instance release's
+/// drop-in (what [`releases`] finds, for every service at once). A missing directory holds none.
+pub(crate) fn services(dir: &Path) -> Result<Vec<String>, DiskError> {
+    let Some(dir_fd) = open_dir(dir)? else {
+        return Ok(Vec::new());
+    };
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(DiskError::Read { path: dir.to_owned(), source }),
+    };
+    let mut out = std::collections::BTreeSet::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| DiskError::Read { path: dir.to_owned(), source })?;
+        let file_name = entry.file_name();
+        let Some(unit) = file_name.to_str() else {
+            continue;
+        };
+        if let Some(instance) = unit.strip_suffix(".d").filter(|u| u.ends_with(".service")) {
+            if let Some((service, _)) = instance.split_once('@') {
+                if instance_release(dir, instance, service)?.is_some() {
+                    out.insert(service.to_owned());
+                }
+            }
+            continue;
+        }
+        if !unit.ends_with(".service") {
+            continue;
+        }
+        let bytes = match safe_fs::read_regular_at(&dir_fd, unit, MAX_READ) {
+            Ok(Some((bytes, _))) => bytes,
+            Ok(None) | Err(ReadProblem::NotRegular(_) | ReadProblem::TooLarge(_)) => continue,
+            Err(ReadProblem::Io(source)) => return Err(DiskError::Read { path: dir.join(unit), source }),
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            continue;
+        };
+        if let Some((service, version)) = read_marks(&text) {
+            if crate::spec::unit_name(&service, &version) == unit {
+                out.insert(service);
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
 /// The release `unit` of `service` from its drop-in in `dir` (see [`crate::unit::instance`]), if
 /// there is one: a trusted `<unit>.d` directory holding a regular `baton.conf` marked as that
 /// release. Anything else (a symbolic link, a directory others may write, no marks) is no release.
@@ -402,6 +449,19 @@ mod tests {
         let versions: Vec<_> = found.iter().map(|u| u.version.as_str()).collect();
         assert_eq!(versions, ["v1", "v2"]);
         assert!(releases(&dir.path().join("missing"), "app").expect("missing dir").is_empty());
+    }
+
+    #[test]
+    fn lists_every_service_with_a_release_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_atomic(dir.path(), "app-v1.service", &unit("app", "v1")).expect("write");
+        write_atomic(dir.path(), "app-v2.service", &unit("app", "v2")).expect("write");
+        write_atomic(dir.path(), "db-v1.service", &unit("db", "v1")).expect("write");
+        write_atomic(dir.path(), "app-x.service", &unit("other", "x")).expect("write");
+        write_atomic(dir.path(), "cron.service", "[Unit]\nDescription=hand made\n").expect("write");
+        write_atomic(dir.path(), "app.socket", "[Socket]\nListenStream=80\n").expect("write");
+        assert_eq!(services(dir.path()).expect("scan"), ["app", "db"]);
+        assert!(services(&dir.path().join("missing")).expect("missing dir").is_empty());
     }
 
     #[test]

@@ -8,11 +8,13 @@
 //!
 //! Reads (refresh, plan, import) run only `baton observe` and `baton adopt`, which read unit
 //! files and systemd and change nothing: no lock, no daemon-reload, no write. The reads of one
-//! host that Terraform makes at the same time share one `baton observe NAME...` ([`batch`]). Changes run
+//! host that Terraform makes at the same time share one `baton observe NAME...` ([`batch`]),
+//! and the first of a run reads every service of the host for the reads to come ([`ahead`]). Changes run
 //! `baton apply -`; secrets travel only inside the spec on stdin, never on a command line.
 //! A host that cannot be reached fails the resources on it, each error naming the host; the
 //! failure is kept for the run, so the other hosts' resources go on without waiting for it again.
 
+pub mod ahead;
 pub mod batch;
 pub mod install;
 pub mod ssh;
@@ -141,12 +143,15 @@ pub struct Remotes {
     settings: Mutex<Option<Arc<Settings>>>,
     hosts: Mutex<HashMap<String, HostCell>>,
     observations: batch::Batcher<(String, String), Seen>,
+    ahead: Arc<ahead::Ahead<Seen>>,
 }
 
 impl Remotes {
     /// Sets the provider's configuration (ConfigureProvider).
     pub fn configure(&self, settings: Settings) {
         *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(settings));
+        // A new Terraform run: what an earlier one read is not served to it.
+        self.ahead.reset();
     }
 
     fn settings(&self) -> Arc<Settings> {
@@ -207,23 +212,21 @@ impl Remotes {
         }
     }
 
-    /// `baton observe` of the service `name` on `host`, in one command with the other reads of
-    /// that host and unit directory queued meanwhile (see [`batch`]).
+    /// `baton observe` of the service `name` on `host`: in one command with the other reads of
+    /// that host and unit directory queued meanwhile (see [`batch`]), or answered by the read
+    /// ahead of the run's first command there (see [`ahead`]).
     pub async fn observe(&self, host: &str, name: &str, unit_dir: &str) -> Result<Seen, String> {
         let conn = self.for_read(host).await?;
-        let dir = unit_dir.to_owned();
-        let run = move |names: Vec<String>| {
-            let (conn, dir) = (conn.clone(), dir.clone());
-            async move {
-                let mut args = vec!["observe", "--unit-dir", dir.as_str()];
-                args.extend(names.iter().map(String::as_str));
-                let out = conn.baton(&args, None).await?;
-                // The Terraform log (TF_LOG_PROVIDER=DEBUG) shows how reads were batched.
-                eprintln!("baton: read {} services on host {} in one command", names.len(), conn.host);
-                Ok(out.observations(&conn.host, &names))
+        let key = (host.to_owned(), unit_dir.to_owned());
+        let ahead = self.ahead.clone();
+        let run = {
+            let key = key.clone();
+            move |names: Vec<String>| {
+                let (conn, key, ahead) = (conn.clone(), key.clone(), ahead.clone());
+                async move { Ok(observe_on(&conn, &key, &ahead, &names).await) }
             }
         };
-        self.observations.read((host.to_owned(), unit_dir.to_owned()), name.to_owned(), run).await
+        self.observations.read(key, name.to_owned(), run).await
     }
 
     /// `baton adopt` of the service `name` on `host`.
@@ -235,6 +238,14 @@ impl Remotes {
 
     /// `baton apply -` of `raw` on `host` (the spec, secrets included, on stdin only).
     pub async fn apply(&self, host: &str, raw: &RawSpec) -> RunResult {
+        // Nothing read on the host before (or during) the change is served after it.
+        self.ahead.changed(host);
+        let result = self.apply_now(host, raw).await;
+        self.ahead.changed(host);
+        result
+    }
+
+    async fn apply_now(&self, host: &str, raw: &RawSpec) -> RunResult {
         let conn = match self.for_change(host).await {
             Ok(c) => c,
             Err(e) => return RunResult::Failed(Failure::msg(e)),
@@ -248,6 +259,46 @@ impl Remotes {
             Err(e) => RunResult::Failed(Failure::msg(e)),
         }
     }
+}
+
+/// One command of `baton observe` for `names` on the host of `conn`: the names the read-ahead
+/// answered are not asked again; the first command to the host since its last change reads
+/// every other service there too (`--all`) and keeps those answers for the reads to come.
+async fn observe_on(
+    conn: &ssh::Connected,
+    key: &ahead::Key,
+    ahead: &ahead::Ahead<Seen>,
+    names: &[String],
+) -> HashMap<String, Result<Seen, String>> {
+    let taken = ahead.take(key, names);
+    let mut answers: HashMap<String, Result<Seen, String>> =
+        taken.answered.into_iter().map(|(name, seen)| (name, Ok(seen))).collect();
+    if taken.rest.is_empty() {
+        return answers;
+    }
+    let mut args = vec!["observe", "--unit-dir", key.1.as_str()];
+    if taken.read_ahead {
+        args.push("--all");
+    }
+    args.extend(taken.rest.iter().map(String::as_str));
+    match conn.baton(&args, None).await {
+        Ok(out) => {
+            let (asked, others) = out.observations_with_others(&conn.host, &taken.rest, taken.read_ahead);
+            // The Terraform log (TF_LOG_PROVIDER=DEBUG) shows how reads were batched.
+            eprintln!(
+                "baton: read {} services on host {} in one command ({} more read ahead)",
+                taken.rest.len(),
+                conn.host,
+                others.len()
+            );
+            if taken.read_ahead {
+                ahead.keep(key, taken.stamp, others);
+            }
+            answers.extend(asked);
+        }
+        Err(e) => answers.extend(taken.rest.into_iter().map(|name| (name, Err(e.clone())))),
+    }
+    answers
 }
 
 /// What a remote `baton` run printed.
@@ -294,27 +345,47 @@ impl RemoteOutput {
     }
 
     /// The answers of `baton observe NAMES...`: one JSON object per name, in order, each the
-    /// service's releases or its failure. Output that is not one object per name (the command
-    /// failed as a whole) is that failure for every name.
-    pub fn observations(&self, host: &str, names: &[String]) -> HashMap<String, Result<Seen, String>> {
+    /// service's releases or its failure; output that is not one object per name (the command
+    /// failed as a whole) is that failure for every name. With `others` (`baton observe --all
+    /// NAMES...`), the objects after the named ones are the other services of the host, returned
+    /// apart by their `name` (one that could not be read is left out: its own read asks again).
+    pub fn observations_with_others(
+        &self,
+        host: &str,
+        names: &[String],
+        others: bool,
+    ) -> (HashMap<String, Result<Seen, String>>, HashMap<String, Seen>) {
         let values: Result<Vec<serde_json::Value>, _> =
             serde_json::Deserializer::from_slice(&self.stdout).into_iter().collect();
-        let values = match values {
-            Ok(v) if v.len() == names.len() && v.iter().all(serde_json::Value::is_object) => v,
+        let fits = |v: &Vec<serde_json::Value>| {
+            (v.len() == names.len() || (others && v.len() > names.len())) && v.iter().all(serde_json::Value::is_object)
+        };
+        let mut values = match values {
+            Ok(v) if fits(&v) => v,
             Ok(_) if self.status == Some(0) => {
                 let e = format!(
                     "baton observe on host {host} printed no JSON object per service ({} asked): {}",
                     names.len(),
                     String::from_utf8_lossy(&self.stdout).trim()
                 );
-                return names.iter().map(|n| (n.clone(), Err(e.clone()))).collect();
+                return (names.iter().map(|n| (n.clone(), Err(e.clone()))).collect(), HashMap::new());
             }
             _ => {
                 let e = self.failure_text(host, "baton observe");
-                return names.iter().map(|n| (n.clone(), Err(e.clone()))).collect();
+                return (names.iter().map(|n| (n.clone(), Err(e.clone()))).collect(), HashMap::new());
             }
         };
-        names.iter().zip(values).map(|(name, v)| (name.clone(), seen_of(host, name, v))).collect()
+        let rest = values.split_off(names.len());
+        let asked = names.iter().zip(values).map(|(name, v)| (name.clone(), seen_of(host, name, v))).collect();
+        let others = rest
+            .into_iter()
+            .filter_map(|v| {
+                let name = v.get("name").and_then(serde_json::Value::as_str)?.to_owned();
+                let seen = seen_of(host, &name, v).ok()?;
+                Some((name, seen))
+            })
+            .collect();
+        (asked, others)
     }
 
     /// The contract's result of `baton apply`; a failure's `msg` carries the host's name.
@@ -431,7 +502,7 @@ mod tests {
             .to_vec(),
             stderr: String::new(),
         };
-        let got = out.observations("h3", &names(&["a", "b", "c"]));
+        let got = out.observations_with_others("h3", &names(&["a", "b", "c"]), false).0;
         assert_eq!(got["a"].as_ref().map(|s| s.active_version.clone()), Ok(Some("v1".to_owned())));
         let b = got["b"].as_ref().expect_err("b failed");
         assert!(b.contains("h3") && b.contains(" b ") && b.contains("permission denied"), "{b}");
@@ -443,14 +514,42 @@ mod tests {
             stdout: b"{\n  \"name\": \"a\",\n  \"active_version\": null,\n  \"releases\": []\n}\n".to_vec(),
             stderr: String::new(),
         };
-        assert!(one.observations("h", &names(&["a"]))["a"].is_ok());
+        assert!(one.observations_with_others("h", &names(&["a"]), false).0["a"].is_ok());
+    }
+
+    /// `baton observe --all a`: the services after the named one come apart, by name; one that
+    /// failed is left out.
+    #[test]
+    fn services_read_ahead_come_apart() {
+        let out = RemoteOutput {
+            status: Some(1),
+            stdout: concat!(
+                r#"{"name":"a","active_version":null,"releases":[]}"#,
+                "\n",
+                r#"{"name":"b","active_version":"v1","releases":[]}"#,
+                "\n",
+                r#"{"failed":true,"msg":"boom","name":"c"}"#,
+                "\n"
+            )
+            .as_bytes()
+            .to_vec(),
+            stderr: String::new(),
+        };
+        let (asked, others) = out.observations_with_others("h", &names(&["a"]), true);
+        assert_eq!(asked.len(), 1);
+        assert!(asked["a"].is_ok());
+        assert_eq!(others.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(others["b"].active_version.as_deref(), Some("v1"));
+        // Without --all, more objects than names is output the provider does not understand.
+        let (asked, others) = out.observations_with_others("h", &names(&["a"]), false);
+        assert!(asked["a"].is_err() && others.is_empty());
     }
 
     /// Output that is not one object per name fails every name, naming the host.
     #[test]
     fn a_command_that_failed_as_a_whole_fails_every_name() {
         let missing = RemoteOutput { status: Some(127), stdout: Vec::new(), stderr: "sh: baton: not found".into() };
-        let got = missing.observations("h9", &names(&["a", "b"]));
+        let got = missing.observations_with_others("h9", &names(&["a", "b"]), false).0;
         for n in ["a", "b"] {
             let e = got[n].as_ref().expect_err("fails");
             assert!(e.contains("h9") && e.contains("not found"), "{e}");
@@ -460,7 +559,7 @@ mod tests {
             stdout: br#"{"name":"a","active_version":null,"releases":[]}"#.to_vec(),
             stderr: String::new(),
         };
-        let got = short.observations("h9", &names(&["a", "b"]));
+        let got = short.observations_with_others("h9", &names(&["a", "b"]), false).0;
         assert!(got["a"].is_err() && got["b"].is_err(), "{got:?}");
         let swapped = RemoteOutput {
             status: Some(0),
@@ -469,7 +568,7 @@ mod tests {
                     .to_vec(),
             stderr: String::new(),
         };
-        let got = swapped.observations("h9", &names(&["a", "b"]));
+        let got = swapped.observations_with_others("h9", &names(&["a", "b"]), false).0;
         assert!(got["a"].as_ref().expect_err("mismatch").contains("where \"a\" was asked"), "{got:?}");
     }
 }
