@@ -192,6 +192,7 @@ fn observe(names: &[String], all: bool, unit_dir: &std::path::Path) -> ExitCode 
             Ok(seen) => (observed_json(&seen), None),
             Err(mut f) => {
                 f.name = Some(name.clone());
+                let f = *f;
                 (serde_json::to_value(&f).unwrap_or_default(), Some(f.kind))
             }
         };
@@ -208,11 +209,11 @@ fn observe(names: &[String], all: bool, unit_dir: &std::path::Path) -> ExitCode 
     ExitCode::from(status)
 }
 
-fn observe_one(baton: &Baton, name: &str, unit_dir: &std::path::Path) -> Result<baton_core::Observed, Failure> {
-    let name = spec::Ident::parse("name", name).map_err(refused)?;
+fn observe_one(baton: &Baton, name: &str, unit_dir: &std::path::Path) -> Result<baton_core::Observed, Box<Failure>> {
+    let name = spec::Ident::parse("name", name).map_err(|e| Box::new(refused(e)))?;
     baton
         .observe(name.as_str(), unit_dir)
-        .map_err(|e| Failure::msg(baton_core::error_chain(&e)).with_kind(FailureKind::Environment))
+        .map_err(|e| Box::new(Failure::msg(baton_core::error_chain(&e)).with_kind(FailureKind::Environment)))
 }
 
 /// `baton observe`'s JSON: `baton status --json` with each release's unit file text and, when

@@ -145,6 +145,45 @@ fn an_unreachable_systemd_exits_5() {
     assert!(r.json["msg"].as_str().unwrap_or_default().contains("cannot connect to systemd"), "{}", r.json);
 }
 
+/// The lines of `baton observe NAME...`, each one JSON object.
+fn json_lines(r: &Run) -> Vec<Value> {
+    r.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}"))).collect()
+}
+
+#[test]
+fn observe_answers_each_name_on_its_own_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unit_dir = dir.path().display().to_string();
+    // Nothing on disk: answered from the disk alone. A bad name fails only its own line, named.
+    let r = baton(&["observe", "--unit-dir", &unit_dir, "app", "bad name", "db"], "");
+    let lines = json_lines(&r);
+    assert_eq!(lines.len(), 3, "{}", r.stdout);
+    assert_eq!((&lines[0]["name"], &lines[0]["releases"]), (&Value::from("app"), &serde_json::json!([])));
+    assert_eq!((&lines[1]["failed"], &lines[1]["name"]), (&Value::from(true), &Value::from("bad name")));
+    assert!(lines[1]["msg"].as_str().unwrap_or_default().contains("name"), "{}", lines[1]);
+    assert_eq!(lines[2]["name"], "db");
+    assert_eq!(r.code, 3, "the first failure's exit status (refused)");
+
+    // One name: one object, as before.
+    let r = baton(&["observe", "--unit-dir", &unit_dir, "app"], "");
+    assert_eq!((r.code, &r.json["name"]), (0, &Value::from("app")), "{}", r.stdout);
+
+    // --all: the named services, then every other one with a release in the directory (whose
+    // read needs systemd here: its failure is its own line).
+    let unit = baton(&["render"], &spec(dir.path()));
+    assert_eq!(unit.code, 0, "{}", unit.stderr);
+    std::fs::write(dir.path().join("app-v1.service"), &unit.stdout).expect("write the unit");
+    let r = baton(&["observe", "--all", "--unit-dir", &unit_dir, "db"], "");
+    let lines = json_lines(&r);
+    assert_eq!(lines.len(), 2, "{}", r.stdout);
+    assert_eq!((&lines[0]["name"], &lines[0]["releases"]), (&Value::from("db"), &serde_json::json!([])));
+    assert_eq!((&lines[1]["failed"], &lines[1]["name"]), (&Value::from(true), &Value::from("app")));
+    assert!(lines[1]["msg"].as_str().unwrap_or_default().contains("cannot connect to systemd"), "{}", lines[1]);
+    assert_eq!(r.code, 5);
+    // A name is required without --all.
+    assert_eq!(baton(&["observe", "--unit-dir", &unit_dir], "").code, 2);
+}
+
 #[test]
 fn quiet_prints_only_the_json_and_verbose_says_what_it_touches() {
     let dir = tempfile::tempdir().expect("tempdir");
