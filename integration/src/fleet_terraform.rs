@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::bin;
 use crate::fleet::Fleet;
-pub use crate::terraform::terraform_path;
-use crate::{bin, bin_dir};
+pub use crate::terraform::{terraform_path, write_cli_config};
 
 /// Where the provider installs `baton` on the hosts in these tests: each host's private `/run`.
 pub const INSTALL_DIR: &str = "/run/baton-tf";
@@ -32,20 +32,6 @@ fn small_baton(root: &Path) -> PathBuf {
         .expect("run strip (binutils)");
     assert!(st.success(), "strip of {} failed", bin("baton").display());
     out
-}
-
-/// A CLI config file whose `dev_overrides` point `baton/baton` at this build's provider.
-pub fn write_cli_config(rc: &Path) {
-    let provider = bin("terraform-provider-baton");
-    let overrides = provider.parent().map(Path::to_path_buf).unwrap_or_else(bin_dir);
-    std::fs::write(
-        rc,
-        format!(
-            "provider_installation {{\n  dev_overrides {{\n    \"baton/baton\" = \"{}\"\n  }}\n  direct {{}}\n}}\n",
-            overrides.display()
-        ),
-    )
-    .expect("write the CLI config");
 }
 
 /// A Terraform working directory whose commands run in the fleet's controller namespace.

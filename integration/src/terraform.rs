@@ -5,7 +5,7 @@
 //! A missing `terraform` fails the test.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use crate::{bin, bin_dir, terraform_command, Host};
 
@@ -31,6 +31,22 @@ pub fn terraform_path() -> PathBuf {
         .unwrap_or_else(|| panic!("terraform is not installed (not on PATH): the Terraform end-to-end tests need it"))
 }
 
+/// Writes a CLI config file (for `TF_CLI_CONFIG_FILE`) whose `dev_overrides` point
+/// `baton/baton` at this build's provider: terraform runs offline, and the user's own config is
+/// never read or edited.
+pub fn write_cli_config(rc: &Path) {
+    let provider = bin("terraform-provider-baton");
+    let overrides = provider.parent().map(Path::to_path_buf).unwrap_or_else(bin_dir);
+    std::fs::write(
+        rc,
+        format!(
+            "provider_installation {{\n  dev_overrides {{\n    \"baton/baton\" = \"{}\"\n  }}\n  direct {{}}\n}}\n",
+            overrides.display()
+        ),
+    )
+    .expect("write the CLI config");
+}
+
 /// A Terraform working directory (`<target>/tmp/tf-<label>-<pid>`) run inside `host`'s sandbox.
 #[derive(Debug)]
 pub struct Tf<'a> {
@@ -43,21 +59,12 @@ pub struct Tf<'a> {
 impl<'a> Tf<'a> {
     /// A fresh directory with a CLI config that takes `baton/baton` from the built provider.
     pub fn new(host: &'a Host, label: &str) -> Tf<'a> {
-        let provider = bin("terraform-provider-baton");
         let root = crate::ansible::target_dir().join("tmp").join(format!("tf-{label}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("home")).expect("create the terraform dir");
         let root = std::fs::canonicalize(&root).expect("the terraform dir");
         let rc = root.join("terraformrc");
-        let overrides = provider.parent().map(Path::to_path_buf).unwrap_or_else(bin_dir);
-        std::fs::write(
-            &rc,
-            format!(
-                "provider_installation {{\n  dev_overrides {{\n    \"baton/baton\" = \"{}\"\n  }}\n  direct {{}}\n}}\n",
-                overrides.display()
-            ),
-        )
-        .expect("write the CLI config");
+        write_cli_config(&rc);
         Tf { host, dir: root, rc, terraform: terraform_path() }
     }
 
@@ -71,12 +78,15 @@ impl<'a> Tf<'a> {
         std::fs::write(self.dir.join("main.tf"), main_tf).expect("write main.tf");
     }
 
+    /// `terraform` inside the sandbox, in this directory with its CLI config, to add arguments
+    /// and environment to.
+    pub fn command(&self) -> Command {
+        terraform_command(self.host, &self.terraform, &self.dir, &self.rc)
+    }
+
     /// Runs `terraform <args>` inside the sandbox.
     pub fn run(&self, args: &[&str]) -> Output {
-        terraform_command(self.host, &self.terraform, &self.dir, &self.rc)
-            .args(args)
-            .output()
-            .expect("run terraform inside the sandbox")
+        self.command().args(args).output().expect("run terraform inside the sandbox")
     }
 
     /// Runs and returns stdout; panics with everything terraform said when it fails.

@@ -15,106 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use baton_integration::{bin, bin_dir, demo_argv, demo_spec, terraform_command, Host};
+use baton_integration::terraform::{Tf, HEADER};
+use baton_integration::{bin, demo_argv, demo_spec, Host};
 use serde_json::json;
-
-/// A Terraform working directory whose commands run inside the sandbox.
-struct Tf<'a> {
-    host: &'a Host,
-    dir: PathBuf,
-    rc: PathBuf,
-    terraform: PathBuf,
-}
-
-/// The terraform CLI on the host's PATH; a missing one fails loudly.
-fn terraform_path() -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join("terraform"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("terraform is not installed (not on PATH): the Terraform end-to-end tests need it"))
-}
-
-impl<'a> Tf<'a> {
-    fn new(host: &'a Host, label: &str) -> Tf<'a> {
-        let provider = bin("terraform-provider-baton");
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tf-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("home")).expect("create the terraform dir");
-        let rc = root.join("terraformrc");
-        let overrides = provider.parent().map(Path::to_path_buf).unwrap_or_else(bin_dir);
-        std::fs::write(
-            &rc,
-            format!(
-                "provider_installation {{\n  dev_overrides {{\n    \"baton/baton\" = \"{}\"\n  }}\n  direct {{}}\n}}\n",
-                overrides.display()
-            ),
-        )
-        .expect("write the CLI config");
-        Tf { host, dir: root, rc, terraform: terraform_path() }
-    }
-
-    fn write(&self, main_tf: &str) {
-        std::fs::write(self.dir.join("main.tf"), main_tf).expect("write main.tf");
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        terraform_command(self.host, &self.terraform, &self.dir, &self.rc)
-            .args(args)
-            .output()
-            .expect("run terraform inside the sandbox")
-    }
-
-    /// Runs and returns stdout; panics with everything terraform said when it fails.
-    #[track_caller]
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "terraform {args:?} failed ({}):\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-
-    fn apply(&self) -> String {
-        self.ok(&["apply", "-auto-approve", "-input=false", "-no-color"])
-    }
-
-    /// `terraform plan -detailed-exitcode`: (exit code, output). 0: no changes, 2: changes.
-    fn plan(&self) -> (i32, String) {
-        let out = self.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"]);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        let code = out.status.code().unwrap_or(-1);
-        assert!(code == 0 || code == 2, "terraform plan failed ({code}):\n{text}");
-        (code, text)
-    }
-
-    #[track_caller]
-    fn assert_no_changes(&self, when: &str) {
-        let (code, text) = self.plan();
-        assert_eq!(code, 0, "{when}: the plan must be empty:\n{text}");
-        assert!(text.contains("No changes."), "{when}:\n{text}");
-    }
-
-    fn state_show(&self, address: &str) -> String {
-        self.ok(&["state", "show", "-no-color", address])
-    }
-}
-
-const HEADER: &str = r#"terraform {
-  required_providers {
-    baton = {
-      source = "baton/baton"
-    }
-  }
-}
-
-provider "baton" {}
-"#;
 
 /// A `baton_service` of the demo app: `version` on `port`, with extra demo flags.
 fn demo_resource(label: &str, name: &str, version: &str, port: u16, flags: &[&str], extra: &str) -> String {
@@ -280,7 +183,7 @@ fn import_failed_handover_and_removal_outside_terraform() {
 /// The error diagnostics of a failed terraform run: (summary, the configuration line it points
 /// at, the detail's first line).
 fn diagnostics(tf: &Tf, text: &str) -> Vec<(String, String, String)> {
-    let main_tf = std::fs::read_to_string(tf.dir.join("main.tf")).expect("main.tf");
+    let main_tf = std::fs::read_to_string(tf.dir().join("main.tf")).expect("main.tf");
     let lines: Vec<&str> = text.lines().map(|l| l.trim_start_matches(['│', '╷', '╵', ' ']).trim_end()).collect();
     let mut out = Vec::new();
     for (i, l) in lines.iter().enumerate() {
@@ -516,7 +419,7 @@ fn socket_dirs(tmp: &Path) -> Vec<(PathBuf, u32, u32, bool)> {
 /// Runs terraform with `TMPDIR=tmp` and `env`, and watches `tmp` while it runs: its output and
 /// every provider socket directory seen.
 fn run_watching(tf: &Tf, tmp: &Path, env: &[(&str, &str)], args: &[&str]) -> (Output, Vec<(PathBuf, u32, u32, bool)>) {
-    let mut cmd = terraform_command(tf.host, &tf.terraform, &tf.dir, &tf.rc);
+    let mut cmd = tf.command();
     cmd.args(args).env("TMPDIR", tmp).env_remove("TF_DISABLE_PLUGIN_TLS").env_remove("PLUGIN_UNIX_SOCKET_DIR");
     for (k, v) in env {
         cmd.env(k, v);
@@ -549,7 +452,7 @@ fn run_watching(tf: &Tf, tmp: &Path, env: &[(&str, &str)], args: &[&str]) -> (Ou
 fn terraform_without_plugin_tls_uses_a_private_unix_socket() {
     let h = Host::boot("tf-notls");
     let tf = Tf::new(&h, "notls");
-    let tmp = tf.dir.join("tmp");
+    let tmp = tf.dir().join("tmp");
     std::fs::create_dir_all(&tmp).expect("mkdir tmp");
     let config = |version: &str| format!("{HEADER}{}", demo_resource("notls", "notls", version, 18084, &[], ""));
     let no_tls = [("TF_DISABLE_PLUGIN_TLS", "1")];
