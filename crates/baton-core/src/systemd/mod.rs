@@ -143,8 +143,8 @@ pub(crate) const CHANGE_TIMEOUT_ENV: &str = "BATON_DBUS_CHANGE_TIMEOUT_SEC";
 /// See [`READ_TIMEOUT_ENV`].
 pub(crate) const RELOAD_TIMEOUT_ENV: &str = "BATON_DBUS_RELOAD_TIMEOUT_SEC";
 
-/// The variables that override [`CallTimeouts`], each with what it bounds and its default, for
-/// front-ends' help and manual pages.
+/// The variables that override the limits of systemd calls (`CallTimeouts`), each with what it
+/// bounds and its default, for front-ends' help and manual pages.
 pub const TIMEOUT_VARIABLES: [(&str, &str); 3] = [
     (READ_TIMEOUT_ENV, "seconds baton waits for systemd to answer a read or to connect (default 15)"),
     (CHANGE_TIMEOUT_ENV, "seconds baton waits for systemd to take a change: a job, enable, disable (default 30)"),
