@@ -111,6 +111,29 @@ fn open_dir(dir: &Path) -> Result<Option<OwnedFd>, DiskError> {
 /// `X-Baton-Service` mark names it. A missing directory holds no releases. Anything that is
 /// not a regular file of at most [`MAX_READ`] bytes is no release.
 pub(crate) fn releases(dir: &Path, service: &str) -> Result<Vec<UnitFile>, DiskError> {
+    let prefix = format!("{service}-");
+    let instance_prefix = format!("{service}@");
+    let mut out: Vec<UnitFile> = scan(dir, &|name| name.starts_with(&prefix) || name.starts_with(&instance_prefix))?
+        .into_iter()
+        .filter(|(svc, _)| svc == service)
+        .map(|(_, file)| file)
+        .collect();
+    out.sort_by(|a, b| a.unit.cmp(&b.unit));
+    Ok(out)
+}
+
+/// The services with a release in `dir`, sorted, each once: what [`releases`] finds, for every
+/// service at once. A missing directory holds none.
+pub(crate) fn services(dir: &Path) -> Result<Vec<String>, DiskError> {
+    let services: std::collections::BTreeSet<String> = scan(dir, &|_| true)?.into_iter().map(|(svc, _)| svc).collect();
+    Ok(services.into_iter().collect())
+}
+
+/// Every release in `dir` among the entries whose name `wanted` accepts, with its service: a
+/// `*.service` file named as the release its `X-Baton-Service`/`X-Baton-Version` marks make,
+/// and an instance release's drop-in (`<service>@<version>.service.d/baton.conf`). Only the
+/// files of wanted entries are read.
+fn scan(dir: &Path, wanted: &dyn Fn(&str) -> bool) -> Result<Vec<(String, UnitFile)>, DiskError> {
     let Some(dir_fd) = open_dir(dir)? else {
         return Ok(Vec::new());
     };
@@ -119,23 +142,23 @@ pub(crate) fn releases(dir: &Path, service: &str) -> Result<Vec<UnitFile>, DiskE
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => return Err(DiskError::Read { path: dir.to_owned(), source }),
     };
-    let prefix = format!("{service}-");
-    let instance_prefix = format!("{service}@");
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|source| DiskError::Read { path: dir.to_owned(), source })?;
         let file_name = entry.file_name();
-        let Some(unit) = file_name.to_str() else {
+        let Some(unit) = file_name.to_str().filter(|name| wanted(name)) else {
             continue;
         };
         // Instance releases: the drop-in `<service>@<version>.service.d/baton.conf`.
-        if let Some(instance) = unit.strip_suffix(".d").filter(|u| u.starts_with(&instance_prefix)) {
-            if let Some(file) = instance_release(dir, instance, service)? {
-                out.push(file);
+        if let Some(instance) = unit.strip_suffix(".d").filter(|u| u.ends_with(".service")) {
+            if let Some((service, _)) = instance.split_once('@') {
+                if let Some(file) = instance_release(dir, instance, service)? {
+                    out.push((service.to_owned(), file));
+                }
             }
             continue;
         }
-        if !unit.starts_with(&prefix) || !unit.ends_with(".service") {
+        if !unit.ends_with(".service") {
             continue;
         }
         let path = dir.join(unit);
@@ -147,64 +170,16 @@ pub(crate) fn releases(dir: &Path, service: &str) -> Result<Vec<UnitFile>, DiskE
         let Ok(text) = String::from_utf8(bytes) else {
             continue;
         };
-        let Some((svc, version)) = read_marks(&text) else {
+        let Some((service, version)) = read_marks(&text) else {
             continue;
         };
-        if svc != service || crate::spec::unit_name(service, &version) != unit {
+        if crate::spec::unit_name(&service, &version) != unit {
             continue;
         }
         let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        out.push(UnitFile { unit: unit.to_owned(), version, path, text, modified });
+        out.push((service, UnitFile { unit: unit.to_owned(), version, path, text, modified }));
     }
-    out.sort_by(|a, b| a.unit.cmp(&b.unit));
     Ok(out)
-}
-
-/// The services with a release in `dir`, sorted, each once: the `X-Baton-Service` mark of every
-/// `*.service` file named as that mark's release, and the service of every instance release's
-/// drop-in (what [`releases`] finds, for every service at once). A missing directory holds none.
-pub(crate) fn services(dir: &Path) -> Result<Vec<String>, DiskError> {
-    let Some(dir_fd) = open_dir(dir)? else {
-        return Ok(Vec::new());
-    };
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(DiskError::Read { path: dir.to_owned(), source }),
-    };
-    let mut out = std::collections::BTreeSet::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| DiskError::Read { path: dir.to_owned(), source })?;
-        let file_name = entry.file_name();
-        let Some(unit) = file_name.to_str() else {
-            continue;
-        };
-        if let Some(instance) = unit.strip_suffix(".d").filter(|u| u.ends_with(".service")) {
-            if let Some((service, _)) = instance.split_once('@') {
-                if instance_release(dir, instance, service)?.is_some() {
-                    out.insert(service.to_owned());
-                }
-            }
-            continue;
-        }
-        if !unit.ends_with(".service") {
-            continue;
-        }
-        let bytes = match safe_fs::read_regular_at(&dir_fd, unit, MAX_READ) {
-            Ok(Some((bytes, _))) => bytes,
-            Ok(None) | Err(ReadProblem::NotRegular(_) | ReadProblem::TooLarge(_)) => continue,
-            Err(ReadProblem::Io(source)) => return Err(DiskError::Read { path: dir.join(unit), source }),
-        };
-        let Ok(text) = String::from_utf8(bytes) else {
-            continue;
-        };
-        if let Some((service, version)) = read_marks(&text) {
-            if crate::spec::unit_name(&service, &version) == unit {
-                out.insert(service);
-            }
-        }
-    }
-    Ok(out.into_iter().collect())
 }
 
 /// The release `unit` of `service` from its drop-in in `dir` (see [`crate::unit::instance`]), if
